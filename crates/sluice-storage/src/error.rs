@@ -1,0 +1,74 @@
+//! The storage crate's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias for storage operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the storage layer.
+///
+/// Variants carry the context a person needs to act (paths, offsets, valid ranges); io errors keep
+/// their source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An io operation failed. The partition may now be poisoned (see [`Error::Poisoned`]).
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. "writing segment".
+        operation: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A requested offset lies outside the log. `start..end` is the readable range.
+    #[error("offset {requested} is out of range: the log holds offsets {start}..{end}")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        requested: u64,
+        /// Log start offset (first readable offset).
+        start: u64,
+        /// Next offset to be written (one past the last readable offset).
+        end: u64,
+    },
+    /// A batch is larger than the configured limit.
+    #[error("batch of {size} bytes exceeds the limit of {limit} bytes")]
+    BatchTooLarge {
+        /// Encoded size of the batch.
+        size: usize,
+        /// The configured `max_batch_bytes`.
+        limit: usize,
+    },
+    /// An argument is invalid; the message says which and why.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Stored data failed validation somewhere recovery does not tolerate damage, or on read.
+    #[error("corrupt data in {path} at byte {position}: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte position of the damage.
+        position: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An earlier write or fsync failed; the log refuses appends and stays readable up to the
+    /// last good batch. Reopening the partition recovers it.
+    #[error("partition log is read-only after an earlier write failure: {cause}")]
+    Poisoned {
+        /// The first failure, as text (the original io error was returned to its caller).
+        cause: String,
+    },
+    /// The log was closed.
+    #[error("partition log is closed")]
+    Closed,
+}
+
+impl Error {
+    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io { operation, path: path.into(), source }
+    }
+}

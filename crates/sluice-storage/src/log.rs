@@ -1,0 +1,274 @@
+//! [`PartitionLog`]: the public handle of one partition's log.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use crate::codec::{Batch, EncodedBatch};
+use crate::commit::{Appended, CommitQueue};
+use crate::config::LogConfig;
+use crate::error::{Error, Result};
+use crate::io::{Clock, DiskIo, OsDisk, SystemClock, fsync_dir};
+use crate::open::OpenContext;
+use crate::view::LogView;
+use crate::writer::{Counters, Writer};
+
+/// The operating-system seams a log uses; tests replace them.
+#[derive(Debug, Clone)]
+pub struct LogEnv {
+    /// Disk writes and fsync.
+    pub io: Arc<dyn DiskIo>,
+    /// Wall clock, for segment age.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for LogEnv {
+    fn default() -> Self {
+        LogEnv { io: Arc::new(OsDisk), clock: Arc::new(SystemClock) }
+    }
+}
+
+/// Batches read from the log, with the log's range at the time of the read.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Whole, checksum-verified batches in offset order. The first may start before the
+    /// requested offset; skip records below it.
+    pub batches: Vec<Batch>,
+    /// Log start offset when read.
+    pub start_offset: u64,
+    /// Log end offset when read.
+    pub end_offset: u64,
+}
+
+/// A point-in-time summary of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    /// First readable offset.
+    pub start_offset: u64,
+    /// Offset the next record gets.
+    pub end_offset: u64,
+    /// Bytes in all segments.
+    pub size_bytes: u64,
+    /// Number of segments, the active one included.
+    pub segment_count: usize,
+    /// fsyncs of segment data since open.
+    pub fsyncs: u64,
+    /// Batches appended since open.
+    pub appended_batches: u64,
+    /// Bytes validated by recovery when the log was opened.
+    pub recovery_scanned_bytes: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    view: Arc<RwLock<Arc<LogView>>>,
+    writer: Mutex<Writer>,
+    commit: CommitQueue,
+    counters: Arc<Counters>,
+}
+
+/// One partition's append-only log: a cheap-clone handle, safe to share between threads.
+///
+/// One writer and any number of readers proceed concurrently: appends go through a group-commit
+/// queue into the single writer; reads work on an immutable snapshot and never wait for appends.
+///
+/// Dropping the last handle without [`PartitionLog::close`] is treated like a crash by the next
+/// open (the active segment is fully validated).
+#[derive(Debug, Clone)]
+pub struct PartitionLog {
+    inner: Arc<Inner>,
+}
+
+impl PartitionLog {
+    /// Opens the partition in `dir`, creating it if needed, and recovers it (see [`crate::recovery`]).
+    pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<Self> {
+        Self::open_with(dir, config, LogEnv::default())
+    }
+
+    /// [`PartitionLog::open`] with explicit disk and clock seams.
+    pub fn open_with(dir: impl Into<PathBuf>, config: LogConfig, env: LogEnv) -> Result<Self> {
+        config.validate()?;
+        let dir = dir.into();
+        let counters = Arc::new(Counters::default());
+        let now_ms = env.clock.now_ms();
+        let cx = OpenContext { dir: &dir, config: &config, counters: &counters, now_ms };
+        let (sealed, active) = crate::open::load_segments(&cx)?;
+        let view = LogView { sealed: Arc::new(sealed), active: active.view() };
+        let published = Arc::new(RwLock::new(Arc::new(view.clone())));
+        let writer = Writer {
+            dir: dir.clone(),
+            config,
+            sealed: view.sealed,
+            active,
+            poisoned: None,
+            closed: false,
+            last_sync_ms: now_ms,
+            dirty: false,
+            io: env.io,
+            clock: env.clock,
+            counters: Arc::clone(&counters),
+            published: Arc::clone(&published),
+        };
+        Ok(PartitionLog {
+            inner: Arc::new(Inner {
+                dir,
+                view: published,
+                writer: Mutex::new(writer),
+                commit: CommitQueue::default(),
+                counters,
+            }),
+        })
+    }
+
+    fn view(&self) -> Arc<LogView> {
+        Arc::clone(&self.inner.view.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // A panic while writing leaves the writer's fields consistent with the file only up to
+        // the last publish; later appends then fail at the next io error or validation.
+        self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Appends a batch and returns its offsets once it is durable per the fsync policy.
+    ///
+    /// Crash guarantee: when this returns `Ok` under `FsyncPolicy::Always`, the batch survives
+    /// power loss; under the other policies it survives a process crash (see
+    /// [`crate::FsyncPolicy`]). A batch whose append failed may or may not be present after a
+    /// restart, but never partially.
+    /// An oversized batch fails with [`Error::BatchTooLarge`] and changes nothing.
+    pub fn append(&self, batch: EncodedBatch) -> Result<Appended> {
+        // Appenders must not touch the writer mutex before queueing: the leader holds it across
+        // the group's fsync, and queueing during that fsync is what group commit is.
+        self.inner.commit.submit(batch, |group| self.writer().append_group(group))
+    }
+
+    /// Appends waiting behind the one being written (for observing group commit).
+    pub fn queued_appends(&self) -> usize {
+        self.inner.commit.queued()
+    }
+
+    /// Reads whole batches from the one holding `offset`, up to about `max_bytes` (at least one
+    /// batch). `offset == end` returns no batches; outside `start..=end` is
+    /// [`Error::OffsetOutOfRange`].
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
+        let view = self.view();
+        let (start_offset, end_offset) = (view.start_offset(), view.end_offset());
+        if offset == end_offset && offset >= start_offset {
+            return Ok(ReadResult { batches: Vec::new(), start_offset, end_offset });
+        }
+        let batches = view.segment_for(offset)?.read(offset, max_bytes)?;
+        Ok(ReadResult { batches, start_offset, end_offset })
+    }
+
+    /// The first offset whose record timestamp is `>= timestamp`, or `None` if no record is.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
+        let view = self.view();
+        for segment in view.segments() {
+            if segment.max_timestamp >= timestamp
+                && let Some(offset) = segment.offset_for_timestamp(timestamp)?
+            {
+                return Ok(Some(offset));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Start and end offsets.
+    pub fn offsets(&self) -> (u64, u64) {
+        let view = self.view();
+        (view.start_offset(), view.end_offset())
+    }
+
+    /// Range, size and counters.
+    pub fn stats(&self) -> LogStats {
+        let view = self.view();
+        let counters = &self.inner.counters;
+        LogStats {
+            start_offset: view.start_offset(),
+            end_offset: view.end_offset(),
+            size_bytes: view.segments().map(|s| s.len).sum(),
+            segment_count: view.segments().count(),
+            fsyncs: counters.fsyncs.load(Ordering::Relaxed),
+            appended_batches: counters.appended_batches.load(Ordering::Relaxed),
+            recovery_scanned_bytes: counters.recovery_scanned_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// fsyncs now if anything is unsynced. For `FsyncPolicy::Interval`, call this on a timer so
+    /// the bound holds when appends stop.
+    pub fn sync(&self) -> Result<()> {
+        let mut writer = self.writer();
+        let result = writer.sync_active();
+        if let Err(error) = &result {
+            writer.poisoned.get_or_insert_with(|| error.to_string());
+        }
+        result
+    }
+
+    /// Seals the active segment and starts a new one (as a size or age roll would).
+    pub fn roll(&self) -> Result<()> {
+        let mut writer = self.writer();
+        if writer.active.len == 0 {
+            return Ok(());
+        }
+        writer.roll()?;
+        writer.publish();
+        Ok(())
+    }
+
+    /// Deletes the closed segments retention selects at time `now_ms`; returns how many.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        self.writer().apply_retention(now_ms)
+    }
+
+    /// Replaces the config (segment, retention and fsync settings take effect on the next
+    /// append or retention run).
+    pub fn set_config(&self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        self.writer().config = config;
+        Ok(())
+    }
+
+    /// The current config.
+    pub fn config(&self) -> LogConfig {
+        self.writer().config.clone()
+    }
+
+    /// Removes every record at or after the batch holding `offset` (truncation happens at batch
+    /// boundaries); returns the new end offset.
+    pub fn truncate_to(&self, offset: u64) -> Result<u64> {
+        self.writer().truncate_to(offset)
+    }
+
+    /// The error that poisoned the log, if one did.
+    pub fn poisoned(&self) -> Option<String> {
+        self.writer().poisoned.clone()
+    }
+
+    /// Clean close: fsync, persist the active index, write the clean-shutdown marker so the
+    /// next open needs no recovery scan. Later appends fail with [`Error::Closed`]; reads go on.
+    pub fn close(&self) -> Result<()> {
+        self.writer().close()
+    }
+
+    /// Closes the log and deletes its whole directory (topic deletion).
+    pub fn delete(self) -> Result<()> {
+        let dir = self.inner.dir.clone();
+        {
+            let mut writer = self.writer();
+            writer.closed = true;
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("deleting partition", &dir, e))?;
+        match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => fsync_dir(parent),
+            _ => Ok(()),
+        }
+    }
+}

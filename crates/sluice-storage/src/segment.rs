@@ -1,0 +1,171 @@
+//! One segment as readers see it: an immutable snapshot of its file, length and index.
+//!
+//! Readers never take the writer's lock. They read only below the snapshot's `len`, which the
+//! writer publishes after a whole batch is written (and, under `FsyncPolicy::Always`, synced), so
+//! a partially written batch is never visible.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::{BATCH_HEADER_BYTES, Batch, BatchHeader};
+use crate::error::{Error, Result};
+use crate::index::{IndexEntries, IndexHit, SealedIndex};
+
+/// A segment's index, as readers see it.
+#[derive(Debug, Clone)]
+pub(crate) enum SegmentIndex {
+    /// Mapped files of a sealed segment.
+    Sealed(Arc<SealedIndex>),
+    /// The active segment's in-memory entries, appended to by the writer.
+    Active(Arc<RwLock<IndexEntries>>),
+}
+
+impl SegmentIndex {
+    fn lookup_offset(&self, relative_offset: u32) -> IndexHit {
+        match self {
+            SegmentIndex::Sealed(index) => index.lookup_offset(relative_offset),
+            SegmentIndex::Active(entries) => match entries.read() {
+                Ok(entries) => entries.lookup_offset(relative_offset),
+                // A poisoned lock means a writer panicked mid-push; the segment start is always safe.
+                Err(_) => IndexHit::START,
+            },
+        }
+    }
+
+    fn lookup_timestamp(&self, timestamp: i64) -> IndexHit {
+        match self {
+            SegmentIndex::Sealed(index) => index.lookup_timestamp(timestamp),
+            SegmentIndex::Active(entries) => match entries.read() {
+                Ok(entries) => entries.lookup_timestamp(timestamp),
+                Err(_) => IndexHit::START,
+            },
+        }
+    }
+}
+
+/// A readable snapshot of one segment.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentView {
+    pub base_offset: u64,
+    /// One past the last offset in the visible part.
+    pub next_offset: u64,
+    /// Visible bytes.
+    pub len: u64,
+    /// Largest visible timestamp (`i64::MIN` when empty).
+    pub max_timestamp: i64,
+    pub file: Arc<File>,
+    pub path: Arc<Path>,
+    pub index: SegmentIndex,
+}
+
+impl SegmentView {
+    fn corrupt(&self, position: u64, reason: impl Into<String>) -> Error {
+        Error::Corrupt { path: self.path.to_path_buf(), position, reason: reason.into() }
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<()> {
+        self.file.read_exact_at(buf, position).map_err(|e| Error::io("reading segment", self.path.to_path_buf(), e))
+    }
+
+    /// Reads and checks the header of the batch at `position`, which must start at `expected`.
+    fn header_at(&self, position: u64, expected: u64) -> Result<BatchHeader> {
+        let mut buf = [0u8; BATCH_HEADER_BYTES];
+        if position + BATCH_HEADER_BYTES as u64 > self.len {
+            return Err(self.corrupt(position, "batch header runs past the end of the segment"));
+        }
+        self.read_exact_at(&mut buf, position)?;
+        let header = BatchHeader::parse(&buf).ok_or_else(|| self.corrupt(position, "short header"))?;
+        header.check(Some(expected), self.len - position).map_err(|reason| self.corrupt(position, reason))?;
+        Ok(header)
+    }
+
+    /// Walks batch headers from `hit` until `stop(header)` is true; returns that batch's position
+    /// and header, or `None` at the end of the visible data.
+    fn walk_from(
+        &self,
+        hit: IndexHit,
+        mut stop: impl FnMut(&BatchHeader) -> bool,
+    ) -> Result<Option<(u64, BatchHeader)>> {
+        let mut position = u64::from(hit.position);
+        let mut expected = self.base_offset + u64::from(hit.relative_offset);
+        while position < self.len {
+            let header = self.header_at(position, expected)?;
+            if stop(&header) {
+                return Ok(Some((position, header)));
+            }
+            position += header.total_len();
+            expected = header.next_offset();
+        }
+        Ok(None)
+    }
+
+    /// Byte position and base offset of the batch holding `offset`.
+    pub fn batch_start(&self, offset: u64) -> Result<(u64, u64)> {
+        let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
+        let hit = self.index.lookup_offset(relative);
+        match self.walk_from(hit, |h| h.next_offset() > offset)? {
+            Some((position, header)) => Ok((position, header.base_offset)),
+            None => Err(self.corrupt(self.len, format!("offset {offset} not found in its segment"))),
+        }
+    }
+
+    /// Whole batches starting with the one holding `offset`, up to `max_bytes` (but always the
+    /// first batch, however large), each checksum-verified.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+        let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
+        let hit = self.index.lookup_offset(relative);
+        let Some((start, first)) = self.walk_from(hit, |h| h.next_offset() > offset)? else {
+            return Ok(Vec::new());
+        };
+        let want = (max_bytes as u64).max(first.total_len()).min(self.len - start);
+        let mut buf = BytesMut::zeroed(usize::try_from(want).unwrap_or(usize::MAX));
+        self.read_exact_at(&mut buf, start)?;
+        self.split_batches(buf.freeze(), start, first.base_offset)
+    }
+
+    /// Cuts a buffer that starts at a batch boundary into verified batches, dropping a partial
+    /// batch at its end.
+    fn split_batches(&self, mut buf: Bytes, start: u64, first_offset: u64) -> Result<Vec<Batch>> {
+        let mut batches = Vec::new();
+        let mut position = start;
+        let mut expected = first_offset;
+        while let Some(header) = BatchHeader::parse(&buf) {
+            header.check(Some(expected), self.len - position).map_err(|reason| self.corrupt(position, reason))?;
+            let Ok(total) = usize::try_from(header.total_len()) else { break };
+            if total > buf.len() {
+                break;
+            }
+            let batch =
+                Batch::from_verified_bytes(buf.split_to(total)).map_err(|reason| self.corrupt(position, reason))?;
+            expected = batch.next_offset();
+            position += header.total_len();
+            batches.push(batch);
+        }
+        Ok(batches)
+    }
+
+    /// The first offset in this segment whose record timestamp is `>= timestamp`.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
+        if self.max_timestamp < timestamp {
+            return Ok(None);
+        }
+        let hit = self.index.lookup_timestamp(timestamp);
+        let Some((position, header)) = self.walk_from(hit, |h| h.max_timestamp >= timestamp)? else {
+            return Ok(None);
+        };
+        let mut buf = BytesMut::zeroed(usize::try_from(header.total_len()).unwrap_or(usize::MAX));
+        self.read_exact_at(&mut buf, position)?;
+        let batch = Batch::from_verified_bytes(buf.freeze()).map_err(|reason| self.corrupt(position, reason))?;
+        for record in batch.records() {
+            let record = record.map_err(|reason| self.corrupt(position, reason))?;
+            if record.timestamp >= timestamp {
+                return Ok(Some(record.offset));
+            }
+        }
+        Err(self.corrupt(position, "batch max_timestamp is larger than any of its records"))
+    }
+}

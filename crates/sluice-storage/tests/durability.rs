@@ -1,0 +1,124 @@
+//! The fsync policy's observable contract, group commit, and disk failures.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use sluice_storage::{Error, FsyncPolicy, LogConfig, PartitionLog};
+
+fn open(policy: FsyncPolicy) -> (tempfile::TempDir, Arc<TestDisk>, Arc<ManualClock>, PartitionLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(TestDisk::default());
+    let clock = ManualClock::at(1_000_000);
+    let config = LogConfig { segment_bytes: 1 << 20, ..small_segments(policy) };
+    let log = PartitionLog::open_with(dir.path(), config, env(&disk, &clock)).unwrap();
+    (dir, disk, clock, log)
+}
+
+#[test]
+fn fsync_always_syncs_before_every_acknowledgement() -> TestResult {
+    let (_dir, disk, _clock, log) = open(FsyncPolicy::Always);
+    for i in 1..=5 {
+        log.append(encode(&records("a", 2, 0)))?;
+        assert_eq!(disk.syncs.load(Ordering::SeqCst), i, "one fsync per sequential append");
+    }
+    Ok(())
+}
+
+#[test]
+fn fsync_never_and_interval_do_not_sync_every_append() -> TestResult {
+    let (_dir, disk, _clock, log) = open(FsyncPolicy::Never);
+    for _ in 0..5 {
+        log.append(encode(&records("n", 2, 0)))?;
+    }
+    assert_eq!(disk.syncs.load(Ordering::SeqCst), 0);
+    log.sync()?;
+    assert_eq!(disk.syncs.load(Ordering::SeqCst), 1, "an explicit sync still syncs");
+
+    let (_dir, disk, clock, log) = open(FsyncPolicy::Interval(Duration::from_millis(100)));
+    log.append(encode(&records("i", 1, 0)))?;
+    clock.advance(50);
+    log.append(encode(&records("i", 1, 0)))?;
+    assert_eq!(disk.syncs.load(Ordering::SeqCst), 0, "not yet due");
+    clock.advance(50);
+    log.append(encode(&records("i", 1, 0)))?;
+    assert_eq!(disk.syncs.load(Ordering::SeqCst), 1, "due after the interval");
+    Ok(())
+}
+
+#[test]
+fn group_commit_shares_one_fsync_among_concurrent_appends() -> TestResult {
+    let (_dir, disk, _clock, log) = open(FsyncPolicy::Always);
+    let (release, gate) = std::sync::mpsc::channel();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    *disk.gate.lock().unwrap() = Some(gate);
+    *disk.entered_sync.lock().unwrap() = Some(entered_tx);
+    // The first append's fsync is held open while seven more queue behind it.
+    let first = {
+        let log = log.clone();
+        std::thread::spawn(move || log.append(encode(&records("first", 1, 0))).unwrap())
+    };
+    entered.recv()?;
+    let followers: Vec<_> = (0..7)
+        .map(|i| {
+            let log = log.clone();
+            std::thread::spawn(move || log.append(encode(&records(&format!("f{i}"), 3, 0))).unwrap())
+        })
+        .collect();
+    wait_until("seven queued appends", || log.queued_appends() == 7);
+    release.send(())?;
+    let mut acked = vec![first.join().unwrap()];
+    acked.extend(followers.into_iter().map(|f| f.join().unwrap()));
+    assert_eq!(disk.syncs.load(Ordering::SeqCst), 2, "8 appends, 2 fsyncs");
+    acked.sort_by_key(|a| a.base_offset);
+    let mut next = 0;
+    for a in &acked {
+        assert_eq!(a.base_offset, next, "acknowledged offsets are contiguous and distinct");
+        next = a.next_offset;
+    }
+    assert_eq!(next, 22);
+    assert_eq!(read_all(&log, 0, 1 << 20)?.len(), 22);
+    Ok(())
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_log_but_keeps_it_readable() -> TestResult {
+    let (dir, disk, _clock, log) = open(FsyncPolicy::Always);
+    log.append(encode(&records("good", 3, 0)))?;
+    disk.fail_syncs.store(true, Ordering::SeqCst);
+    assert!(matches!(log.append(encode(&records("bad", 1, 0))), Err(Error::Io { .. })));
+    disk.fail_syncs.store(false, Ordering::SeqCst);
+    assert!(matches!(log.append(encode(&records("later", 1, 0))), Err(Error::Poisoned { .. })));
+    assert!(log.poisoned().is_some());
+    assert_eq!(read_all(&log, 0, 1 << 20)?.len(), 3, "readers see only acknowledged batches");
+    log.close()?;
+    drop(log);
+    let log = PartitionLog::open(dir.path(), small_segments(FsyncPolicy::Always))?;
+    assert!(log.poisoned().is_none(), "reopening recovers");
+    log.append(encode(&records("again", 1, 0)))?;
+    Ok(())
+}
+
+#[test]
+fn a_failed_write_leaves_the_log_readable_up_to_the_last_good_batch() -> TestResult {
+    for partial in [0, 10, 60] {
+        let (dir, disk, _clock, log) = open(FsyncPolicy::Never);
+        log.append(encode(&records("good", 3, 0)))?;
+        disk.partial_write_bytes.store(partial, Ordering::SeqCst);
+        disk.fail_writes.store(true, Ordering::SeqCst);
+        match log.append(encode(&records("full-disk", 2, 0))) {
+            Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(28)),
+            other => panic!("expected ENOSPC, got {other:?}"),
+        }
+        assert!(matches!(log.append(encode(&records("x", 1, 0))), Err(Error::Poisoned { .. })));
+        assert_eq!(read_all(&log, 0, 1 << 20)?.len(), 3);
+        drop(log);
+        let log = PartitionLog::open(dir.path(), small_segments(FsyncPolicy::Never))?;
+        assert_eq!(read_all(&log, 0, 1 << 20)?.len(), 3, "the torn write is gone after reopen");
+        assert_eq!(log.append(encode(&records("ok", 1, 0)))?.base_offset, 3);
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! Appending, reading, rolling, seeking by time and closing a partition log.
+
+mod common;
+
+use common::*;
+use sluice_storage::{Error, FsyncPolicy, LogConfig, PartitionLog};
+
+#[test]
+fn appended_records_read_back_intact_with_dense_offsets() -> TestResult {
+    for policy in ALL_POLICIES {
+        let dir = tempfile::tempdir()?;
+        let log = PartitionLog::open(dir.path(), small_segments(policy))?;
+        let mut first = records("a", 3, 1000);
+        first[1].key = Some(b"order-7".to_vec());
+        first[2].headers = vec![("trace-id".into(), b"abc".to_vec()), ("empty".into(), Vec::new())];
+        let a = log.append(encode(&first))?;
+        let b = log.append(encode(&records("b", 2, 2000)))?;
+        assert_eq!((a.base_offset, a.next_offset, b.base_offset, b.next_offset), (0, 3, 3, 5));
+        let got = read_all(&log, 0, 1)?;
+        let want: Vec<Rec> = first.into_iter().chain(records("b", 2, 2000)).collect();
+        assert_eq!(got.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), want, "{policy:?}");
+        assert_eq!(read_all(&log, 4, 1 << 20)?.len(), 1, "a read mid-batch starts at the asked offset");
+        assert_eq!(log.offsets(), (0, 5));
+    }
+    Ok(())
+}
+
+#[test]
+fn segments_roll_by_size_and_reads_cross_them() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), small_segments(FsyncPolicy::Never))?;
+    for i in 0..40 {
+        log.append(encode(&records(&format!("batch{i}"), 5, i)))?;
+    }
+    let stats = log.stats();
+    assert_eq!(stats.segment_count, 2, "7.6 KiB in 4 KiB segments: {stats:?}");
+    assert_eq!(stats.end_offset, 200);
+    let all = read_all(&log, 0, 300)?;
+    assert_eq!(all.len(), 200);
+    assert_eq!(all[123].1.value, b"batch24-3");
+    for offset in [0, 1, 57, 99, 100, 199] {
+        let result = log.read(offset, 1)?;
+        let first = &result.batches[0];
+        assert!(first.base_offset() <= offset && offset < first.next_offset(), "batch holds {offset}");
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path())?
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    assert!(names.iter().all(|n| n.len() == 24), "20-digit names: {names:?}");
+    Ok(())
+}
+
+#[test]
+fn segments_roll_by_age() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let clock = ManualClock::at(1_000_000);
+    let disk = std::sync::Arc::new(TestDisk::default());
+    let config = LogConfig { segment_ms: Some(1000), ..small_segments(FsyncPolicy::Never) };
+    let config = LogConfig { segment_bytes: 1 << 20, ..config };
+    let log = PartitionLog::open_with(dir.path(), config, env(&disk, &clock))?;
+    log.append(encode(&records("x", 1, 0)))?;
+    clock.advance(999);
+    log.append(encode(&records("x", 1, 0)))?;
+    assert_eq!(log.stats().segment_count, 1);
+    clock.advance(1);
+    log.append(encode(&records("x", 1, 0)))?;
+    assert_eq!(log.stats().segment_count, 2, "rolled once the segment was 1000 ms old");
+    Ok(())
+}
+
+#[test]
+fn reads_outside_the_log_are_out_of_range_with_the_valid_range() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), small_segments(FsyncPolicy::Always))?;
+    log.append(encode(&records("a", 4, 0)))?;
+    assert!(log.read(4, 100)?.batches.is_empty(), "reading at the end is empty, not an error");
+    match log.read(5, 100) {
+        Err(Error::OffsetOutOfRange { requested: 5, start: 0, end: 4 }) => Ok(()),
+        other => panic!("expected out of range, got {other:?}"),
+    }
+}
+
+#[test]
+fn seek_by_time_finds_the_first_record_at_or_after_it() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), small_segments(FsyncPolicy::Never))?;
+    // Timestamps are not monotonic: the answer is the first offset in log order.
+    let stamps = [10, 30, 20, 40, 35, 50, 45, 60];
+    for chunk in stamps.chunks(1).cycle().take(80).collect::<Vec<_>>().chunks(4) {
+        let recs: Vec<Rec> = chunk.iter().map(|c| Rec::new(c[0], vec![b'x'; 50])).collect();
+        log.append(encode(&recs))?;
+    }
+    let all: Vec<i64> = read_all(&log, 0, 1 << 20)?.into_iter().map(|(_, r)| r.timestamp).collect();
+    assert!(log.stats().segment_count > 1);
+    for target in [0, 10, 11, 25, 30, 36, 41, 60] {
+        let expected = all.iter().position(|&t| t >= target).map(|p| p as u64);
+        assert_eq!(log.offset_for_timestamp(target)?, expected, "target {target}");
+    }
+    assert_eq!(log.offset_for_timestamp(61)?, None);
+    Ok(())
+}
+
+#[test]
+fn oversized_batches_and_bad_config_are_refused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = LogConfig { max_batch_bytes: 1000, ..small_segments(FsyncPolicy::Always) };
+    let log = PartitionLog::open(dir.path(), config)?;
+    let big = encode(&[Rec::new(0, vec![0u8; 2000])]);
+    assert!(matches!(log.append(big), Err(Error::BatchTooLarge { limit: 1000, .. })));
+    log.append(encode(&records("ok", 1, 0)))?;
+    assert_eq!(log.offsets(), (0, 1), "a refused batch changes nothing");
+    let bad = LogConfig { segment_bytes: 1, ..LogConfig::default() };
+    assert!(matches!(PartitionLog::open(dir.path().join("p2"), bad), Err(Error::InvalidArgument(_))));
+    Ok(())
+}
+
+#[test]
+fn clean_close_reopens_without_a_recovery_scan() -> TestResult {
+    for policy in ALL_POLICIES {
+        let dir = tempfile::tempdir()?;
+        let log = PartitionLog::open(dir.path(), small_segments(policy))?;
+        for i in 0..30 {
+            log.append(encode(&records("c", 3, i)))?;
+        }
+        let before = read_all(&log, 0, 1000)?;
+        log.close()?;
+        assert!(matches!(log.append(encode(&records("late", 1, 0))), Err(Error::Closed)));
+        drop(log);
+        let log = PartitionLog::open(dir.path(), small_segments(policy))?;
+        let stats = log.stats();
+        assert!(
+            stats.recovery_scanned_bytes < 1024,
+            "only the bytes after the last index entry are checked, got {stats:?}"
+        );
+        assert_eq!(read_all(&log, 0, 1000)?, before);
+        log.append(encode(&records("more", 1, 0)))?;
+        assert_eq!(log.offsets().1, 91);
+    }
+    Ok(())
+}
+
+#[test]
+fn truncation_drops_everything_from_a_batch_boundary() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), small_segments(FsyncPolicy::Always))?;
+    for i in 0..40 {
+        log.append(encode(&records(&format!("t{i}"), 5, i)))?;
+    }
+    let before = read_all(&log, 0, 1000)?;
+    assert_eq!(log.truncate_to(57)?, 55, "cut at the start of the batch holding 57");
+    assert_eq!(read_all(&log, 0, 1000)?, before[..55].to_vec());
+    let next = log.append(encode(&records("after", 2, 0)))?;
+    assert_eq!(next.base_offset, 55);
+    drop(log);
+    let log = PartitionLog::open(dir.path(), small_segments(FsyncPolicy::Always))?;
+    assert_eq!(log.offsets(), (0, 57));
+    assert_eq!(read_all(&log, 55, 1000)?[0].1.value, b"after-0");
+    Ok(())
+}
+
+#[test]
+fn deleting_a_partition_removes_its_directory() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("topic-0");
+    let log = PartitionLog::open(&path, small_segments(FsyncPolicy::Always))?;
+    log.append(encode(&records("d", 3, 0)))?;
+    log.delete()?;
+    assert!(!path.exists());
+    Ok(())
+}
+
+#[test]
+fn concurrent_readers_only_ever_see_whole_batches() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), small_segments(FsyncPolicy::Never))?;
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for i in 0..300 {
+                log.append(encode(&records(&format!("w{i}"), 4, i))).unwrap();
+            }
+        })
+    };
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                while seen < 1200 {
+                    let got = read_all(&log, 0, 700).unwrap();
+                    assert_eq!(got.len() % 4, 0, "a batch is visible whole or not at all");
+                    for (offset, rec) in &got {
+                        assert_eq!(rec.value, format!("w{}-{}", offset / 4, offset % 4).into_bytes());
+                    }
+                    seen = got.len();
+                }
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    Ok(())
+}
