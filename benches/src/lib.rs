@@ -1,1 +1,71 @@
-//! Shared helpers of the Sluice benchmarks.
+//! Shared helpers of the Sluice benchmarks: record and batch shapes, scratch directories, and
+//! percentile summaries.
+#![allow(missing_docs)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sluice_storage::{BatchBuilder, EncodedBatch, HeaderRef, RecordRef};
+
+/// Value size that makes one encoded record (16-byte key, two small headers) ~1 KiB.
+pub const VALUE_BYTES: usize = 960;
+
+/// A batch of `records` records of about 1 KiB each.
+pub fn kib_records_batch(records: usize) -> EncodedBatch {
+    let value = vec![0xabu8; VALUE_BYTES];
+    let headers = [
+        HeaderRef { name: "correlation-id", value: b"3f2b9c1e-0000" },
+        HeaderRef { name: "event-type", value: b"order.placed" },
+    ];
+    let mut builder = BatchBuilder::with_capacity(records * 1040);
+    for i in 0..records {
+        let key = format!("customer-{i:07}");
+        let record = RecordRef {
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: Some(key.as_bytes()),
+            value: &value,
+            headers: &headers,
+        };
+        builder.push(&record).unwrap_or_else(|e| panic!("bench batch: {e}"));
+    }
+    builder.finish().unwrap_or_else(|e| panic!("bench batch: {e}"))
+}
+
+/// A batch whose encoded size is close to `bytes`, made of ~1 KiB records.
+pub fn batch_of_bytes(bytes: usize) -> EncodedBatch {
+    kib_records_batch((bytes / 1024).max(1))
+}
+
+/// Scratch space on the real disk: `SLUICE_BENCH_DIR`, or the system temp dir.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("SLUICE_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    tempfile::tempdir_in(base).unwrap_or_else(|e| panic!("scratch dir: {e}"))
+}
+
+/// p50/p99/p999/max of a set of latencies, in microseconds.
+pub fn percentiles_us(samples: &mut [Duration]) -> String {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e6;
+    format!(
+        "n={} p50={:.1}us p99={:.1}us p999={:.1}us max={:.1}us",
+        samples.len(),
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        at(1.0)
+    )
+}
+
+/// Resident set size and its peak, from /proc/self/status (Linux), in MiB.
+pub fn rss_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}

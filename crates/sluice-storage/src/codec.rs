@@ -2,7 +2,7 @@
 //!
 //! A segment is a sequence of batches. All integers are little-endian.
 //!
-//! **Batch header** (40 bytes):
+//! **Batch header** (56 bytes):
 //!
 //! | at | size | field            | notes                                                        |
 //! |----|------|------------------|--------------------------------------------------------------|
@@ -15,7 +15,9 @@
 //! | 20 | 4    | record_count u32 | at least 1; offsets are dense: base_offset .. base_offset+count |
 //! | 24 | 8    | first_timestamp  | i64 ms since the Unix epoch, of the first record             |
 //! | 32 | 8    | max_timestamp    | i64 ms, the largest record timestamp in the batch            |
-//! | 40 | ...  | records          | `record_count` records, back to back                          |
+//! | 40 | 8    | producer_id u64  | idempotent producer that wrote the batch; 0 = none           |
+//! | 48 | 8    | producer_sequence u64 | that producer's sequence number of the first record     |
+//! | 56 | ...  | records          | `record_count` records, back to back                          |
 //!
 //! **Record**:
 //!
@@ -39,7 +41,7 @@ use crate::error::{Error, Result};
 use crate::layout::BATCH_FORMAT_VERSION;
 
 /// Size of the batch header.
-pub const BATCH_HEADER_BYTES: usize = 40;
+pub const BATCH_HEADER_BYTES: usize = 56;
 /// Bytes before the `length` field ends: a batch occupies `LENGTH_PREFIX_BYTES + length` bytes.
 pub const LENGTH_PREFIX_BYTES: usize = 12;
 const CRC_START: usize = 16;
@@ -86,6 +88,7 @@ pub struct BatchBuilder {
     count: u32,
     first_timestamp: i64,
     max_timestamp: i64,
+    producer: Option<(u64, u64)>,
 }
 
 /// An encoded batch ready to append. Its base offset is filled in by the log.
@@ -115,6 +118,11 @@ impl EncodedBatch {
         read_i64(&self.bytes, 32)
     }
 
+    /// The idempotent producer id (0 = none) and the sequence of the first record.
+    pub fn producer(&self) -> (u64, u64) {
+        (read_u64(&self.bytes, 40), read_u64(&self.bytes, 48))
+    }
+
     pub(crate) fn bytes_with_base_offset(&mut self, base_offset: u64) -> &[u8] {
         self.bytes[0..8].copy_from_slice(&base_offset.to_le_bytes());
         &self.bytes
@@ -130,6 +138,12 @@ impl BatchBuilder {
     /// Number of records pushed so far.
     pub fn record_count(&self) -> u32 {
         self.count
+    }
+
+    /// Marks the batch as written by idempotent producer `producer_id` (non-zero), whose first
+    /// record has sequence number `first_sequence`. Applies to the next [`BatchBuilder::finish`].
+    pub fn set_producer(&mut self, producer_id: u64, first_sequence: u64) {
+        self.producer = Some((producer_id, first_sequence));
     }
 
     /// Encoded size so far, header included.
@@ -188,6 +202,9 @@ impl BatchBuilder {
         bytes[20..24].copy_from_slice(&self.count.to_le_bytes());
         bytes[24..32].copy_from_slice(&self.first_timestamp.to_le_bytes());
         bytes[32..40].copy_from_slice(&self.max_timestamp.to_le_bytes());
+        let (producer_id, sequence) = self.producer.take().unwrap_or((0, 0));
+        bytes[40..48].copy_from_slice(&producer_id.to_le_bytes());
+        bytes[48..56].copy_from_slice(&sequence.to_le_bytes());
         let crc = crc32fast::hash(&bytes[CRC_START..]);
         bytes[12..16].copy_from_slice(&crc.to_le_bytes());
         self.count = 0;
@@ -254,6 +271,10 @@ pub struct BatchHeader {
     pub first_timestamp: i64,
     /// Largest record timestamp.
     pub max_timestamp: i64,
+    /// Idempotent producer id; 0 = none.
+    pub producer_id: u64,
+    /// The producer's sequence number of the first record.
+    pub producer_sequence: u64,
 }
 
 impl BatchHeader {
@@ -270,6 +291,8 @@ impl BatchHeader {
             record_count: read_u32(bytes, 20),
             first_timestamp: read_i64(bytes, 24),
             max_timestamp: read_i64(bytes, 32),
+            producer_id: read_u64(bytes, 40),
+            producer_sequence: read_u64(bytes, 48),
         })
     }
 
@@ -531,7 +554,12 @@ mod tests {
         assert_eq!(read_u32(bytes, 20), 2);
         assert_eq!(read_i64(bytes, 24), 7);
         assert_eq!(read_i64(bytes, 32), 7);
+        assert_eq!((read_u64(bytes, 40), read_u64(bytes, 48)), (0, 0), "no producer");
         assert_eq!(batch.next_offset(), 44);
+        builder.push(&RecordRef { timestamp: 1, key: None, value: b"", headers: &[] }).unwrap();
+        builder.set_producer(99, 1234);
+        let batch = stored(builder.finish().unwrap(), 0);
+        assert_eq!((batch.header().producer_id, batch.header().producer_sequence), (99, 1234));
     }
 
     #[test]

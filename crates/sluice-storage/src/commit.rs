@@ -7,6 +7,10 @@
 //! arrived during the previous one, which is what lets `FsyncPolicy::Always` approach the disk's
 //! throughput with many producers.
 //!
+//! A leader whose group is done leads the next group too if appends queued meanwhile (up to
+//! [`MAX_GROUPS_PER_LEADER`] groups): handing over to a sleeping follower would put a thread
+//! wake-up (tens of microseconds on a VM) between every two fsyncs.
+//!
 //! Lock order: the queue's mutex is never held while the group is written (the leader releases
 //! it first), so it never nests with the log's writer mutex.
 
@@ -24,6 +28,9 @@ pub struct Appended {
     /// Offset after its last record (the log's end offset once the batch is visible).
     pub next_offset: u64,
 }
+
+/// Groups one appender may lead before it returns its own result; bounds the leader's latency.
+pub const MAX_GROUPS_PER_LEADER: usize = 4;
 
 #[derive(Debug, Default)]
 struct QueueState {
@@ -81,14 +88,18 @@ impl CommitQueue {
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.pending.push((ticket, batch));
+        let mut groups_led = 0;
         loop {
-            if let Some(result) = state.results.remove(&ticket) {
-                return result;
+            let done = state.results.contains_key(&ticket);
+            let may_lead = !state.leader_active && !state.pending.is_empty();
+            if done && !(may_lead && groups_led > 0 && groups_led < MAX_GROUPS_PER_LEADER) {
+                return state.results.remove(&ticket).unwrap_or(Err(Error::Closed));
             }
-            if state.leader_active {
+            if !may_lead {
                 state = self.done.wait(state).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
+            groups_led += 1;
             state.leader_active = true;
             let (tickets, batches): (Vec<u64>, Vec<EncodedBatch>) =
                 std::mem::take(&mut state.pending).into_iter().unzip();

@@ -43,9 +43,11 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// When data is forced to disk.
     pub fsync: FsyncPolicy,
-    /// Reserve disk blocks for a new segment up front, so that writeback of appended data does not
-    /// also have to allocate blocks (`fallocate(KEEP_SIZE)`; the file's length is unchanged).
-    pub preallocate: bool,
+    /// Reserve disk blocks this many bytes ahead of the write position (`fallocate` with
+    /// `KEEP_SIZE`, so the file's length stays the data's length), so that writeback of appended
+    /// data need not also allocate blocks; 0 disables. The reserve is released when a segment is
+    /// sealed or reopened.
+    pub preallocate_bytes: u64,
 }
 
 /// Largest segment: index entries hold 32-bit byte positions.
@@ -61,7 +63,7 @@ impl Default for LogConfig {
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
             fsync: FsyncPolicy::Always,
-            preallocate: false,
+            preallocate_bytes: 64 << 20,
         }
     }
 }

@@ -213,6 +213,10 @@ impl PartitionLog {
     }
 
     /// Seals the active segment and starts a new one (as a size or age roll would).
+    ///
+    /// Crash guarantee: the sealed segment's data is fsynced before its index files are written
+    /// (and fsynced), and the new segment's name is made durable with a directory fsync; a crash
+    /// at any point leaves either the old segment active (validated on open) or both in place.
     pub fn roll(&self) -> Result<()> {
         let mut writer = self.writer();
         if writer.active.len == 0 {
@@ -224,6 +228,10 @@ impl PartitionLog {
     }
 
     /// Deletes the closed segments retention selects at time `now_ms`; returns how many.
+    ///
+    /// Crash guarantee: segments are deleted oldest first and the directory is fsynced, so after
+    /// a crash the log starts at some segment boundary at or before the new start offset; no
+    /// record at or after it is lost.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
         self.writer().apply_retention(now_ms)
     }
@@ -243,6 +251,10 @@ impl PartitionLog {
 
     /// Removes every record at or after the batch holding `offset` (truncation happens at batch
     /// boundaries); returns the new end offset.
+    ///
+    /// Crash guarantee: later segments are deleted newest first and the directory fsynced before
+    /// the containing segment is cut and fsynced, so a crash part-way leaves a contiguous log that
+    /// ends somewhere between the old end and the new one.
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
         self.writer().truncate_to(offset)
     }
@@ -254,11 +266,18 @@ impl PartitionLog {
 
     /// Clean close: fsync, persist the active index, write the clean-shutdown marker so the
     /// next open needs no recovery scan. Later appends fail with [`Error::Closed`]; reads go on.
+    ///
+    /// Crash guarantee: the marker is written last (atomically); a crash before it only costs the
+    /// next open a full validation of the active segment. A poisoned log writes no marker.
     pub fn close(&self) -> Result<()> {
         self.writer().close()
     }
 
     /// Closes the log and deletes its whole directory (topic deletion).
+    ///
+    /// Crash guarantee: none beyond the file system's: a crash part-way can leave some segment
+    /// files behind, which the caller's metadata must treat as deleted (the broker removes the
+    /// topic from its metadata first, then the directories).
     pub fn delete(self) -> Result<()> {
         let dir = self.inner.dir.clone();
         {

@@ -137,6 +137,9 @@ fn open_active(cx: &OpenContext<'_>, base: u64, clean: bool) -> Result<ActiveSeg
         );
         file.set_len(scanned.valid_len).map_err(|e| Error::io("truncating torn tail", &path, e))?;
         file.sync_all().map_err(|e| Error::io("syncing segment", &path, e))?;
+    } else {
+        // Space reserved ahead of the data before a crash is still allocated past the end.
+        crate::writer::release_reserve(&file, &path, scanned.valid_len)?;
     }
     Ok(ActiveSegment {
         base_offset: base,
@@ -147,5 +150,6 @@ fn open_active(cx: &OpenContext<'_>, base: u64, clean: bool) -> Result<ActiveSeg
         entries: Arc::new(RwLock::new(entries)),
         builder,
         created_ms: cx.now_ms,
+        reserved_to: scanned.valid_len,
     })
 }

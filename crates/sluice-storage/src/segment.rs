@@ -15,6 +15,10 @@ use crate::codec::{BATCH_HEADER_BYTES, Batch, BatchHeader};
 use crate::error::{Error, Result};
 use crate::index::{IndexEntries, IndexHit, SealedIndex};
 
+/// Most bytes one read returns beyond its first batch, whatever `max_bytes` asks for, so a
+/// caller's large limit cannot make the broker allocate a whole segment at once.
+pub const MAX_READ_BYTES: usize = 64 << 20;
+
 /// A segment's index, as readers see it.
 #[derive(Debug, Clone)]
 pub(crate) enum SegmentIndex {
@@ -121,7 +125,7 @@ impl SegmentView {
         let Some((start, first)) = self.walk_from(hit, |h| h.next_offset() > offset)? else {
             return Ok(Vec::new());
         };
-        let want = (max_bytes as u64).max(first.total_len()).min(self.len - start);
+        let want = (max_bytes.min(MAX_READ_BYTES) as u64).max(first.total_len()).min(self.len - start);
         let mut buf = BytesMut::zeroed(usize::try_from(want).unwrap_or(usize::MAX));
         self.read_exact_at(&mut buf, start)?;
         self.split_batches(buf.freeze(), start, first.base_offset)

@@ -42,6 +42,8 @@ pub(crate) struct ActiveSegment {
     pub builder: IndexBuilder,
     /// When the first batch was appended (or the log opened), for `segment_ms`.
     pub created_ms: i64,
+    /// End of the disk space reserved ahead of `len` (see `LogConfig::preallocate_bytes`).
+    pub reserved_to: u64,
 }
 
 impl ActiveSegment {
@@ -149,6 +151,7 @@ impl Writer {
         }
         let count = u64::from(batch.record_count());
         self.maybe_roll(len, count)?;
+        self.reserve_ahead(len)?;
         let active = &mut self.active;
         let base_offset = active.next_offset;
         let position = active.len;
@@ -175,6 +178,28 @@ impl Writer {
         Ok(Appended { base_offset, next_offset: base_offset + count })
     }
 
+    /// Extends the active segment's reserved blocks when the next `len` bytes would pass them.
+    fn reserve_ahead(&mut self, len: u64) -> Result<()> {
+        let active = &mut self.active;
+        let ahead = self.config.preallocate_bytes;
+        if ahead == 0 || active.len + len <= active.reserved_to {
+            return Ok(());
+        }
+        let target = (active.len + len + ahead).min(self.config.segment_bytes.max(active.len + len));
+        match rustix::fs::fallocate(
+            &*active.file,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            active.reserved_to,
+            target - active.reserved_to,
+        ) {
+            Ok(()) => active.reserved_to = target,
+            // A file system without fallocate simply gets no reserve.
+            Err(rustix::io::Errno::OPNOTSUPP) => active.reserved_to = u64::MAX,
+            Err(e) => return Err(Error::io("reserving segment space", active.path.to_path_buf(), e.into())),
+        }
+        Ok(())
+    }
+
     fn maybe_roll(&mut self, len: u64, count: u64) -> Result<()> {
         let active = &self.active;
         if active.len == 0 {
@@ -191,9 +216,7 @@ impl Writer {
     pub fn roll(&mut self) -> Result<()> {
         self.sync_active()?;
         let active = &self.active;
-        if self.config.preallocate {
-            active.file.set_len(active.len).map_err(|e| Error::io("trimming segment", active.path.to_path_buf(), e))?;
-        }
+        release_reserve(&active.file, &active.path, active.len)?;
         let entries = active.with_entries(|entries| {
             active.builder.finish(entries);
             entries.clone()
@@ -320,6 +343,7 @@ impl Writer {
             entries: Arc::new(RwLock::new(entries)),
             builder,
             created_ms: self.clock.now_ms(),
+            reserved_to: len,
         })
     }
 
@@ -346,10 +370,6 @@ impl Writer {
 pub(crate) fn create_segment(dir: &Path, config: &LogConfig, now_ms: i64, base_offset: u64) -> Result<ActiveSegment> {
     let path = layout::log_path(dir, base_offset);
     let file = open_segment_file(&path, true)?;
-    if config.preallocate {
-        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, config.segment_bytes)
-            .map_err(|e| Error::io("preallocating segment", &path, e.into()))?;
-    }
     fsync_dir(dir)?;
     let entries = IndexEntries::default();
     Ok(ActiveSegment {
@@ -361,7 +381,13 @@ pub(crate) fn create_segment(dir: &Path, config: &LogConfig, now_ms: i64, base_o
         builder: IndexBuilder::resume(&entries, config.index_interval_bytes),
         entries: Arc::new(RwLock::new(entries)),
         created_ms: now_ms,
+        reserved_to: 0,
     })
+}
+
+/// Frees blocks reserved past the end of a segment's data (truncating to its own length does).
+pub(crate) fn release_reserve(file: &File, path: &Path, len: u64) -> Result<()> {
+    file.set_len(len).map_err(|e| Error::io("releasing reserved segment space", path, e))
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {
