@@ -45,7 +45,14 @@ fn main() {
         return; // `cargo test --benches` / `--list`: nothing to list or smoke-test here.
     }
     let gib = std::env::var("SLUICE_SUSTAINED_GIB").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    // Preallocated first: the other run's writeback backlog would otherwise slow it.
-    run(gib, true);
-    run(gib, false);
+    // One variant per process when SLUICE_SUSTAINED_PREALLOCATE is set: the order of runs in one
+    // process skews them (the earlier run's writeback and discards slow the later one).
+    match std::env::var("SLUICE_SUSTAINED_PREALLOCATE").as_deref() {
+        Ok("1") => run(gib, true),
+        Ok("0") => run(gib, false),
+        _ => {
+            run(gib, true);
+            run(gib, false);
+        }
+    }
 }

@@ -63,7 +63,7 @@ impl Default for LogConfig {
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
             fsync: FsyncPolicy::Always,
-            preallocate_bytes: 64 << 20,
+            preallocate_bytes: 0,
         }
     }
 }

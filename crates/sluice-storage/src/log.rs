@@ -180,6 +180,17 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// Calls `visit` with the header of each batch holding offsets at or after `offset`, in order.
+    /// Reads 56 bytes per batch, so it suits rebuilding state kept in batch headers (such as
+    /// idempotent producers' sequences) without reading records.
+    pub fn visit_batch_headers(&self, offset: u64, mut visit: impl FnMut(&crate::codec::BatchHeader)) -> Result<()> {
+        let view = self.view();
+        for segment in view.segments().filter(|s| s.next_offset > offset) {
+            segment.visit_headers(offset.max(segment.base_offset), &mut visit)?;
+        }
+        Ok(())
+    }
+
     /// Start and end offsets.
     pub fn offsets(&self) -> (u64, u64) {
         let view = self.view();
@@ -206,6 +217,17 @@ impl PartitionLog {
     pub fn sync(&self) -> Result<()> {
         let mut writer = self.writer();
         let result = writer.sync_active();
+        if let Err(error) = &result {
+            writer.poisoned.get_or_insert_with(|| error.to_string());
+        }
+        result
+    }
+
+    /// fsyncs if the policy is `Interval` and its interval has passed since the last fsync
+    /// (appends check this themselves; call it on a timer for when appends stop).
+    pub fn sync_if_due(&self) -> Result<()> {
+        let mut writer = self.writer();
+        let result = writer.sync_if_due();
         if let Err(error) = &result {
             writer.poisoned.get_or_insert_with(|| error.to_string());
         }

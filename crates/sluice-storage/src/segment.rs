@@ -107,6 +107,20 @@ impl SegmentView {
         Ok(None)
     }
 
+    /// Calls `visit` with the header of every batch from the one holding `offset` on (headers
+    /// only: checksums are not verified here).
+    pub fn visit_headers(&self, offset: u64, visit: &mut impl FnMut(&BatchHeader)) -> Result<()> {
+        let relative = u32::try_from(offset.saturating_sub(self.base_offset)).unwrap_or(u32::MAX);
+        let hit = self.index.lookup_offset(relative);
+        self.walk_from(hit, |h| {
+            if h.next_offset() > offset {
+                visit(h);
+            }
+            false
+        })?;
+        Ok(())
+    }
+
     /// Byte position and base offset of the batch holding `offset`.
     pub fn batch_start(&self, offset: u64) -> Result<(u64, u64)> {
         let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);

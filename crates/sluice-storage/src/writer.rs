@@ -246,6 +246,14 @@ impl Writer {
         create_segment(&self.dir, &self.config, self.clock.now_ms(), base_offset)
     }
 
+    /// fsyncs under `Interval` when due; nothing under the other policies.
+    pub fn sync_if_due(&mut self) -> Result<()> {
+        match self.config.fsync {
+            FsyncPolicy::Interval(_) => self.sync_for_policy(),
+            FsyncPolicy::Always | FsyncPolicy::Never => Ok(()),
+        }
+    }
+
     fn sync_for_policy(&mut self) -> Result<()> {
         match self.config.fsync {
             FsyncPolicy::Always => self.sync_active(),

@@ -234,3 +234,28 @@ fn reserved_space_is_invisible_and_released_on_seal_and_after_a_crash() -> TestR
     assert_eq!(read_all(&log, 0, 1 << 20)?.len(), 6);
     Ok(())
 }
+
+#[test]
+fn batch_headers_can_be_visited_from_any_offset() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), small_segments(FsyncPolicy::Never))?;
+    for i in 0..200u64 {
+        let mut builder = sluice_storage::BatchBuilder::default();
+        for rec in records("h", 3, 0) {
+            builder.push(&sluice_storage::RecordRef {
+                timestamp: rec.timestamp,
+                key: None,
+                value: &rec.value,
+                headers: &[],
+            })?;
+        }
+        builder.set_producer(42, i * 3);
+        log.append(builder.finish()?)?;
+    }
+    assert!(log.stats().segment_count > 1);
+    let mut seen = Vec::new();
+    log.visit_batch_headers(31, |h| seen.push((h.base_offset, h.producer_id, h.producer_sequence)))?;
+    let expected: Vec<(u64, u64, u64)> = (10..200).map(|i| (i * 3, 42, i * 3)).collect();
+    assert_eq!(seen, expected, "from the batch holding offset 31 to the end");
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Topic lifecycle: create, delete, reconfigure, add partitions.
+//!
+//! Crash guarantees: creation writes the metadata file (atomically) before the partition
+//! directories, and a restart creates any partition directory that is missing; deletion removes
+//! the metadata file first, and a restart removes a topic directory that has none. So a crash
+//! mid-way leaves either the whole topic or none of it.
+
+use std::sync::Arc;
+use std::sync::PoisonError;
+
+use crate::broker::{Broker, Topic, open_topic};
+use crate::config::TopicConfig;
+use crate::error::{Error, Result};
+use crate::metadata::{self, TopicMeta};
+use crate::partition::{PartitionHandle, blocking};
+
+/// A topic's state for DescribeTopic.
+#[derive(Debug, Clone)]
+pub struct TopicDescription {
+    /// Name.
+    pub name: String,
+    /// Settings.
+    pub config: TopicConfig,
+    /// Per partition: id, log statistics, and the cause if it is read-only.
+    pub partitions: Vec<(u32, sluice_storage::LogStats, Option<String>)>,
+}
+
+fn write_meta(dir: std::path::PathBuf, meta: TopicMeta) -> impl FnOnce() -> Result<()> + Send + 'static {
+    move || {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::Storage(sluice_storage::Error::Io {
+                operation: "creating topic directory",
+                path: dir.clone(),
+                source: e,
+            })
+        })?;
+        sluice_storage::store::write_atomic(&dir.join(metadata::TOPIC_META_FILE), meta.encode().as_bytes())?;
+        Ok(())
+    }
+}
+
+impl Broker {
+    fn topics_dir(&self) -> std::path::PathBuf {
+        self.inner.config.data_dir.join(metadata::TOPICS_DIR)
+    }
+
+    fn check_partitions(&self, partitions: u32) -> Result<()> {
+        let max = self.inner.config.max_partitions;
+        if partitions == 0 || partitions > max {
+            return Err(Error::InvalidArgument(format!("partitions must be between 1 and {max}, got {partitions}")));
+        }
+        Ok(())
+    }
+
+    /// Creates a topic with `partitions` partitions and `config`.
+    pub async fn create_topic(&self, name: &str, partitions: u32, config: TopicConfig) -> Result<Arc<Topic>> {
+        self.check_open()?;
+        crate::topic_name::validate(name)?;
+        self.check_partitions(partitions)?;
+        config.validate()?;
+        let _serialised = self.inner.admin.lock().await;
+        if self.topic(name).is_ok() {
+            return Err(Error::TopicExists(name.to_owned()));
+        }
+        let meta = TopicMeta { partitions, config };
+        blocking(write_meta(metadata::topic_dir(&self.inner.config.data_dir, name), meta.clone())).await?;
+        let topic = Arc::new(open_topic(&self.topics_dir(), name, meta).await?);
+        self.inner.topics.write().unwrap_or_else(PoisonError::into_inner).insert(name.to_owned(), Arc::clone(&topic));
+        tracing::info!(topic = name, partitions, "topic created");
+        Ok(topic)
+    }
+
+    /// Deletes a topic and all its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        let _serialised = self.inner.admin.lock().await;
+        let topic = self.topic(name)?;
+        self.inner.topics.write().unwrap_or_else(PoisonError::into_inner).remove(name);
+        let dir = topic.dir.clone();
+        let logs: Vec<_> = topic.partitions().iter().map(|p| p.log().clone()).collect();
+        blocking(move || {
+            let meta = dir.join(metadata::TOPIC_META_FILE);
+            std::fs::remove_file(&meta).map_err(|e| {
+                Error::Storage(sluice_storage::Error::Io {
+                    operation: "deleting topic metadata",
+                    path: meta,
+                    source: e,
+                })
+            })?;
+            sluice_storage::io::fsync_dir(&dir)?;
+            for log in logs {
+                log.delete()?;
+            }
+            std::fs::remove_dir_all(&dir).map_err(|e| {
+                Error::Storage(sluice_storage::Error::Io { operation: "deleting topic", path: dir.clone(), source: e })
+            })?;
+            Ok(())
+        })
+        .await?;
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Applies `change` to a topic's settings and persists them.
+    pub async fn alter_topic_config(&self, name: &str, change: impl FnOnce(&mut TopicConfig)) -> Result<Arc<Topic>> {
+        self.check_open()?;
+        let _serialised = self.inner.admin.lock().await;
+        let topic = self.topic(name)?;
+        let mut config = topic.config();
+        change(&mut config);
+        config.validate()?;
+        let partitions = topic.partitions();
+        let meta = TopicMeta { partitions: partitions.len() as u32, config: config.clone() };
+        blocking(write_meta(topic.dir.clone(), meta)).await?;
+        for partition in partitions.iter() {
+            partition.log().set_config(config.log_config())?;
+        }
+        *topic.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+        Ok(topic)
+    }
+
+    /// Raises a topic's partition count to `partitions`.
+    pub async fn add_partitions(&self, name: &str, partitions: u32) -> Result<Arc<Topic>> {
+        self.check_open()?;
+        self.check_partitions(partitions)?;
+        let _serialised = self.inner.admin.lock().await;
+        let topic = self.topic(name)?;
+        let current = topic.partitions();
+        if partitions <= current.len() as u32 {
+            return Err(Error::InvalidArgument(format!(
+                "topic '{name}' has {} partitions; the new count must be larger",
+                current.len()
+            )));
+        }
+        let config = topic.config();
+        let meta = TopicMeta { partitions, config: config.clone() };
+        blocking(write_meta(topic.dir.clone(), meta)).await?;
+        let mut all = current.as_ref().clone();
+        for id in current.len() as u32..partitions {
+            let dir = metadata::partition_dir(&topic.dir, id);
+            all.push(PartitionHandle::open(Arc::clone(&topic.name), id, dir, config.log_config()).await?);
+        }
+        *topic.partitions.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(all);
+        tracing::info!(topic = name, partitions, "partitions added");
+        Ok(topic)
+    }
+
+    /// A topic's settings and per-partition state.
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        let topic = self.topic(name)?;
+        let partitions = topic.partitions().iter().map(|p| (p.id(), p.stats(), p.poisoned())).collect();
+        Ok(TopicDescription { name: name.to_owned(), config: topic.config(), partitions })
+    }
+
+    /// Bytes used by all partitions.
+    pub fn data_bytes(&self) -> u64 {
+        self.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.stats().size_bytes).collect::<Vec<_>>()).sum()
+    }
+}

@@ -1,0 +1,230 @@
+//! [`Broker`]: the handle every request goes through.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BrokerConfig, TopicConfig};
+use crate::error::{Error, Result};
+use crate::metadata::{self, TopicMeta};
+use crate::partition::PartitionHandle;
+
+/// Per-topic traffic counters.
+#[derive(Debug, Default)]
+pub struct TopicCounters {
+    /// Records appended.
+    pub records_in: AtomicU64,
+    /// Record bytes appended (key + value + headers).
+    pub bytes_in: AtomicU64,
+    /// Records returned to Fetch and Subscribe.
+    pub records_out: AtomicU64,
+    /// Batch bytes returned to Fetch and Subscribe.
+    pub bytes_out: AtomicU64,
+}
+
+/// A topic: its settings and partitions.
+#[derive(Debug)]
+pub struct Topic {
+    pub(crate) name: Arc<str>,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: RwLock<TopicConfig>,
+    pub(crate) partitions: RwLock<Arc<Vec<PartitionHandle>>>,
+    pub(crate) next_unkeyed: AtomicU32,
+    pub(crate) counters: TopicCounters,
+}
+
+impl Topic {
+    /// Topic name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Current settings.
+    pub fn config(&self) -> TopicConfig {
+        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Current partitions.
+    pub fn partitions(&self) -> Arc<Vec<PartitionHandle>> {
+        Arc::clone(&self.partitions.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Traffic counters.
+    pub fn counters(&self) -> &TopicCounters {
+        &self.counters
+    }
+
+    /// One partition, or `PartitionNotFound` naming the valid range.
+    pub fn partition(&self, id: u32) -> Result<PartitionHandle> {
+        let partitions = self.partitions();
+        partitions.get(id as usize).cloned().ok_or_else(|| Error::PartitionNotFound {
+            topic: self.name.to_string(),
+            partition: id,
+            count: partitions.len() as u32,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub config: BrokerConfig,
+    /// Never held across an await (std lock); changes go through `admin`.
+    pub topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises topic creation, deletion and reconfiguration.
+    pub admin: tokio::sync::Mutex<()>,
+    pub shutdown: CancellationToken,
+    pub closed: AtomicBool,
+    pub tasks: tokio::sync::Mutex<JoinSet<()>>,
+    pub started: Instant,
+}
+
+/// The broker core: a cheap-clone handle, shared by every request.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Broker {
+    /// Opens the data directory, reloads every topic, and starts the maintenance task
+    /// (retention and interval fsyncs). Must be called inside a tokio runtime.
+    pub async fn open(config: BrokerConfig) -> Result<Self> {
+        config.topic_defaults.validate()?;
+        let topics_dir = config.data_dir.join(metadata::TOPICS_DIR);
+        let dir = topics_dir.clone();
+        let found = crate::partition::blocking(move || list_topics(&dir)).await?;
+        let mut topics = BTreeMap::new();
+        for (name, meta) in found {
+            let topic = open_topic(&topics_dir, &name, meta).await?;
+            topics.insert(name, Arc::new(topic));
+        }
+        tracing::info!(data_dir = %config.data_dir.display(), topics = topics.len(), "broker opened");
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                config,
+                topics: RwLock::new(topics),
+                admin: tokio::sync::Mutex::new(()),
+                shutdown: CancellationToken::new(),
+                closed: AtomicBool::new(false),
+                tasks: tokio::sync::Mutex::new(JoinSet::new()),
+                started: Instant::now(),
+            }),
+        };
+        let maintenance = crate::maintenance::run(broker.clone());
+        broker.inner.tasks.lock().await.spawn(maintenance);
+        Ok(broker)
+    }
+
+    /// The broker's settings.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    /// Time since the broker opened.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Fires when the broker starts shutting down (streams end on it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// A topic by name.
+    pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.inner
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::TopicNotFound(name.to_owned()))
+    }
+
+    /// All topics, by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.inner.topics.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) { Err(Error::ShuttingDown) } else { Ok(()) }
+    }
+
+    /// Ordered, idempotent shutdown: new requests are refused, waiting reads and streams end,
+    /// the maintenance task stops, then every partition is synced and closed cleanly (so the
+    /// next start needs no recovery scan).
+    pub async fn shutdown(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.inner.shutdown.cancel();
+        let mut tasks = self.inner.tasks.lock().await;
+        while tasks.join_next().await.is_some() {}
+        let _serialised = self.inner.admin.lock().await;
+        let mut first_error = None;
+        for topic in self.topics() {
+            for partition in topic.partitions().iter() {
+                let log = partition.log().clone();
+                if let Err(e) = crate::partition::blocking(move || Ok(log.close()?)).await {
+                    tracing::error!(topic = %topic.name, partition = partition.id(), cause = %e, "closing partition failed");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        tracing::info!("broker closed");
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Topic directories with their metadata. Directories without metadata are the remains of an
+/// interrupted delete (metadata is removed first) and are removed.
+fn list_topics(topics_dir: &std::path::Path) -> Result<Vec<(String, TopicMeta)>> {
+    let io = |e| {
+        Error::Storage(sluice_storage::Error::Io {
+            operation: "listing topics",
+            path: topics_dir.to_path_buf(),
+            source: e,
+        })
+    };
+    std::fs::create_dir_all(topics_dir).map_err(io)?;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(topics_dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if crate::topic_name::validate(&name).is_err() || !entry.path().is_dir() {
+            continue;
+        }
+        let meta_path = entry.path().join(metadata::TOPIC_META_FILE);
+        match std::fs::read_to_string(&meta_path) {
+            Ok(text) => found.push((name, TopicMeta::decode(&text, &meta_path)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(topic = %name, "removing the remains of an interrupted topic deletion");
+                std::fs::remove_dir_all(entry.path()).map_err(io)?;
+            }
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(found)
+}
+
+pub(crate) async fn open_topic(topics_dir: &std::path::Path, name: &str, meta: TopicMeta) -> Result<Topic> {
+    let name: Arc<str> = Arc::from(name);
+    let dir = metadata::topic_dir(topics_dir.parent().unwrap_or(topics_dir), &name);
+    let mut partitions = Vec::with_capacity(meta.partitions as usize);
+    for id in 0..meta.partitions {
+        let path = metadata::partition_dir(&dir, id);
+        partitions.push(PartitionHandle::open(Arc::clone(&name), id, path, meta.config.log_config()).await?);
+    }
+    Ok(Topic {
+        name,
+        dir,
+        config: RwLock::new(meta.config),
+        partitions: RwLock::new(Arc::new(partitions)),
+        next_unkeyed: AtomicU32::new(0),
+        counters: TopicCounters::default(),
+    })
+}

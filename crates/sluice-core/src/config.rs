@@ -1,0 +1,114 @@
+//! Broker and topic settings, as the core sees them (the server owns the file/env/flag format).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sluice_storage::{FsyncPolicy, LogConfig};
+
+use crate::error::{Error, Result};
+
+/// Settings of one topic; each partition's log is configured from them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// Delete closed segments whose newest record is older than this; `None` keeps forever.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest closed segments while a partition is larger than this; `None`: no limit.
+    pub retention_bytes: Option<u64>,
+    /// Segment size at which a new segment starts.
+    pub segment_bytes: u64,
+    /// Segment age at which a new segment starts.
+    pub segment_ms: u64,
+    /// Largest record (key + value + headers), in bytes.
+    pub max_message_bytes: u32,
+    /// When appends are forced to disk.
+    pub fsync: FsyncPolicy,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            max_message_bytes: 1 << 20,
+            fsync: FsyncPolicy::Always,
+        }
+    }
+}
+
+/// Largest `max_message_bytes` a topic may set.
+pub const MAX_MESSAGE_BYTES_LIMIT: u32 = 64 << 20;
+
+impl TopicConfig {
+    /// The storage settings of each partition.
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_ms: Some(self.segment_ms),
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            fsync: self.fsync,
+            // A batch holds records of one request, which max_request_bytes bounds; leave room for
+            // the framing of many small records.
+            max_batch_bytes: (MAX_MESSAGE_BYTES_LIMIT as usize) * 2,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Checks every setting, naming the bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_message_bytes == 0 || self.max_message_bytes > MAX_MESSAGE_BYTES_LIMIT {
+            return Err(Error::InvalidArgument(format!(
+                "max_message_bytes must be between 1 and {MAX_MESSAGE_BYTES_LIMIT}, got {}",
+                self.max_message_bytes
+            )));
+        }
+        if self.segment_bytes < u64::from(self.max_message_bytes) {
+            return Err(Error::InvalidArgument(format!(
+                "segment_bytes ({}) must be at least max_message_bytes ({})",
+                self.segment_bytes, self.max_message_bytes
+            )));
+        }
+        self.log_config().validate().map_err(|e| match e {
+            sluice_storage::Error::InvalidArgument(msg) => Error::InvalidArgument(msg),
+            other => Error::Storage(other),
+        })
+    }
+}
+
+/// Settings of the broker core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Where topics live.
+    pub data_dir: PathBuf,
+    /// Defaults for new topics.
+    pub topic_defaults: TopicConfig,
+    /// Largest produce request (sum of record sizes).
+    pub max_request_bytes: usize,
+    /// Largest number of partitions a topic may have.
+    pub max_partitions: u32,
+    /// How often retention runs.
+    pub retention_check_interval: Duration,
+    /// How often partitions with `FsyncPolicy::Interval` are checked for a due fsync.
+    pub fsync_check_interval: Duration,
+    /// Longest a Fetch may wait for new records.
+    pub max_fetch_wait: Duration,
+    /// Largest byte budget of one Fetch or Subscribe message.
+    pub max_fetch_bytes: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            data_dir: PathBuf::from("./data"),
+            topic_defaults: TopicConfig::default(),
+            max_request_bytes: 16 << 20,
+            max_partitions: 4096,
+            retention_check_interval: Duration::from_secs(30),
+            fsync_check_interval: Duration::from_millis(50),
+            max_fetch_wait: Duration::from_secs(30),
+            max_fetch_bytes: 16 << 20,
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Reading: Fetch (long-poll) and Subscribe (a stream that follows the end of the log).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sluice_storage::Batch;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, Topic};
+use crate::error::{Error, Result};
+use crate::partition::PartitionHandle;
+
+/// Default byte budget of a read.
+pub const DEFAULT_FETCH_BYTES: usize = 1 << 20;
+
+/// Batches read from a partition.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// Partition read.
+    pub partition: u32,
+    /// Whole batches; records below `from` in the first one are to be skipped.
+    pub batches: Vec<Batch>,
+    /// The offset asked for.
+    pub from: u64,
+    /// The partition's start offset when read.
+    pub start_offset: u64,
+    /// The partition's end offset when read.
+    pub end_offset: u64,
+}
+
+impl Fetched {
+    /// The offset to read next.
+    pub fn next_offset(&self) -> u64 {
+        self.batches.last().map_or(self.from, Batch::next_offset)
+    }
+
+    /// Records at or after `from`.
+    pub fn record_count(&self) -> u64 {
+        self.batches.iter().map(|b| b.next_offset() - b.base_offset().max(self.from)).sum()
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// This offset.
+    Offset(u64),
+    /// The first retained record.
+    Earliest,
+    /// The end of the log now.
+    Latest,
+    /// The first record with a timestamp at or after this (ms); the end if none.
+    Timestamp(i64),
+}
+
+fn count_out(topic: &Topic, fetched: &Fetched) {
+    let bytes: usize = fetched.batches.iter().map(|b| b.as_bytes().len()).sum();
+    topic.counters.records_out.fetch_add(fetched.record_count(), Ordering::Relaxed);
+    topic.counters.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+async fn read(partition: &PartitionHandle, offset: u64, max_bytes: usize) -> Result<Fetched> {
+    let result = partition.read(offset, max_bytes).await?;
+    Ok(Fetched {
+        partition: partition.id(),
+        batches: result.batches,
+        from: offset,
+        start_offset: result.start_offset,
+        end_offset: result.end_offset,
+    })
+}
+
+impl Broker {
+    fn fetch_bytes(&self, max_bytes: usize) -> usize {
+        if max_bytes == 0 { DEFAULT_FETCH_BYTES } else { max_bytes.min(self.inner.config.max_fetch_bytes) }
+    }
+
+    /// Records at or after `offset`; when there are none yet, waits up to `max_wait` for some.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<Fetched> {
+        self.check_open()?;
+        let topic = self.topic(topic)?;
+        let handle = topic.partition(partition)?;
+        let (start, end) = handle.offsets();
+        if offset < start || offset > end {
+            return Err(Error::OffsetOutOfRange { requested: offset, start, end });
+        }
+        if offset == end && !max_wait.is_zero() {
+            let deadline = tokio::time::Instant::now() + max_wait.min(self.inner.config.max_fetch_wait);
+            handle.wait_past(offset, deadline, &self.inner.shutdown).await;
+        }
+        let fetched = read(&handle, offset, self.fetch_bytes(max_bytes)).await?;
+        count_out(&topic, &fetched);
+        Ok(fetched)
+    }
+
+    /// Starts following a partition from `start`.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        partition: u32,
+        start: StartAt,
+        max_bytes: usize,
+    ) -> Result<Subscription> {
+        self.check_open()?;
+        let topic = self.topic(topic)?;
+        let handle = topic.partition(partition)?;
+        let (first, end) = handle.offsets();
+        let next = match start {
+            StartAt::Offset(offset) if offset < first || offset > end => {
+                return Err(Error::OffsetOutOfRange { requested: offset, start: first, end });
+            }
+            StartAt::Offset(offset) => offset,
+            StartAt::Earliest => first,
+            StartAt::Latest => end,
+            StartAt::Timestamp(ts) => handle.offset_for_timestamp(ts).await?.unwrap_or(end),
+        };
+        Ok(Subscription {
+            topic,
+            partition: handle,
+            next,
+            max_bytes: self.fetch_bytes(max_bytes),
+            shutdown: self.inner.shutdown.clone(),
+        })
+    }
+}
+
+/// A position in a partition that follows new records as they are appended.
+#[derive(Debug)]
+pub struct Subscription {
+    topic: std::sync::Arc<Topic>,
+    partition: PartitionHandle,
+    next: u64,
+    max_bytes: usize,
+    shutdown: CancellationToken,
+}
+
+impl Subscription {
+    /// The next offset this subscription will return.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// The next batches, waiting for new records when caught up. `None` when the broker shuts
+    /// down. Memory stays bounded: nothing is read ahead of the caller.
+    pub async fn next(&mut self) -> Result<Option<Fetched>> {
+        let mut end = self.partition.watch_end();
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(None);
+            }
+            if *end.borrow_and_update() > self.next {
+                let fetched = read(&self.partition, self.next, self.max_bytes).await?;
+                if !fetched.batches.is_empty() {
+                    self.next = fetched.next_offset();
+                    count_out(&self.topic, &fetched);
+                    return Ok(Some(fetched));
+                }
+            }
+            tokio::select! {
+                changed = end.changed() => if changed.is_err() { return Ok(None) },
+                () = self.shutdown.cancelled() => return Ok(None),
+            }
+        }
+    }
+}

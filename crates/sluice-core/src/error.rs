@@ -1,0 +1,96 @@
+//! The broker core's error type. The server maps it to gRPC statuses in one place.
+
+use std::path::PathBuf;
+
+/// Result alias for broker operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a broker operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No topic of that name.
+    #[error("topic '{0}' does not exist")]
+    TopicNotFound(String),
+    /// A topic of that name exists.
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    /// The partition number is not in the topic.
+    #[error("partition {partition} does not exist: topic '{topic}' has partitions 0..{count}")]
+    PartitionNotFound {
+        /// Topic name.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// Number of partitions.
+        count: u32,
+    },
+    /// A request argument is invalid; the message names it and the valid range.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A record is larger than the topic's `max_message_bytes`.
+    #[error("record {index} is {size} bytes, over the topic's max_message_bytes of {limit}")]
+    MessageTooLarge {
+        /// Index of the record in its request.
+        index: usize,
+        /// Its size (key + value + headers).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A request is larger than the broker's `max_request_bytes`.
+    #[error("request of {size} bytes is over the broker's max_request_bytes of {limit}")]
+    RequestTooLarge {
+        /// Request size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// An offset outside the partition's readable range.
+    #[error("offset {requested} is out of range: partition holds offsets {start}..{end}")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        requested: u64,
+        /// First readable offset.
+        start: u64,
+        /// One past the last offset.
+        end: u64,
+    },
+    /// An idempotent producer's sequence number skipped ahead or went back past its window.
+    #[error("out-of-order sequence for producer {producer_id}: expected {expected}, got {received}")]
+    OutOfOrderSequence {
+        /// Producer id.
+        producer_id: u64,
+        /// The sequence the broker expects next.
+        expected: u64,
+        /// The sequence received.
+        received: u64,
+    },
+    /// The partition refuses writes after a disk failure (reads still work).
+    #[error("partition {topic}/{partition} is read-only after a write failure: {cause}")]
+    PartitionReadOnly {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The failure.
+        cause: String,
+    },
+    /// The broker is shutting down.
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    /// Metadata on disk could not be read.
+    #[error("bad metadata in {path}: {reason}")]
+    BadMetadata {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A storage failure.
+    #[error(transparent)]
+    Storage(#[from] sluice_storage::Error),
+    /// A blocking task failed to run to completion (it panicked or was cancelled).
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,40 @@
+//! Sluice's broker core: topics, partitions, produce, fetch and subscribe, over the storage
+//! engine.
+//!
+//! # What it is not
+//! It knows no gRPC, protobuf, HTTP or config file formats: the server crate translates those
+//! into the calls here. Storage I/O happens on tokio's blocking pool, never on runtime threads.
+//!
+//! # Layout
+//! - [`broker`]: the [`Broker`] handle, opening, shutdown.
+//! - [`admin`]: topic lifecycle (create, delete, alter, add partitions) and its crash guarantees.
+//! - [`produce`]: validation, partitioning ([`partitioner`]), encoding, idempotence ([`producers`]).
+//! - [`consume`]: Fetch (long-poll) and [`consume::Subscription`].
+//! - [`partition`]: one partition: log, end-offset watch, producer table.
+//! - [`maintenance`]: retention and interval fsyncs in one tracked task.
+//! - [`metadata`]: topic metadata files; [`topic_name`]: name rules; [`config`]; [`error`]; [`record`].
+#![deny(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+#![warn(clippy::expect_used)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod broker;
+pub mod config;
+pub mod consume;
+pub mod error;
+pub mod maintenance;
+pub mod metadata;
+pub mod partition;
+pub mod partitioner;
+pub mod produce;
+pub mod producers;
+pub mod record;
+pub mod topic_name;
+
+pub use broker::{Broker, Topic};
+pub use config::{BrokerConfig, TopicConfig};
+pub use consume::{Fetched, StartAt, Subscription};
+pub use error::{Error, Result};
+pub use record::{NewRecord, PartitionAppend, ProduceOutcome, ProduceRequest, ProducerRef};
+pub use sluice_storage::FsyncPolicy;

@@ -1,0 +1,150 @@
+//! Topic metadata on disk: `<data_dir>/topics/<name>/topic.meta`, one `key=value` per line.
+//!
+//! ```text
+//! version=1
+//! partitions=3
+//! retention_ms=604800000        # or "none"
+//! retention_bytes=none
+//! segment_bytes=1073741824
+//! segment_ms=604800000
+//! max_message_bytes=1048576
+//! fsync=always                  # always | never | interval:<ms>
+//! ```
+//!
+//! The file is replaced atomically (write, fsync, rename, fsync directory). A topic directory
+//! without it is the remains of an interrupted delete and is removed at start.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sluice_storage::FsyncPolicy;
+
+use crate::config::TopicConfig;
+use crate::error::{Error, Result};
+
+/// Name of the metadata file in a topic directory.
+pub const TOPIC_META_FILE: &str = "topic.meta";
+/// Directory under the data dir that holds topics.
+pub const TOPICS_DIR: &str = "topics";
+const VERSION: u32 = 1;
+
+/// What is persisted about a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMeta {
+    /// Partition count.
+    pub partitions: u32,
+    /// Settings.
+    pub config: TopicConfig,
+}
+
+/// Directory of a topic.
+pub fn topic_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join(TOPICS_DIR).join(name)
+}
+
+/// Directory of one partition's log.
+pub fn partition_dir(topic_dir: &Path, partition: u32) -> PathBuf {
+    topic_dir.join(partition.to_string())
+}
+
+fn option_text(value: Option<u64>) -> String {
+    value.map_or_else(|| "none".to_owned(), |v| v.to_string())
+}
+
+/// Text form of an fsync policy: `always`, `never` or `interval:<ms>`.
+pub fn fsync_text(policy: FsyncPolicy) -> String {
+    match policy {
+        FsyncPolicy::Always => "always".into(),
+        FsyncPolicy::Never => "never".into(),
+        FsyncPolicy::Interval(d) => format!("interval:{}", d.as_millis()),
+    }
+}
+
+/// Parses `always`, `never` or `interval:<ms>`.
+pub fn parse_fsync(text: &str) -> Option<FsyncPolicy> {
+    match text {
+        "always" => Some(FsyncPolicy::Always),
+        "never" => Some(FsyncPolicy::Never),
+        other => {
+            let ms = other.strip_prefix("interval:")?.trim_end_matches("ms").parse().ok()?;
+            Some(FsyncPolicy::Interval(Duration::from_millis(ms)))
+        }
+    }
+}
+
+impl TopicMeta {
+    /// The file's text.
+    pub fn encode(&self) -> String {
+        let c = &self.config;
+        format!(
+            "version={VERSION}\npartitions={}\nretention_ms={}\nretention_bytes={}\nsegment_bytes={}\nsegment_ms={}\nmax_message_bytes={}\nfsync={}\n",
+            self.partitions,
+            option_text(c.retention_ms),
+            option_text(c.retention_bytes),
+            c.segment_bytes,
+            c.segment_ms,
+            c.max_message_bytes,
+            fsync_text(c.fsync),
+        )
+    }
+
+    /// Parses the file's text; `path` is for the error message.
+    pub fn decode(text: &str, path: &Path) -> Result<Self> {
+        let bad = |reason: String| Error::BadMetadata { path: path.to_path_buf(), reason };
+        let mut partitions = None;
+        let mut config = TopicConfig::default();
+        let mut version = None;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (key, value) = line.split_once('=').ok_or_else(|| bad(format!("line '{line}' is not key=value")))?;
+            let number = || value.parse::<u64>().map_err(|e| bad(format!("{key}: {e}")));
+            let optional = || if value == "none" { Ok(None) } else { number().map(Some) };
+            match key {
+                "version" => version = Some(number()?),
+                "partitions" => partitions = Some(u32::try_from(number()?).map_err(|e| bad(format!("{key}: {e}")))?),
+                "retention_ms" => config.retention_ms = optional()?,
+                "retention_bytes" => config.retention_bytes = optional()?,
+                "segment_bytes" => config.segment_bytes = number()?,
+                "segment_ms" => config.segment_ms = number()?,
+                "max_message_bytes" => {
+                    config.max_message_bytes = u32::try_from(number()?).map_err(|e| bad(format!("{key}: {e}")))?
+                }
+                "fsync" => config.fsync = parse_fsync(value).ok_or_else(|| bad(format!("fsync '{value}'")))?,
+                _ => return Err(bad(format!("unknown key '{key}'"))),
+            }
+        }
+        if version != Some(u64::from(VERSION)) {
+            return Err(bad(format!("unsupported version {version:?}")));
+        }
+        let partitions = partitions.ok_or_else(|| bad("no partitions".into()))?;
+        Ok(TopicMeta { partitions, config })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_roundtrips() {
+        let meta = TopicMeta {
+            partitions: 6,
+            config: TopicConfig {
+                retention_ms: None,
+                retention_bytes: Some(10 << 30),
+                fsync: FsyncPolicy::Interval(Duration::from_millis(250)),
+                ..TopicConfig::default()
+            },
+        };
+        let path = Path::new("t/topic.meta");
+        assert_eq!(TopicMeta::decode(&meta.encode(), path).unwrap(), meta);
+    }
+
+    #[test]
+    fn damaged_metadata_names_the_file_and_problem() {
+        let path = Path::new("t/topic.meta");
+        for text in ["version=1\n", "version=2\npartitions=1\n", "version=1\npartitions=x\n", "garbage"] {
+            let err = TopicMeta::decode(text, path).unwrap_err().to_string();
+            assert!(err.contains("t/topic.meta"), "{err}");
+        }
+    }
+}

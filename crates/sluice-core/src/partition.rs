@@ -1,0 +1,182 @@
+//! One partition of a topic: its log, the end-offset watch that wakes readers, and its
+//! idempotent producers.
+//!
+//! Storage is synchronous; every call into it runs on tokio's blocking pool from here, so the
+//! async runtime's threads never wait on the disk. Concurrent appends meet in the storage's
+//! group-commit queue and share fsyncs.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_storage::{EncodedBatch, LogConfig, LogStats, PartitionLog, ReadResult};
+use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::producers::{Check, ProducerTable, WrittenBatch};
+use crate::record::ProducerRef;
+
+/// Runs a storage call on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("storage task failed: {e}")))?
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// True when this was a retried idempotent batch (nothing written).
+    pub duplicate: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    topic: Arc<str>,
+    id: u32,
+    log: PartitionLog,
+    end: watch::Sender<u64>,
+    /// Held across an idempotent producer's check-append-record, so a retry racing its original
+    /// cannot both be written.
+    producers: Mutex<ProducerTable>,
+}
+
+/// A cheap-clone handle to one partition.
+#[derive(Debug, Clone)]
+pub struct PartitionHandle {
+    inner: Arc<Inner>,
+}
+
+impl PartitionHandle {
+    /// Opens (or creates) the partition's log in `dir` and rebuilds its producer table from the
+    /// batch headers.
+    pub async fn open(topic: Arc<str>, id: u32, dir: std::path::PathBuf, config: LogConfig) -> Result<Self> {
+        let (log, producers) = blocking(move || {
+            let started = Instant::now();
+            let log = PartitionLog::open(&dir, config)?;
+            let mut producers = ProducerTable::default();
+            let start = log.offsets().0;
+            log.visit_batch_headers(start, |h| {
+                if h.producer_id != 0 {
+                    producers.record(
+                        h.producer_id,
+                        WrittenBatch {
+                            first_sequence: h.producer_sequence,
+                            record_count: h.record_count,
+                            base_offset: h.base_offset,
+                        },
+                    );
+                }
+            })?;
+            tracing::debug!(dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, producers = producers.len(), "partition opened");
+            Ok((log, producers))
+        })
+        .await?;
+        let (end, _) = watch::channel(log.offsets().1);
+        Ok(PartitionHandle { inner: Arc::new(Inner { topic, id, log, end, producers: Mutex::new(producers) }) })
+    }
+
+    /// Partition number.
+    pub fn id(&self) -> u32 {
+        self.inner.id
+    }
+
+    fn map_storage(&self, error: sluice_storage::Error) -> Error {
+        match error {
+            sluice_storage::Error::Poisoned { cause } => {
+                Error::PartitionReadOnly { topic: self.inner.topic.to_string(), partition: self.inner.id, cause }
+            }
+            sluice_storage::Error::OffsetOutOfRange { requested, start, end } => {
+                Error::OffsetOutOfRange { requested, start, end }
+            }
+            sluice_storage::Error::Closed => Error::ShuttingDown,
+            other => Error::Storage(other),
+        }
+    }
+
+    async fn append_batch(&self, encode: impl FnOnce() -> Result<EncodedBatch> + Send + 'static) -> Result<u64> {
+        let log = self.inner.log.clone();
+        let appended = blocking(move || Ok(log.append(encode()?))).await?.map_err(|e| self.map_storage(e))?;
+        let visible_end = self.inner.log.offsets().1;
+        self.inner.end.send_if_modified(|end| {
+            let advanced = visible_end > *end;
+            *end = (*end).max(visible_end);
+            advanced
+        });
+        Ok(appended.base_offset)
+    }
+
+    /// Appends the batch `encode` builds (on the blocking pool) once it is durable per the
+    /// topic's fsync policy. With `producer`, a retry of an already written batch returns the
+    /// original offsets instead (the batch must carry the same producer id and sequence).
+    pub async fn append(
+        &self,
+        record_count: u32,
+        producer: Option<ProducerRef>,
+        encode: impl FnOnce() -> Result<EncodedBatch> + Send + 'static,
+    ) -> Result<Appended> {
+        let Some(producer) = producer else {
+            return Ok(Appended { base_offset: self.append_batch(encode).await?, duplicate: false });
+        };
+        let mut table = self.inner.producers.lock().await;
+        match table.check(producer.producer_id, producer.first_sequence, record_count)? {
+            Check::Duplicate(batch) => Ok(Appended { base_offset: batch.base_offset, duplicate: true }),
+            Check::Append => {
+                let base_offset = self.append_batch(encode).await?;
+                let batch = WrittenBatch { first_sequence: producer.first_sequence, record_count, base_offset };
+                table.record(producer.producer_id, batch);
+                Ok(Appended { base_offset, duplicate: false })
+            }
+        }
+    }
+
+    /// Reads whole batches from the one holding `offset`.
+    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
+        let log = self.inner.log.clone();
+        blocking(move || Ok(log.read(offset, max_bytes))).await?.map_err(|e| self.map_storage(e))
+    }
+
+    /// The first offset with a timestamp at or after `timestamp`, if any.
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
+        let log = self.inner.log.clone();
+        blocking(move || Ok(log.offset_for_timestamp(timestamp))).await?.map_err(|e| self.map_storage(e))
+    }
+
+    /// Start and end offsets.
+    pub fn offsets(&self) -> (u64, u64) {
+        self.inner.log.offsets()
+    }
+
+    /// Waits until the end offset passes `offset`, the deadline passes, or `cancel` fires.
+    /// Returns the end offset then.
+    pub async fn wait_past(&self, offset: u64, deadline: tokio::time::Instant, cancel: &CancellationToken) -> u64 {
+        let mut end = self.inner.end.subscribe();
+        let wait = end.wait_for(|end| *end > offset);
+        tokio::select! {
+            _ = wait => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            () = cancel.cancelled() => {}
+        }
+        *self.inner.end.borrow()
+    }
+
+    /// A receiver of end-offset changes.
+    pub fn watch_end(&self) -> watch::Receiver<u64> {
+        self.inner.end.subscribe()
+    }
+
+    /// Range, size and counters of the log.
+    pub fn stats(&self) -> LogStats {
+        self.inner.log.stats()
+    }
+
+    /// The error that made the partition read-only, if any.
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.log.poisoned()
+    }
+
+    /// The underlying log (for maintenance: retention, sync, config changes).
+    pub(crate) fn log(&self) -> &PartitionLog {
+        &self.inner.log
+    }
+}

@@ -1,0 +1,135 @@
+//! Producing: validation, partitioning, encoding and appending a request's records.
+
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_storage::{BatchBuilder, HeaderRef, RecordRef};
+
+use crate::broker::{Broker, Topic};
+use crate::error::{Error, Result};
+use crate::partitioner;
+use crate::record::{NewRecord, PartitionAppend, ProduceOutcome, ProduceRequest, ProducerRef};
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Record indexes per partition, in record order.
+fn route(topic: &Topic, request: &ProduceRequest, partitions: u32) -> Result<Vec<(u32, Vec<u32>)>> {
+    if let Some(partition) = request.partition {
+        if partition >= partitions {
+            return Err(Error::PartitionNotFound { topic: topic.name().to_owned(), partition, count: partitions });
+        }
+        return Ok(vec![(partition, Vec::new())]);
+    }
+    let sticky = topic.next_unkeyed.fetch_add(1, Ordering::Relaxed) % partitions;
+    let mut groups: Vec<Vec<u32>> = vec![Vec::new(); partitions as usize];
+    for (index, record) in request.records.iter().enumerate() {
+        let partition = record.key.as_ref().map_or(sticky, |key| partitioner::for_key(key, partitions));
+        groups[partition as usize].push(index as u32);
+    }
+    let used = groups.iter().filter(|g| !g.is_empty()).count();
+    Ok(groups
+        .into_iter()
+        .enumerate()
+        .filter(|(_, g)| !g.is_empty())
+        .map(|(p, g)| (p as u32, if used == 1 { Vec::new() } else { g }))
+        .collect())
+}
+
+fn encode(records: &[NewRecord], producer: Option<ProducerRef>) -> Result<sluice_storage::EncodedBatch> {
+    let now = now_ms();
+    let bytes: usize = records.iter().map(|r| r.size() + 64).sum();
+    let mut builder = BatchBuilder::with_capacity(bytes + 64);
+    let mut headers: Vec<HeaderRef<'_>> = Vec::new();
+    for record in records {
+        headers.clear();
+        headers.extend(record.headers.iter().map(|(name, value)| HeaderRef { name, value }));
+        builder.push(&RecordRef {
+            timestamp: record.timestamp.unwrap_or(now),
+            key: record.key.as_deref(),
+            value: &record.value,
+            headers: &headers,
+        })?;
+    }
+    if let Some(producer) = producer {
+        builder.set_producer(producer.producer_id, producer.first_sequence);
+    }
+    Ok(builder.finish()?)
+}
+
+impl Broker {
+    fn validate_produce(&self, topic: &Topic, request: &ProduceRequest) -> Result<()> {
+        if request.records.is_empty() {
+            return Err(Error::InvalidArgument("a produce request needs at least one record".into()));
+        }
+        let limit = topic.config().max_message_bytes as usize;
+        let mut total = 0usize;
+        for (index, record) in request.records.iter().enumerate() {
+            let size = record.size();
+            if size > limit {
+                return Err(Error::MessageTooLarge { index, size, limit });
+            }
+            total += size;
+        }
+        let request_limit = self.inner.config.max_request_bytes;
+        if total > request_limit {
+            return Err(Error::RequestTooLarge { size: total, limit: request_limit });
+        }
+        if let Some(producer) = request.producer {
+            if producer.producer_id == 0 {
+                return Err(Error::InvalidArgument("producer_id must be non-zero".into()));
+            }
+            if request.partition.is_none() {
+                return Err(Error::InvalidArgument(
+                    "an idempotent produce (producer_id set) must name its partition".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a request's records and returns where they went, once durable per each
+    /// partition's fsync policy. Records for different partitions are appended concurrently.
+    pub async fn produce(&self, request: ProduceRequest) -> Result<ProduceOutcome> {
+        self.check_open()?;
+        let topic = self.topic(&request.topic)?;
+        self.validate_produce(&topic, &request)?;
+        let partitions = topic.partitions();
+        let routes = route(&topic, &request, partitions.len() as u32)?;
+        let bytes: usize = request.records.iter().map(NewRecord::size).sum();
+        let record_total = request.records.len();
+        let single = routes.len() == 1;
+        let mut records = request.records;
+        let mut pending = Vec::with_capacity(routes.len());
+        for (partition, indexes) in routes {
+            let handle = partitions[partition as usize].clone();
+            let group: Vec<NewRecord> = if single {
+                std::mem::take(&mut records)
+            } else {
+                indexes.iter().map(|&i| std::mem::take(&mut records[i as usize])).collect()
+            };
+            let count = group.len() as u32;
+            let producer = request.producer;
+            let append =
+                tokio::spawn(async move { handle.append(count, producer, move || encode(&group, producer)).await });
+            pending.push((partition, indexes, count, append));
+        }
+        let mut outcome = ProduceOutcome { appends: Vec::with_capacity(pending.len()) };
+        for (partition, record_indexes, record_count, append) in pending {
+            let appended = append.await.map_err(|e| Error::Internal(format!("append task failed: {e}")))??;
+            outcome.appends.push(PartitionAppend {
+                partition,
+                base_offset: appended.base_offset,
+                record_count,
+                record_indexes,
+                duplicate: appended.duplicate,
+            });
+        }
+        if outcome.appends.iter().any(|a| !a.duplicate) {
+            topic.counters.records_in.fetch_add(record_total as u64, Ordering::Relaxed);
+            topic.counters.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+        Ok(outcome)
+    }
+}

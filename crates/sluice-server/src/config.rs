@@ -1,0 +1,425 @@
+//! The server's configuration: built-in defaults < `--config` file < `SLUICE_*` environment <
+//! command-line flags. Everything is validated before the data directory is touched, and an
+//! invalid setting is reported by its key.
+//!
+//! Environment variables: `SLUICE_LISTEN`, `SLUICE_HTTP_LISTEN` and `SLUICE_DATA_DIR` for the
+//! three most common settings, and `SLUICE_<SECTION>_<KEY>` (upper case) for every key, e.g.
+//! `SLUICE_TOPIC_DEFAULTS_FSYNC=never`. `config/sluice.toml` documents every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sluice_core::{BrokerConfig, FsyncPolicy, TopicConfig};
+
+/// A setting that could not be used; names the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key).
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("invalid value for {key} ({source_name}): {message}")]
+    Invalid {
+        /// `section.key`.
+        key: String,
+        /// Where the value came from (file, env var or flag).
+        source_name: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: String,
+    pub http_listen: String,
+    pub data_dir: String,
+    pub shutdown_timeout: String,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    pub format: String,
+    pub level: String,
+}
+
+/// `[topic_defaults]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicDefaultsSection {
+    pub retention: String,
+    pub retention_bytes: String,
+    pub segment_bytes: String,
+    pub segment_age: String,
+    pub max_message_bytes: String,
+    pub fsync: String,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_request_bytes: String,
+    pub max_partitions: u32,
+    pub max_fetch_wait: String,
+    pub max_fetch_bytes: String,
+}
+
+/// `[maintenance]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaintenanceSection {
+    pub retention_check_interval: String,
+    pub fsync_check_interval: String,
+}
+
+/// The config file's shape (also the shape of the defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigFile {
+    pub server: ServerSection,
+    pub log: LogSection,
+    pub topic_defaults: TopicDefaultsSection,
+    pub limits: LimitsSection,
+    pub maintenance: MaintenanceSection,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:7140".into(),
+            http_listen: "127.0.0.1:7141".into(),
+            data_dir: "./data".into(),
+            shutdown_timeout: "30s".into(),
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection { format: "text".into(), level: "info".into() }
+    }
+}
+
+impl Default for TopicDefaultsSection {
+    fn default() -> Self {
+        TopicDefaultsSection {
+            retention: "7d".into(),
+            retention_bytes: "none".into(),
+            segment_bytes: "1GiB".into(),
+            segment_age: "7d".into(),
+            max_message_bytes: "1MiB".into(),
+            fsync: "always".into(),
+        }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_request_bytes: "16MiB".into(),
+            max_partitions: 4096,
+            max_fetch_wait: "30s".into(),
+            max_fetch_bytes: "16MiB".into(),
+        }
+    }
+}
+
+impl Default for MaintenanceSection {
+    fn default() -> Self {
+        MaintenanceSection { retention_check_interval: "30s".into(), fsync_check_interval: "50ms".into() }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// HTTP (metrics, health) listen address.
+    pub http_listen: SocketAddr,
+    /// How long a graceful shutdown may take before the broker is closed anyway.
+    pub shutdown_timeout: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (tracing-subscriber `EnvFilter` syntax).
+    pub log_level: String,
+    /// The broker core's settings.
+    pub broker: BrokerConfig,
+    /// The effective settings, as text (logged at startup).
+    pub effective: ConfigFile,
+}
+
+/// Values given on the command line (each overrides everything else).
+#[derive(Debug, Clone, Default)]
+pub struct FlagOverrides {
+    pub listen: Option<String>,
+    pub http_listen: Option<String>,
+    pub data_dir: Option<String>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+    pub fsync: Option<String>,
+}
+
+fn invalid(key: &str, source_name: &str, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), source_name: source_name.to_owned(), message: message.to_string() }
+}
+
+/// Parses a size such as `16MiB`, `1GB` or `4096`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim().parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| format!("'{text}' is not a size ({e})"))
+}
+
+/// Parses a duration such as `7d`, `250ms` or `30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("'{text}' is not a duration ({e})"))
+}
+
+/// Parses `always`, `never`, or `interval:<duration>` (e.g. `interval:100ms`).
+pub fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
+    match text.trim() {
+        "always" => Ok(FsyncPolicy::Always),
+        "never" => Ok(FsyncPolicy::Never),
+        other => match other.strip_prefix("interval:") {
+            Some(interval) => parse_duration(interval).map(FsyncPolicy::Interval),
+            None => Err(format!("'{text}' is not one of always, never, interval:<duration>")),
+        },
+    }
+}
+
+fn none_or<T>(text: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+    match text.trim() {
+        "none" | "forever" | "unlimited" => Ok(None),
+        other => parse(other).map(Some),
+    }
+}
+
+/// Every `(section, key)` of the config, for the `SLUICE_<SECTION>_<KEY>` variables.
+fn keys() -> Result<Vec<(String, String)>, ConfigError> {
+    let table = toml::Table::try_from(ConfigFile::default())
+        .map_err(|e| ConfigError::Parse { path: PathBuf::from("<defaults>"), message: e.to_string() })?;
+    let mut keys = Vec::new();
+    for (section, value) in table {
+        if let toml::Value::Table(entries) = value {
+            keys.extend(entries.keys().map(|key| (section.clone(), key.clone())));
+        }
+    }
+    Ok(keys)
+}
+
+fn set(table: &mut toml::Table, section: &str, key: &str, value: &str) {
+    if let Some(toml::Value::Table(entries)) = table.get_mut(section) {
+        let typed = match entries.get(key) {
+            Some(toml::Value::Integer(_)) => value.parse::<i64>().map_or_else(|_| value.into(), toml::Value::Integer),
+            _ => toml::Value::String(value.to_owned()),
+        };
+        entries.insert(key.to_owned(), typed);
+    }
+}
+
+/// Loads the configuration: defaults, then `file`, then the environment (`env` lists the
+/// variables, normally `std::env::vars()`), then `flags`.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: &FlagOverrides,
+) -> Result<ServerConfig, ConfigError> {
+    let mut table = toml::Table::try_from(ConfigFile::default())
+        .map_err(|e| ConfigError::Parse { path: PathBuf::from("<defaults>"), message: e.to_string() })?;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let parsed: ConfigFile =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        table = toml::Table::try_from(parsed)
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+    }
+    let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+    for (section, key) in keys()? {
+        let name = format!("SLUICE_{}_{}", section.to_uppercase(), key.to_uppercase());
+        if let Some(value) = env.get(&name) {
+            set(&mut table, &section, &key, value);
+        }
+    }
+    let shortcuts =
+        [("SLUICE_LISTEN", "listen"), ("SLUICE_HTTP_LISTEN", "http_listen"), ("SLUICE_DATA_DIR", "data_dir")];
+    for (name, key) in shortcuts {
+        if let Some(value) = env.get(name) {
+            set(&mut table, "server", key, value);
+        }
+    }
+    let flag_values = [
+        ("server", "listen", &flags.listen),
+        ("server", "http_listen", &flags.http_listen),
+        ("server", "data_dir", &flags.data_dir),
+        ("log", "format", &flags.log_format),
+        ("log", "level", &flags.log_level),
+        ("topic_defaults", "fsync", &flags.fsync),
+    ];
+    for (section, key, value) in flag_values {
+        if let Some(value) = value {
+            set(&mut table, section, key, value);
+        }
+    }
+    let merged: ConfigFile =
+        table.try_into().map_err(|e: toml::de::Error| invalid("config", "environment or flags", e.message()))?;
+    validate(merged)
+}
+
+fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
+    let origin = "file, environment or flags";
+    let addr = |key: &str, text: &str| -> Result<SocketAddr, ConfigError> {
+        text.parse().map_err(|e| invalid(key, origin, format!("'{text}' is not an address like 127.0.0.1:7140 ({e})")))
+    };
+    let size = |key: &str, text: &str| parse_size(text).map_err(|m| invalid(key, origin, m));
+    let duration = |key: &str, text: &str| parse_duration(text).map_err(|m| invalid(key, origin, m));
+    let t = &file.topic_defaults;
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let topic_defaults = TopicConfig {
+        retention_ms: none_or(&t.retention, parse_duration)
+            .map_err(|m| invalid("topic_defaults.retention", origin, m))?
+            .map(ms),
+        retention_bytes: none_or(&t.retention_bytes, parse_size)
+            .map_err(|m| invalid("topic_defaults.retention_bytes", origin, m))?,
+        segment_bytes: size("topic_defaults.segment_bytes", &t.segment_bytes)?,
+        segment_ms: ms(duration("topic_defaults.segment_age", &t.segment_age)?),
+        max_message_bytes: u32::try_from(size("topic_defaults.max_message_bytes", &t.max_message_bytes)?)
+            .map_err(|e| invalid("topic_defaults.max_message_bytes", origin, e))?,
+        fsync: parse_fsync(&t.fsync).map_err(|m| invalid("topic_defaults.fsync", origin, m))?,
+    };
+    topic_defaults.validate().map_err(|e| invalid("topic_defaults", origin, e))?;
+    let l = &file.limits;
+    let m = &file.maintenance;
+    let broker = BrokerConfig {
+        data_dir: PathBuf::from(&file.server.data_dir),
+        topic_defaults,
+        max_request_bytes: usize::try_from(size("limits.max_request_bytes", &l.max_request_bytes)?)
+            .map_err(|e| invalid("limits.max_request_bytes", origin, e))?,
+        max_partitions: l.max_partitions,
+        retention_check_interval: duration("maintenance.retention_check_interval", &m.retention_check_interval)?,
+        fsync_check_interval: duration("maintenance.fsync_check_interval", &m.fsync_check_interval)?,
+        max_fetch_wait: duration("limits.max_fetch_wait", &l.max_fetch_wait)?,
+        max_fetch_bytes: usize::try_from(size("limits.max_fetch_bytes", &l.max_fetch_bytes)?)
+            .map_err(|e| invalid("limits.max_fetch_bytes", origin, e))?,
+    };
+    if broker.max_partitions == 0 {
+        return Err(invalid("limits.max_partitions", origin, "must be at least 1"));
+    }
+    for (key, d) in [
+        ("maintenance.retention_check_interval", broker.retention_check_interval),
+        ("maintenance.fsync_check_interval", broker.fsync_check_interval),
+    ] {
+        if d.is_zero() {
+            return Err(invalid(key, origin, "must be longer than 0"));
+        }
+    }
+    if file.server.data_dir.trim().is_empty() {
+        return Err(invalid("server.data_dir", origin, "must not be empty"));
+    }
+    let log_format = match file.log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => return Err(invalid("log.format", origin, format!("'{other}' is not text or json"))),
+    };
+    Ok(ServerConfig {
+        listen: addr("server.listen", &file.server.listen)?,
+        http_listen: addr("server.http_listen", &file.server.http_listen)?,
+        shutdown_timeout: duration("server.shutdown_timeout", &file.server.shutdown_timeout)?,
+        log_format,
+        log_level: file.log.level.clone(),
+        broker,
+        effective: file,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn built_in_defaults_match_the_documented_addresses() {
+        let config = load(None, env(&[]), &FlagOverrides::default()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7140");
+        assert_eq!(config.http_listen.to_string(), "127.0.0.1:7141");
+        assert_eq!(config.broker.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.broker.topic_defaults.fsync, FsyncPolicy::Always);
+    }
+
+    #[test]
+    fn precedence_is_defaults_then_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"127.0.0.1:1000\"\nhttp_listen = \"127.0.0.1:1001\"\n[topic_defaults]\nfsync = \"never\"\nretention = \"1h\"\n",
+        )
+        .unwrap();
+        let vars = env(&[("SLUICE_HTTP_LISTEN", "127.0.0.1:2001"), ("SLUICE_TOPIC_DEFAULTS_RETENTION", "2h")]);
+        let flags = FlagOverrides { listen: Some("127.0.0.1:3000".into()), ..FlagOverrides::default() };
+        let config = load(Some(&path), vars, &flags).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:3000", "flag beats file");
+        assert_eq!(config.http_listen.to_string(), "127.0.0.1:2001", "env beats file");
+        assert_eq!(config.broker.topic_defaults.fsync, FsyncPolicy::Never, "file beats default");
+        assert_eq!(config.broker.topic_defaults.retention_ms, Some(2 * 3600 * 1000), "section env var");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("SLUICE_TOPIC_DEFAULTS_FSYNC", "sometimes", "topic_defaults.fsync"),
+            ("SLUICE_LISTEN", "nowhere", "server.listen"),
+            ("SLUICE_LIMITS_MAX_REQUEST_BYTES", "lots", "limits.max_request_bytes"),
+            ("SLUICE_TOPIC_DEFAULTS_RETENTION", "soon", "topic_defaults.retention"),
+            ("SLUICE_LOG_FORMAT", "xml", "log.format"),
+        ];
+        for (var, value, key) in cases {
+            let err = load(None, env(&[(var, value)]), &FlagOverrides::default()).unwrap_err().to_string();
+            assert!(err.contains(key), "{var}={value}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[server]\nlistne = \"x\"\n").unwrap();
+        let err = load(Some(&path), env(&[]), &FlagOverrides::default()).unwrap_err().to_string();
+        assert!(err.contains("listne"), "unknown keys are named: {err}");
+    }
+
+    #[test]
+    fn units_parse_like_people_write_them() {
+        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(parse_fsync("interval:100ms").unwrap(), FsyncPolicy::Interval(Duration::from_millis(100)));
+    }
+}

@@ -1,0 +1,151 @@
+//! `sluice.v1.Admin`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_core::Broker;
+use sluice_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::observe;
+use crate::convert;
+use crate::metrics::Metrics;
+use crate::status::to_status;
+
+/// The Admin service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    pub(crate) broker: Broker,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) inflight: Arc<crate::inflight::Inflight>,
+    pub(crate) grpc_addr: SocketAddr,
+    pub(crate) http_addr: SocketAddr,
+}
+
+impl AdminService {
+    async fn create(&self, request: pb::CreateTopicRequest) -> Result<pb::CreateTopicResponse, Status> {
+        let mut config = self.broker.config().topic_defaults.clone();
+        if let Some(overrides) = &request.config {
+            convert::apply_topic_config(overrides, &mut config)?;
+        }
+        let topic = self.broker.create_topic(&request.name, request.partitions, config).await.map_err(to_status)?;
+        Ok(pb::CreateTopicResponse { topic: Some(convert::topic_info(&topic)) })
+    }
+
+    async fn alter(&self, request: pb::AlterTopicConfigRequest) -> Result<pb::AlterTopicConfigResponse, Status> {
+        let overrides = request.config.unwrap_or_default();
+        let mut converted = Ok(());
+        let topic = self
+            .broker
+            .alter_topic_config(&request.name, |config| converted = convert::apply_topic_config(&overrides, config))
+            .await
+            .map_err(to_status)?;
+        converted?;
+        Ok(pb::AlterTopicConfigResponse { topic: Some(convert::topic_info(&topic)) })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let _serving = self.inflight.enter();
+        let started = Instant::now();
+        let result = self.create(request.into_inner()).await;
+        observe(&self.metrics, "CreateTopic", started, &result);
+        result.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let _serving = self.inflight.enter();
+        let started = Instant::now();
+        let result = self
+            .broker
+            .delete_topic(&request.get_ref().name)
+            .await
+            .map(|()| pb::DeleteTopicResponse {})
+            .map_err(to_status);
+        observe(&self.metrics, "DeleteTopic", started, &result);
+        result.map(Response::new)
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let _serving = self.inflight.enter();
+        let topics = self.broker.topics().iter().map(|t| convert::topic_info(t)).collect();
+        Ok(Response::new(pb::ListTopicsResponse { topics }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let _serving = self.inflight.enter();
+        let name = &request.get_ref().name;
+        let topic = self.broker.topic(name).map_err(to_status)?;
+        let description = self.broker.describe_topic(name).map_err(to_status)?;
+        let partitions = description
+            .partitions
+            .into_iter()
+            .map(|(partition, stats, poisoned)| pb::PartitionInfo {
+                partition,
+                start_offset: stats.start_offset,
+                end_offset: stats.end_offset,
+                size_bytes: stats.size_bytes,
+                segments: stats.segment_count as u32,
+                poisoned: poisoned.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::DescribeTopicResponse { topic: Some(convert::topic_info(&topic)), partitions }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn alter_topic_config(
+        &self,
+        request: Request<pb::AlterTopicConfigRequest>,
+    ) -> Result<Response<pb::AlterTopicConfigResponse>, Status> {
+        let _serving = self.inflight.enter();
+        let started = Instant::now();
+        let result = self.alter(request.into_inner()).await;
+        observe(&self.metrics, "AlterTopicConfig", started, &result);
+        result.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn add_partitions(
+        &self,
+        request: Request<pb::AddPartitionsRequest>,
+    ) -> Result<Response<pb::AddPartitionsResponse>, Status> {
+        let _serving = self.inflight.enter();
+        let request = request.into_inner();
+        let topic = self.broker.add_partitions(&request.name, request.partitions).await.map_err(to_status)?;
+        Ok(Response::new(pb::AddPartitionsResponse { topic: Some(convert::topic_info(&topic)) }))
+    }
+
+    async fn broker_info(
+        &self,
+        _request: Request<pb::BrokerInfoRequest>,
+    ) -> Result<Response<pb::BrokerInfoResponse>, Status> {
+        let _serving = self.inflight.enter();
+        Ok(Response::new(pb::BrokerInfoResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_seconds: self.broker.uptime().as_secs(),
+            listen_address: self.grpc_addr.to_string(),
+            http_address: self.http_addr.to_string(),
+            data_dir: self.broker.config().data_dir.display().to_string(),
+            data_bytes: self.broker.data_bytes(),
+            topics: self.broker.topics().len() as u32,
+        }))
+    }
+}

@@ -1,0 +1,126 @@
+//! `sluice.v1.Producer`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_core::Broker;
+use sluice_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::observe;
+use crate::convert;
+use crate::metrics::Metrics;
+use crate::status::to_status;
+
+/// Requests of one ProduceStream being appended at once; bounds the memory a stream can hold.
+pub const MAX_IN_FLIGHT_PER_STREAM: usize = 32;
+
+/// The Producer service.
+#[derive(Debug, Clone)]
+pub struct ProducerService {
+    pub(crate) broker: Broker,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) inflight: Arc<crate::inflight::Inflight>,
+}
+
+async fn produce(broker: Broker, request: pb::ProduceRequest) -> Result<pb::ProduceResponse, Status> {
+    let request_id = request.request_id;
+    let request = convert::produce_request(request)?;
+    let outcome = broker.produce(request).await.map_err(to_status)?;
+    Ok(convert::produce_response(request_id, outcome))
+}
+
+/// A failed request on a stream becomes a response with `error` set; the stream goes on.
+fn stream_response(request_id: u64, result: Result<pb::ProduceResponse, Status>) -> pb::ProduceResponse {
+    result.unwrap_or_else(|status| pb::ProduceResponse {
+        request_id,
+        appends: Vec::new(),
+        error: Some(pb::ProduceError { code: status.code() as i32, message: status.message().to_owned() }),
+    })
+}
+
+async fn run_stream(
+    broker: Broker,
+    metrics: Arc<Metrics>,
+    mut inbound: Streaming<pb::ProduceRequest>,
+    outbound: mpsc::Sender<Result<pb::ProduceResponse, Status>>,
+) {
+    let shutdown = broker.shutdown_token();
+    let mut in_flight: JoinSet<(u64, Instant, Result<pb::ProduceResponse, Status>)> = JoinSet::new();
+    let send = |(request_id, started, result): (u64, Instant, Result<pb::ProduceResponse, Status>)| {
+        observe(&metrics, "ProduceStream", started, &result);
+        stream_response(request_id, result)
+    };
+    loop {
+        let request = tokio::select! {
+            biased;
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                let Ok(done) = done else { continue };
+                if outbound.send(Ok(send(done))).await.is_err() { return }
+                continue;
+            }
+            () = shutdown.cancelled() => break,
+            next = inbound.message(), if in_flight.len() < MAX_IN_FLIGHT_PER_STREAM => next,
+        };
+        match request {
+            Ok(Some(request)) => {
+                let (request_id, started) = (request.request_id, Instant::now());
+                if request.producer_id.is_some() {
+                    // Idempotent requests are appended in arrival order, so pipelined sequence
+                    // numbers are checked in the order the producer sent them.
+                    let result = produce(broker.clone(), request).await;
+                    if outbound.send(Ok(send((request_id, started, result)))).await.is_err() {
+                        return;
+                    }
+                } else {
+                    let broker = broker.clone();
+                    in_flight.spawn(async move { (request_id, started, produce(broker, request).await) });
+                }
+            }
+            Ok(None) => break,
+            Err(status) => {
+                let _client_gone = outbound.send(Err(status)).await;
+                break;
+            }
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        let Ok(done) = done else { continue };
+        if outbound.send(Ok(send(done))).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::producer_server::Producer for ProducerService {
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = ?request.get_ref().partition))]
+    async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
+        let _serving = self.inflight.enter();
+        let started = Instant::now();
+        let result = produce(self.broker.clone(), request.into_inner()).await;
+        observe(&self.metrics, "Produce", started, &result);
+        result.map(Response::new)
+    }
+
+    type ProduceStreamStream = Pin<Box<dyn Stream<Item = Result<pb::ProduceResponse, Status>> + Send + 'static>>;
+
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
+        let serving = self.inflight.enter();
+        let stream = run_stream(self.broker.clone(), Arc::clone(&self.metrics), request.into_inner(), tx);
+        tokio::spawn(async move {
+            stream.await;
+            drop(serving);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

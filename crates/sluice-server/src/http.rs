@@ -1,0 +1,64 @@
+//! HTTP endpoints on the metrics address: `/metrics`, `/healthz`, `/readyz`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use sluice_core::Broker;
+
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+struct AppState {
+    broker: Broker,
+    metrics: Arc<Metrics>,
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    match state.metrics.render() {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Alive: the process serves HTTP.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready: not shutting down, and every partition accepts writes.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.broker.shutdown_token().is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
+    }
+    let mut read_only = Vec::new();
+    for topic in state.broker.topics() {
+        for partition in topic.partitions().iter() {
+            if partition.poisoned().is_some() {
+                read_only.push(format!("{}/{}", topic.name(), partition.id()));
+            }
+        }
+    }
+    if read_only.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("read-only partitions: {}\n", read_only.join(", ")))
+    }
+}
+
+/// The HTTP router.
+pub fn router(broker: Broker, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { broker, metrics })
+}

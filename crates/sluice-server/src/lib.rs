@@ -1,0 +1,30 @@
+//! The Sluice broker daemon: gRPC services, configuration, metrics and health, over
+//! `sluice-core`.
+//!
+//! # What it is not
+//! No broker logic lives here: a handler decodes, calls the [`sluice_core::Broker`] once, and
+//! encodes. Errors become gRPC statuses in one place, [`status`].
+//!
+//! # Layout
+//! - [`config`]: defaults < file < `SLUICE_*` env < flags; validation naming the bad key.
+//! - [`server`]: listeners, service wiring, TCP_NODELAY, ordered shutdown ([`inflight`]).
+//! - [`grpc`]: the `sluice.v1` services (admin, producer, consumer).
+//! - [`convert`]: protocol <-> core types; [`status`]: core errors -> gRPC statuses.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`; [`metrics`]: what `/metrics` shows.
+//! - [`telemetry`]: log setup.
+#![deny(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+#![warn(clippy::expect_used)]
+
+pub mod config;
+pub mod convert;
+pub mod grpc;
+pub mod http;
+pub mod inflight;
+pub mod metrics;
+pub mod server;
+pub mod status;
+pub mod telemetry;
+
+pub use config::ServerConfig;
+pub use server::{Server, ServerError};

@@ -1,0 +1,153 @@
+//! Prometheus metrics: request latencies and connections kept here; broker traffic and partition
+//! sizes read from the core's counters on each scrape.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sluice_core::Broker;
+use sluice_core::broker::TopicCounters;
+
+/// Labels of per-RPC metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// gRPC method name, e.g. `Produce`.
+    pub method: String,
+}
+
+/// Labels of per-RPC outcome counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcCodeLabels {
+    /// gRPC method name.
+    pub method: String,
+    /// gRPC status code name, e.g. `Ok`, `NotFound`.
+    pub code: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 us .. ~1.6 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// The server's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    rpc_latency: Family<RpcLabels, Histogram, fn() -> Histogram>,
+    rpc_total: Family<RpcCodeLabels, Counter>,
+    connections: Gauge,
+    connections_total: Counter,
+}
+
+/// Reads the broker's counters at scrape time.
+#[derive(Debug)]
+struct BrokerCollector {
+    broker: Broker,
+}
+
+impl BrokerCollector {
+    fn topic_counter(
+        &self,
+        encoder: &mut DescriptorEncoder<'_>,
+        name: &str,
+        help: &str,
+        value: fn(&TopicCounters) -> &AtomicU64,
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for topic in self.broker.topics() {
+            let labels = [("topic", topic.name())];
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(value(topic.counters()).load(Ordering::Relaxed)).encode(metric)?;
+        }
+        Ok(())
+    }
+
+    fn partition_gauge(
+        &self,
+        encoder: &mut DescriptorEncoder<'_>,
+        name: &str,
+        help: &str,
+        value: fn(&sluice_storage::LogStats) -> u64,
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for topic in self.broker.topics() {
+            for partition in topic.partitions().iter() {
+                let id = partition.id().to_string();
+                let labels = [("topic", topic.name()), ("partition", id.as_str())];
+                let metric = family.encode_family(&labels)?;
+                let stats = partition.stats();
+                ConstGauge::new(i64::try_from(value(&stats)).unwrap_or(i64::MAX)).encode(metric)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Collector for BrokerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.topic_counter(&mut encoder, "sluice_records_in", "Records appended", |c| &c.records_in)?;
+        self.topic_counter(&mut encoder, "sluice_bytes_in", "Record bytes appended", |c| &c.bytes_in)?;
+        self.topic_counter(&mut encoder, "sluice_records_out", "Records sent to readers", |c| &c.records_out)?;
+        self.topic_counter(&mut encoder, "sluice_bytes_out", "Batch bytes sent to readers", |c| &c.bytes_out)?;
+        self.partition_gauge(&mut encoder, "sluice_partition_size_bytes", "Bytes on disk", |s| s.size_bytes)?;
+        self.partition_gauge(&mut encoder, "sluice_partition_start_offset", "First readable offset", |s| {
+            s.start_offset
+        })?;
+        self.partition_gauge(&mut encoder, "sluice_partition_end_offset", "Next offset to be written", |s| {
+            s.end_offset
+        })?;
+        self.partition_gauge(&mut encoder, "sluice_partition_segments", "Segment files", |s| s.segment_count as u64)?;
+        let metric = encoder.encode_descriptor("sluice_topics", "Topics", None, MetricType::Gauge)?;
+        ConstGauge::new(self.broker.topics().len() as i64).encode(metric)?;
+        Ok(())
+    }
+}
+
+impl Metrics {
+    /// Metrics for `broker`.
+    pub fn new(broker: Broker) -> Arc<Self> {
+        let mut registry = Registry::default();
+        let rpc_latency = Family::<RpcLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let rpc_total = Family::<RpcCodeLabels, Counter>::default();
+        let connections = Gauge::default();
+        let connections_total = Counter::default();
+        registry.register("sluice_rpc_duration_seconds", "Time to serve an RPC", rpc_latency.clone());
+        registry.register("sluice_rpc", "RPCs served, by outcome", rpc_total.clone());
+        registry.register("sluice_connections", "Open gRPC connections", connections.clone());
+        registry.register("sluice_connections_accepted", "gRPC connections accepted", connections_total.clone());
+        registry.register_collector(Box::new(BrokerCollector { broker }));
+        Arc::new(Metrics { registry, rpc_latency, rpc_total, connections, connections_total })
+    }
+
+    /// Records one RPC.
+    pub fn observe_rpc(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
+        self.rpc_latency.get_or_create(&RpcLabels { method: method.to_owned() }).observe(elapsed.as_secs_f64());
+        self.rpc_total.get_or_create(&RpcCodeLabels { method: method.to_owned(), code: format!("{code:?}") }).inc();
+    }
+
+    /// A connection opened.
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+        self.connections_total.inc();
+    }
+
+    /// A connection closed.
+    pub fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}

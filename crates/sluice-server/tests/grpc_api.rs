@@ -1,0 +1,389 @@
+//! The broker over real gRPC: produce, fetch, subscribe, idempotence, retention, restarts and
+//! every bad input's status.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use sluice_proto::v1 as pb;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+#[tokio::test]
+async fn produced_records_come_back_intact_and_keys_stick_to_partitions() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "orders", 4, None).await;
+    let mut producer = server.producer().await;
+    let mut sent = Vec::new();
+    for i in 0..40 {
+        let mut rec = record(Some(&format!("customer-{}", i % 7)), &format!("order-{i}"));
+        rec.headers = vec![
+            pb::Header { name: "correlation-id".into(), value: format!("c{i}").into_bytes().into() },
+            pb::Header { name: "event-type".into(), value: b"order.placed".to_vec().into() },
+        ];
+        rec.timestamp_ms = Some(1_700_000_000_000 + i);
+        sent.push(rec.clone());
+        let response = producer.produce(produce_request("orders", vec![rec])).await?.into_inner();
+        assert_eq!(response.appends.len(), 1);
+    }
+    let unkeyed = (0..10).map(|i| record(None, &format!("note-{i}"))).collect();
+    let response = producer.produce(produce_request("orders", unkeyed)).await?.into_inner();
+    assert_eq!(response.appends.len(), 1, "unkeyed records of one request stick to one partition");
+    assert_eq!(response.appends[0].record_count, 10);
+
+    let mut partition_of_key: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut received = Vec::new();
+    for partition in 0..4 {
+        for rec in fetch_all(&server, "orders", partition, 0).await {
+            assert_eq!(rec.partition, partition);
+            if let Some(key) = &rec.key {
+                let first = *partition_of_key.entry(key.to_vec()).or_insert(partition);
+                assert_eq!(first, partition, "one key, one partition");
+                received.push(rec);
+            }
+        }
+    }
+    assert_eq!(received.len(), 40);
+    for rec in &received {
+        let original = sent.iter().find(|s| s.value == rec.value).unwrap();
+        assert_eq!(rec.key, original.key);
+        assert_eq!(rec.headers, original.headers);
+        assert_eq!(rec.timestamp_ms, original.timestamp_ms);
+    }
+    // Per-key order holds.
+    let key0: Vec<_> = received.iter().filter(|r| r.key.as_deref() == Some(b"customer-0".as_slice())).collect();
+    assert!(key0.windows(2).all(|w| w[0].offset < w[1].offset && w[0].timestamp_ms < w[1].timestamp_ms));
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_is_not_written_twice_even_after_a_restart() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "payments", 2, None).await;
+    let request = |seq: u64, values: &[&str]| pb::ProduceRequest {
+        topic: "payments".into(),
+        partition: Some(1),
+        records: values.iter().map(|v| record(None, v)).collect(),
+        producer_id: Some(0xfeed),
+        first_sequence: seq,
+        ..pb::ProduceRequest::default()
+    };
+    let mut producer = server.producer().await;
+    let first = producer.produce(request(0, &["a", "b"])).await?.into_inner();
+    let retry = producer.produce(request(0, &["a", "b"])).await?.into_inner();
+    assert!(!first.appends[0].duplicate && retry.appends[0].duplicate);
+    assert_eq!(retry.appends[0].base_offset, first.appends[0].base_offset);
+    producer.produce(request(2, &["c"])).await?;
+    let gap = producer.produce(request(9, &["x"])).await.unwrap_err();
+    assert_eq!(gap.code(), Code::FailedPrecondition, "{gap:?}");
+    assert!(gap.message().contains("expected 3"), "{}", gap.message());
+    server.stop().await;
+
+    let server = TestServer::start(dir.path()).await;
+    let mut producer = server.producer().await;
+    let after_restart = producer.produce(request(2, &["c"])).await?.into_inner();
+    assert!(after_restart.appends[0].duplicate, "the producer table is rebuilt from the log");
+    assert_eq!(after_restart.appends[0].base_offset, 2);
+    let values: Vec<_> = fetch_all(&server, "payments", 1, 0).await.into_iter().map(|r| r.value).collect();
+    assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_waiting_fetch_wakes_when_records_are_appended() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "events", 1, None).await;
+    let mut consumer = server.consumer().await;
+    let waiting = tokio::spawn(async move {
+        consumer
+            .fetch(pb::FetchRequest {
+                topic: "events".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 0,
+                max_wait_ms: 60_000,
+            })
+            .await
+    });
+    let mut producer = server.producer().await;
+    producer.produce(produce_request("events", vec![record(None, "wake up")])).await?;
+    let response = waiting.await??.into_inner();
+    assert_eq!(response.records.len(), 1, "the fetch returned the new record, not an empty timeout");
+    assert_eq!(response.end_offset, 1);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn subscribe_follows_new_records_and_can_start_at_a_timestamp() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "clicks", 1, None).await;
+    let mut producer = server.producer().await;
+    let batch =
+        (0..10).map(|i| pb::Record { timestamp_ms: Some(1000 * i), ..record(None, &format!("v{i}")) }).collect();
+    producer.produce(produce_request("clicks", batch)).await?;
+    let start = pb::StartPosition { position: Some(pb::start_position::Position::TimestampMs(4500)) };
+    let mut stream = server
+        .consumer()
+        .await
+        .subscribe(pb::SubscribeRequest { topic: "clicks".into(), partition: 0, start: Some(start), max_bytes: 0 })
+        .await?
+        .into_inner();
+    let first = stream.next().await.unwrap()?;
+    assert_eq!(first.records[0].offset, 5, "first record at or after 4500 ms");
+    assert_eq!(first.records.len(), 5);
+    producer.produce(produce_request("clicks", vec![record(None, "live")])).await?;
+    let live = stream.next().await.unwrap()?;
+    assert_eq!(live.records[0].value, b"live".to_vec());
+    assert_eq!(live.records[0].offset, 10);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn produce_stream_acknowledges_every_pipelined_request_by_id() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "firehose", 3, None).await;
+    let requests: Vec<pb::ProduceRequest> = (0..50u64)
+        .map(|id| pb::ProduceRequest {
+            request_id: id,
+            ..produce_request("firehose", (0..20).map(|i| record(Some(&format!("k{i}")), "x")).collect())
+        })
+        .collect();
+    let mut bad = produce_request("firehose", vec![record(None, "y")]);
+    bad.request_id = 999;
+    bad.partition = Some(7);
+    let all: Vec<_> = requests.into_iter().chain([bad]).collect();
+    let mut responses = server.producer().await.produce_stream(tokio_stream::iter(all)).await?.into_inner();
+    let mut ids = Vec::new();
+    let mut records = 0;
+    while let Some(response) = responses.next().await {
+        let response = response?;
+        if response.request_id == 999 {
+            let error = response.error.expect("a bad request fails alone");
+            assert_eq!(error.code, Code::InvalidArgument as i32);
+        } else {
+            records += response.appends.iter().map(|a| a.record_count).sum::<u32>();
+        }
+        ids.push(response.request_id);
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..50).chain([999]).collect::<Vec<_>>());
+    assert_eq!(records, 1000);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn retention_deletes_old_segments_and_reads_below_start_are_out_of_range() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = config(dir.path(), &[("SLUICE_MAINTENANCE_RETENTION_CHECK_INTERVAL", "20ms")]);
+    let server = TestServer::start_with(config).await;
+    let topic_config = pb::TopicConfig {
+        retention_ms: Some(60_000),
+        segment_bytes: Some(64 << 10),
+        max_message_bytes: Some(8 << 10),
+        ..pb::TopicConfig::default()
+    };
+    create_topic(&server, "logs", 1, Some(topic_config)).await;
+    let mut producer = server.producer().await;
+    for i in 0..40 {
+        // Timestamps from 1970: every closed segment is long past retention.
+        let batch = (0..10).map(|j| pb::Record { timestamp_ms: Some(i * 10 + j), ..record(None, &"z".repeat(1000)) });
+        producer.produce(produce_request("logs", batch.collect())).await?;
+    }
+    let mut admin = server.admin().await;
+    // Poll (bounded) until retention has run.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let start = loop {
+        let d = admin.describe_topic(pb::DescribeTopicRequest { name: "logs".into() }).await?.into_inner();
+        if d.partitions[0].segments == 1 {
+            break d.partitions[0].start_offset;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "retention never deleted a segment");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(start > 0, "the log start moved past the deleted segments");
+    let err = server
+        .consumer()
+        .await
+        .fetch(pb::FetchRequest { topic: "logs".into(), partition: 0, offset: 0, max_bytes: 0, max_wait_ms: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange);
+    assert!(err.message().contains(&format!("{start}..400")), "{}", err.message());
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restart_keeps_topics_configs_and_data() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    let config = pb::TopicConfig { fsync: pb::FsyncPolicy::Never as i32, ..pb::TopicConfig::default() };
+    create_topic(&server, "audit", 3, Some(config)).await;
+    let mut producer = server.producer().await;
+    for i in 0..30 {
+        producer.produce(produce_request("audit", vec![record(Some(&format!("k{i}")), &format!("v{i}"))])).await?;
+    }
+    let before: Vec<_> = futures_all(&server, "audit", 3).await;
+    server.stop().await;
+
+    let server = TestServer::start(dir.path()).await;
+    let topics = server.admin().await.list_topics(pb::ListTopicsRequest {}).await?.into_inner().topics;
+    assert_eq!(topics.len(), 1);
+    assert_eq!(topics[0].partitions, 3);
+    assert_eq!(topics[0].config.as_ref().unwrap().fsync, pb::FsyncPolicy::Never as i32);
+    assert_eq!(futures_all(&server, "audit", 3).await, before);
+    server.stop().await;
+    Ok(())
+}
+
+async fn futures_all(server: &TestServer, topic: &str, partitions: u32) -> Vec<pb::Record> {
+    let mut all = Vec::new();
+    for p in 0..partitions {
+        all.extend(fetch_all(server, topic, p, 0).await);
+    }
+    all
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_status_never_a_panic() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = config(dir.path(), &[("SLUICE_LIMITS_MAX_REQUEST_BYTES", "64KiB")]);
+    let server = TestServer::start_with(config).await;
+    let small = pb::TopicConfig { max_message_bytes: Some(1024), ..pb::TopicConfig::default() };
+    create_topic(&server, "t", 2, Some(small)).await;
+    let mut admin = server.admin().await;
+    let mut producer = server.producer().await;
+    let mut consumer = server.consumer().await;
+    let create = |name: &str, partitions| pb::CreateTopicRequest { name: name.into(), partitions, config: None };
+
+    let exists = admin.create_topic(create("t", 1)).await.unwrap_err();
+    assert_eq!(exists.code(), Code::AlreadyExists);
+    for name in ["", "../escape", "a/b", ".."] {
+        let bad = admin.create_topic(create(name, 1)).await.unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument, "{name:?}: {bad:?}");
+    }
+    assert_eq!(admin.create_topic(create("zero", 0)).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        admin.delete_topic(pb::DeleteTopicRequest { name: "nope".into() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    let unknown = producer.produce(produce_request("nope", vec![record(None, "x")])).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(unknown.message().contains("nope"));
+    assert_eq!(unknown.metadata().get("sluice-reason").unwrap(), "TOPIC_NOT_FOUND");
+
+    let mut bad_partition = produce_request("t", vec![record(None, "x")]);
+    bad_partition.partition = Some(2);
+    let err = producer.produce(bad_partition).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("0..2"), "{}", err.message());
+
+    let err = producer.produce(produce_request("t", vec![record(None, &"x".repeat(2000))])).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("1024"), "names the limit: {}", err.message());
+
+    let many = (0..100).map(|_| record(None, &"x".repeat(1000))).collect();
+    let err = producer.produce(produce_request("t", many)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("65536"), "names the limit: {}", err.message());
+
+    let err = producer.produce(produce_request("t", vec![])).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let mut no_partition = produce_request("t", vec![record(None, "x")]);
+    no_partition.producer_id = Some(5);
+    assert_eq!(producer.produce(no_partition).await.unwrap_err().code(), Code::InvalidArgument);
+
+    let fetch =
+        |partition, offset| pb::FetchRequest { topic: "t".into(), partition, offset, max_bytes: 0, max_wait_ms: 0 };
+    assert_eq!(consumer.fetch(fetch(9, 0)).await.unwrap_err().code(), Code::InvalidArgument);
+    let err = consumer.fetch(fetch(0, 5)).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange);
+    assert!(err.message().contains("0..0"), "{}", err.message());
+
+    // The broker is still healthy after all that.
+    producer.produce(produce_request("t", vec![record(None, "fine")])).await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn admin_describes_alters_grows_and_deletes_topics() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "inventory", 2, None).await;
+    let mut admin = server.admin().await;
+    let retention = pb::TopicConfig { retention_ms: Some(3_600_000), ..pb::TopicConfig::default() };
+    let altered = admin
+        .alter_topic_config(pb::AlterTopicConfigRequest { name: "inventory".into(), config: Some(retention) })
+        .await?
+        .into_inner();
+    assert_eq!(altered.topic.unwrap().config.unwrap().retention_ms, Some(3_600_000));
+    let grown = admin.add_partitions(pb::AddPartitionsRequest { name: "inventory".into(), partitions: 5 }).await?;
+    assert_eq!(grown.into_inner().topic.unwrap().partitions, 5);
+    let shrink = admin.add_partitions(pb::AddPartitionsRequest { name: "inventory".into(), partitions: 3 }).await;
+    assert_eq!(shrink.unwrap_err().code(), Code::InvalidArgument);
+    server.producer().await.produce(produce_request("inventory", vec![record(None, "x")])).await?;
+    let described = admin.describe_topic(pb::DescribeTopicRequest { name: "inventory".into() }).await?.into_inner();
+    assert_eq!(described.partitions.len(), 5);
+    assert_eq!(described.partitions.iter().map(|p| p.end_offset).sum::<u64>(), 1);
+    let info = admin.broker_info(pb::BrokerInfoRequest {}).await?.into_inner();
+    assert_eq!(info.topics, 1);
+    assert_eq!(info.listen_address, server.grpc.to_string());
+    admin.delete_topic(pb::DeleteTopicRequest { name: "inventory".into() }).await?;
+    assert!(admin.list_topics(pb::ListTopicsRequest {}).await?.into_inner().topics.is_empty());
+    assert!(!dir.path().join("topics/inventory").exists(), "data removed");
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_health_and_reflection_are_served() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "m", 1, None).await;
+    server.producer().await.produce(produce_request("m", vec![record(None, "x"), record(None, "y")])).await?;
+    let (status, body) = server.http_get("/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains(r#"sluice_records_in_total{topic="m"} 2"#), "{body}");
+    assert!(body.contains("sluice_rpc_duration_seconds"), "{body}");
+    assert!(body.contains("sluice_connections"), "{body}");
+    assert!(server.http_get("/healthz").await.0.contains("200"));
+    assert!(server.http_get("/readyz").await.0.contains("200"));
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let check =
+        health.check(tonic_health::pb::HealthCheckRequest { service: "sluice.v1.Producer".into() }).await?.into_inner();
+    assert_eq!(check.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(server.channel().await);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection.server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = responses.next().await.unwrap()?.message_response else {
+        panic!("expected a service list");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["sluice.v1.Admin", "sluice.v1.Producer", "sluice.v1.Consumer", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+    }
+    server.stop().await;
+    Ok(())
+}
