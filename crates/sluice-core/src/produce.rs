@@ -99,32 +99,43 @@ impl Broker {
         let routes = route(&topic, &request, partitions.len() as u32)?;
         let bytes: usize = request.records.iter().map(NewRecord::size).sum();
         let record_total = request.records.len();
-        let single = routes.len() == 1;
-        let mut records = request.records;
-        let mut pending = Vec::with_capacity(routes.len());
-        for (partition, indexes) in routes {
-            let handle = partitions[partition as usize].clone();
-            let group: Vec<NewRecord> = if single {
-                std::mem::take(&mut records)
-            } else {
-                indexes.iter().map(|&i| std::mem::take(&mut records[i as usize])).collect()
-            };
-            let count = group.len() as u32;
-            let producer = request.producer;
-            let append =
-                tokio::spawn(async move { handle.append(count, producer, move || encode(&group, producer)).await });
-            pending.push((partition, indexes, count, append));
-        }
-        let mut outcome = ProduceOutcome { appends: Vec::with_capacity(pending.len()) };
-        for (partition, record_indexes, record_count, append) in pending {
-            let appended = append.await.map_err(|e| Error::Internal(format!("append task failed: {e}")))??;
+        let mut outcome = ProduceOutcome { appends: Vec::with_capacity(routes.len()) };
+        let producer = request.producer;
+        if let [(partition, _)] = routes.as_slice() {
+            // One partition (the common case): append on this task, with no extra hand-off.
+            let (partition, count) = (*partition, request.records.len() as u32);
+            let records = request.records;
+            let appended =
+                partitions[partition as usize].append(count, producer, move || encode(&records, producer)).await?;
             outcome.appends.push(PartitionAppend {
                 partition,
                 base_offset: appended.base_offset,
-                record_count,
-                record_indexes,
+                record_count: count,
+                record_indexes: Vec::new(),
                 duplicate: appended.duplicate,
             });
+        } else {
+            let mut records = request.records;
+            let mut pending = Vec::with_capacity(routes.len());
+            for (partition, indexes) in routes {
+                let handle = partitions[partition as usize].clone();
+                let group: Vec<NewRecord> = indexes.iter().map(|&i| std::mem::take(&mut records[i as usize])).collect();
+                let count = group.len() as u32;
+                // Partitions are appended concurrently; each shares fsyncs with its own group.
+                let append =
+                    tokio::spawn(async move { handle.append(count, producer, move || encode(&group, producer)).await });
+                pending.push((partition, indexes, count, append));
+            }
+            for (partition, record_indexes, record_count, append) in pending {
+                let appended = append.await.map_err(|e| Error::Internal(format!("append task failed: {e}")))??;
+                outcome.appends.push(PartitionAppend {
+                    partition,
+                    base_offset: appended.base_offset,
+                    record_count,
+                    record_indexes,
+                    duplicate: appended.duplicate,
+                });
+            }
         }
         if outcome.appends.iter().any(|a| !a.duplicate) {
             topic.counters.records_in.fetch_add(record_total as u64, Ordering::Relaxed);

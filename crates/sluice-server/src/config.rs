@@ -417,6 +417,15 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_config_file_holds_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/sluice.toml");
+        let documented = load(Some(&path), env(&[]), &FlagOverrides::default()).unwrap();
+        assert_eq!(documented.effective, ConfigFile::default());
+        let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/dev.toml");
+        load(Some(&dev), env(&[]), &FlagOverrides::default()).unwrap();
+    }
+
+    #[test]
     fn units_parse_like_people_write_them() {
         assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));

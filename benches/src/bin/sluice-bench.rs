@@ -1,0 +1,480 @@
+//! `sluice-bench`: a load generator over Sluice's real gRPC API.
+//!
+//! ```text
+//! sluice-bench produce  --server 127.0.0.1:7140 --topic bench --partitions 1 --producers 1 \
+//!                       --record-size 1024 --batch 1000 --total 2000000 --mode stream --fsync never
+//! sluice-bench consume  --topic bench --mode subscribe
+//! sluice-bench latency  --topic bench-latency --rate 5000 --duration 10s --fsync never
+//! ```
+//! Each run prints one JSON line (for scripts) and a readable summary; long runs show progress
+//! on stderr.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::admin_client::AdminClient;
+use sluice_proto::v1::consumer_client::ConsumerClient;
+use sluice_proto::v1::producer_client::ProducerClient;
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice-bench", about = "Load generator for the Sluice broker over gRPC")]
+struct Cli {
+    /// Broker gRPC address.
+    #[arg(long, global = true, default_value = "127.0.0.1:7140", env = "SLUICE_SERVER")]
+    server: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProduceMode {
+    /// One Produce call per batch, `--in-flight` calls at a time per producer.
+    Unary,
+    /// Batches pipelined on one ProduceStream per producer.
+    Stream,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ConsumeMode {
+    Fetch,
+    Subscribe,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Produce `--total` records and report throughput.
+    Produce {
+        #[arg(long, default_value = "bench")]
+        topic: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Concurrent producers (each with its own connection).
+        #[arg(long, default_value_t = 1)]
+        producers: u32,
+        #[arg(long, default_value_t = 1024)]
+        record_size: usize,
+        /// Records per request.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        total: u64,
+        #[arg(long, value_enum, default_value = "stream")]
+        mode: ProduceMode,
+        /// Requests in flight per producer.
+        #[arg(long, default_value_t = 8)]
+        in_flight: usize,
+        /// fsync policy when the topic is created: always, never or interval.
+        #[arg(long, default_value = "always")]
+        fsync: String,
+    },
+    /// Read a topic from the start to its current end and report throughput.
+    Consume {
+        #[arg(long, default_value = "bench")]
+        topic: String,
+        #[arg(long, value_enum, default_value = "subscribe")]
+        mode: ConsumeMode,
+        /// Byte budget per response.
+        #[arg(long, default_value_t = 4 << 20)]
+        max_bytes: u32,
+    },
+    /// Produce at a fixed rate while a subscriber measures publish-to-delivery latency.
+    Latency {
+        #[arg(long, default_value = "bench-latency")]
+        topic: String,
+        /// Records per second.
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        #[arg(long, default_value = "10s")]
+        duration: humantime::Duration,
+        #[arg(long, default_value_t = 1024)]
+        record_size: usize,
+        #[arg(long, default_value = "never")]
+        fsync: String,
+    },
+}
+
+async fn connect(server: &str) -> BenchResult<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{server}"))?
+        .tcp_nodelay(true)
+        .initial_connection_window_size(Some(16 << 20))
+        .initial_stream_window_size(Some(8 << 20))
+        .connect()
+        .await?)
+}
+
+fn fsync_policy(text: &str) -> BenchResult<(i32, Option<u64>)> {
+    Ok(match text {
+        "always" => (pb::FsyncPolicy::Always as i32, None),
+        "never" => (pb::FsyncPolicy::Never as i32, None),
+        "interval" => (pb::FsyncPolicy::Interval as i32, Some(100)),
+        other => return Err(format!("unknown fsync policy {other}").into()),
+    })
+}
+
+async fn ensure_topic(channel: &Channel, topic: &str, partitions: u32, fsync: &str) -> BenchResult {
+    let (fsync, fsync_interval_ms) = fsync_policy(fsync)?;
+    let config = pb::TopicConfig { fsync, fsync_interval_ms, ..pb::TopicConfig::default() };
+    let request = pb::CreateTopicRequest { name: topic.to_owned(), partitions, config: Some(config) };
+    match AdminClient::new(channel.clone()).create_topic(request).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(status) => Err(status.into()),
+    }
+}
+
+fn batch(record_size: usize, records: usize) -> Vec<pb::Record> {
+    let value = Bytes::from(vec![0x5a; record_size.saturating_sub(16)]);
+    (0..records)
+        .map(|i| pb::Record {
+            key: Some(Bytes::from(format!("key-{i:012}"))),
+            value: value.clone(),
+            ..pb::Record::default()
+        })
+        .collect()
+}
+
+/// Prints progress every second to stderr until `done` reaches `total`.
+fn progress(label: &'static str, done: Arc<AtomicU64>, total: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let n = done.load(Ordering::Relaxed);
+            if n >= total {
+                return;
+            }
+            let rate = n as f64 / started.elapsed().as_secs_f64();
+            eprintln!("{label}: {n}/{total} records ({:.0}%), {rate:.0} records/s", n as f64 * 100.0 / total as f64);
+        }
+    })
+}
+
+struct ProduceSpec {
+    topic: String,
+    partition: u32,
+    records: Vec<pb::Record>,
+    requests: u64,
+    in_flight: usize,
+}
+
+async fn produce_stream(channel: Channel, spec: ProduceSpec, done: Arc<AtomicU64>) -> BenchResult {
+    let (tx, rx) = tokio::sync::mpsc::channel(spec.in_flight);
+    let mut client =
+        ProducerClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+    let ProduceSpec { topic, partition, records, requests, in_flight } = spec;
+    let per_request = records.len() as u64;
+    let window = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let sender_window = Arc::clone(&window);
+    let sender = tokio::spawn(async move {
+        for id in 0..requests {
+            let Ok(permit) = sender_window.acquire().await else { return };
+            permit.forget();
+            let request = pb::ProduceRequest {
+                request_id: id,
+                topic: topic.clone(),
+                partition: Some(partition),
+                records: records.clone(),
+                ..pb::ProduceRequest::default()
+            };
+            if tx.send(request).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut responses = client.produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    let mut acked = 0;
+    while acked < requests {
+        let Some(response) = responses.next().await else { return Err("stream ended early".into()) };
+        let response = response?;
+        if let Some(error) = response.error {
+            return Err(format!("produce failed: {}", error.message).into());
+        }
+        acked += 1;
+        done.fetch_add(per_request, Ordering::Relaxed);
+        window.add_permits(1);
+    }
+    sender.await?;
+    Ok(())
+}
+
+async fn produce_unary(channel: Channel, spec: ProduceSpec, done: Arc<AtomicU64>) -> BenchResult {
+    let client = ProducerClient::new(channel).max_encoding_message_size(64 << 20);
+    let per_request = spec.records.len() as u64;
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..spec.in_flight {
+        let (mut client, next, done) = (client.clone(), Arc::clone(&next), Arc::clone(&done));
+        let (topic, records, requests, partition) =
+            (spec.topic.clone(), spec.records.clone(), spec.requests, spec.partition);
+        workers.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                let request = pb::ProduceRequest {
+                    topic: topic.clone(),
+                    partition: Some(partition),
+                    records: records.clone(),
+                    ..pb::ProduceRequest::default()
+                };
+                client.produce(request).await?;
+                done.fetch_add(per_request, Ordering::Relaxed);
+            }
+            Ok::<(), tonic::Status>(())
+        });
+    }
+    while let Some(result) = workers.join_next().await {
+        result??;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_produce(
+    server: &str,
+    topic: String,
+    partitions: u32,
+    producers: u32,
+    record_size: usize,
+    batch_size: usize,
+    total: u64,
+    mode: ProduceMode,
+    in_flight: usize,
+    fsync: String,
+) -> BenchResult {
+    let admin_channel = connect(server).await?;
+    ensure_topic(&admin_channel, &topic, partitions, &fsync).await?;
+    let requests_total = total.div_ceil(batch_size as u64);
+    let records = batch(record_size, batch_size);
+    let done = Arc::new(AtomicU64::new(0));
+    let shown = progress("produce", Arc::clone(&done), requests_total * batch_size as u64);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..producers {
+        let channel = connect(server).await?;
+        let requests =
+            requests_total / u64::from(producers) + u64::from(u64::from(p) < requests_total % u64::from(producers));
+        let spec = ProduceSpec {
+            topic: topic.clone(),
+            partition: p % partitions,
+            records: records.clone(),
+            requests,
+            in_flight,
+        };
+        let done = Arc::clone(&done);
+        match mode {
+            ProduceMode::Stream => tasks.spawn(produce_stream(channel, spec, done)),
+            ProduceMode::Unary => tasks.spawn(produce_unary(channel, spec, done)),
+        };
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    shown.abort();
+    let n = done.load(Ordering::Relaxed);
+    let bytes = n * record_size as u64;
+    println!(
+        "{{\"bench\":\"produce\",\"mode\":\"{mode:?}\",\"fsync\":\"{fsync}\",\"producers\":{producers},\"partitions\":{partitions},\"record_size\":{record_size},\"batch\":{batch_size},\"in_flight\":{in_flight},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1}}}",
+        n as f64 / secs,
+        bytes as f64 / secs / 1e6
+    );
+    println!(
+        "produce ({mode:?}, fsync {fsync}): {n} records of {record_size} B in {secs:.2} s = {:.0} records/s, {:.1} MB/s",
+        n as f64 / secs,
+        bytes as f64 / secs / 1e6
+    );
+    Ok(())
+}
+
+async fn run_consume(server: &str, topic: String, mode: ConsumeMode, max_bytes: u32) -> BenchResult {
+    let channel = connect(server).await?;
+    let description = AdminClient::new(channel.clone())
+        .describe_topic(pb::DescribeTopicRequest { name: topic.clone() })
+        .await?
+        .into_inner();
+    let ends: Vec<(u32, u64, u64)> =
+        description.partitions.iter().map(|p| (p.partition, p.start_offset, p.end_offset)).collect();
+    let total: u64 = ends.iter().map(|(_, s, e)| e - s).sum();
+    let done = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let shown = progress("consume", Arc::clone(&done), total);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (partition, start, end) in ends {
+        let channel = connect(server).await?;
+        let (topic, done, bytes) = (topic.clone(), Arc::clone(&done), Arc::clone(&bytes));
+        tasks.spawn(async move {
+            let mut consumer = ConsumerClient::new(channel).max_decoding_message_size(64 << 20);
+            let mut next = start;
+            match mode {
+                ConsumeMode::Fetch => {
+                    while next < end {
+                        let request = pb::FetchRequest {
+                            topic: topic.clone(),
+                            partition,
+                            offset: next,
+                            max_bytes,
+                            max_wait_ms: 0,
+                        };
+                        let response = consumer.fetch(request).await?.into_inner();
+                        next = response.next_offset;
+                        count(&response.records, &done, &bytes);
+                    }
+                }
+                ConsumeMode::Subscribe => {
+                    let start = pb::StartPosition { position: Some(pb::start_position::Position::Offset(start)) };
+                    let request =
+                        pb::SubscribeRequest { topic: topic.clone(), partition, start: Some(start), max_bytes };
+                    let mut stream = consumer.subscribe(request).await?.into_inner();
+                    while next < end {
+                        let Some(message) = stream.next().await else { break };
+                        let message = message?;
+                        next = message.records.last().map_or(next, |r| r.offset + 1);
+                        count(&message.records, &done, &bytes);
+                    }
+                }
+            }
+            Ok::<(), tonic::Status>(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    shown.abort();
+    let (n, b) = (done.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed));
+    println!(
+        "{{\"bench\":\"consume\",\"mode\":\"{mode:?}\",\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1}}}",
+        n as f64 / secs,
+        b as f64 / secs / 1e6
+    );
+    println!(
+        "consume ({mode:?}): {n} records in {secs:.2} s = {:.0} records/s, {:.1} MB/s",
+        n as f64 / secs,
+        b as f64 / secs / 1e6
+    );
+    Ok(())
+}
+
+fn count(records: &[pb::Record], done: &AtomicU64, bytes: &AtomicU64) {
+    done.fetch_add(records.len() as u64, Ordering::Relaxed);
+    bytes.fetch_add(
+        records.iter().map(|r| r.value.len() as u64 + r.key.as_ref().map_or(0, |k| k.len() as u64)).sum(),
+        Ordering::Relaxed,
+    );
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+async fn run_latency(
+    server: &str,
+    topic: String,
+    rate: u64,
+    duration: Duration,
+    record_size: usize,
+    fsync: String,
+) -> BenchResult {
+    let channel = connect(server).await?;
+    ensure_topic(&channel, &topic, 1, &fsync).await?;
+    let latest = pb::StartPosition { position: Some(pb::start_position::Position::Latest(pb::Latest {})) };
+    let request = pb::SubscribeRequest { topic: topic.clone(), partition: 0, start: Some(latest), max_bytes: 0 };
+    let mut stream = ConsumerClient::new(connect(server).await?).subscribe(request).await?.into_inner();
+    let expected = rate * duration.as_secs();
+    let receiver = tokio::spawn(async move {
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+        let mut received = 0;
+        while received < expected {
+            let Some(message) = stream.next().await else { break };
+            let now = now_nanos();
+            for record in message?.records {
+                let sent = record
+                    .headers
+                    .first()
+                    .and_then(|h| <[u8; 8]>::try_from(h.value.as_ref()).ok())
+                    .map(u64::from_le_bytes);
+                if let Some(sent) = sent {
+                    histogram.record(now.saturating_sub(sent).max(1))?;
+                    received += 1;
+                }
+            }
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(histogram)
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let mut responses = ProducerClient::new(connect(server).await?)
+        .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let drain = tokio::spawn(async move { while responses.next().await.is_some() {} });
+    let value = Bytes::from(vec![0x5a; record_size.saturating_sub(8)]);
+    let per_tick = rate.div_ceil(1000).max(1);
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 * per_tick / rate.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = 0;
+    let started = Instant::now();
+    while sent < expected {
+        tick.tick().await;
+        for _ in 0..per_tick.min(expected - sent) {
+            let header =
+                pb::Header { name: "sent-at-ns".into(), value: Bytes::copy_from_slice(&now_nanos().to_le_bytes()) };
+            let record = pb::Record { value: value.clone(), headers: vec![header], ..pb::Record::default() };
+            let request = pb::ProduceRequest {
+                request_id: sent,
+                topic: topic.clone(),
+                partition: Some(0),
+                records: vec![record],
+                ..Default::default()
+            };
+            tx.send(request).await?;
+            sent += 1;
+        }
+    }
+    let histogram = receiver.await??;
+    drop(tx);
+    drain.abort();
+    let secs = started.elapsed().as_secs_f64();
+    let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{{\"bench\":\"latency\",\"fsync\":\"{fsync}\",\"rate\":{rate},\"records\":{},\"seconds\":{secs:.2},\"p50_us\":{:.0},\"p99_us\":{:.0},\"p999_us\":{:.0},\"max_us\":{:.0}}}",
+        histogram.len(),
+        us(0.5),
+        us(0.99),
+        us(0.999),
+        histogram.max() as f64 / 1000.0
+    );
+    println!(
+        "publish-to-subscriber latency at {rate} records/s (fsync {fsync}): p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us ({} records)",
+        us(0.5),
+        us(0.99),
+        us(0.999),
+        histogram.max() as f64 / 1000.0,
+        histogram.len()
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> BenchResult {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Produce { topic, partitions, producers, record_size, batch, total, mode, in_flight, fsync } => {
+            run_produce(&cli.server, topic, partitions, producers, record_size, batch, total, mode, in_flight, fsync)
+                .await
+        }
+        Command::Consume { topic, mode, max_bytes } => run_consume(&cli.server, topic, mode, max_bytes).await,
+        Command::Latency { topic, rate, duration, record_size, fsync } => {
+            run_latency(&cli.server, topic, rate, duration.into(), record_size, fsync).await
+        }
+    }
+}
