@@ -64,7 +64,7 @@ impl Broker {
         }
         let meta = TopicMeta { partitions, config };
         blocking(write_meta(metadata::topic_dir(&self.inner.config.data_dir, name), meta.clone())).await?;
-        let topic = Arc::new(open_topic(&self.topics_dir(), name, meta).await?);
+        let topic = Arc::new(open_topic(&self.topics_dir(), name, meta, self.inner.config.tail_cache_bytes).await?);
         self.inner.topics.write().unwrap_or_else(PoisonError::into_inner).insert(name.to_owned(), Arc::clone(&topic));
         tracing::info!(topic = name, partitions, "topic created");
         Ok(topic)
@@ -138,7 +138,8 @@ impl Broker {
         let mut all = current.as_ref().clone();
         for id in current.len() as u32..partitions {
             let dir = metadata::partition_dir(&topic.dir, id);
-            all.push(PartitionHandle::open(Arc::clone(&topic.name), id, dir, config.log_config()).await?);
+            let cache = self.inner.config.tail_cache_bytes;
+            all.push(PartitionHandle::open(Arc::clone(&topic.name), id, dir, config.log_config(), cache).await?);
         }
         *topic.partitions.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(all);
         tracing::info!(topic = name, partitions, "partitions added");

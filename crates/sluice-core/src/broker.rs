@@ -99,7 +99,7 @@ impl Broker {
         let found = crate::partition::blocking(move || list_topics(&dir)).await?;
         let mut topics = BTreeMap::new();
         for (name, meta) in found {
-            let topic = open_topic(&topics_dir, &name, meta).await?;
+            let topic = open_topic(&topics_dir, &name, meta, config.tail_cache_bytes).await?;
             topics.insert(name, Arc::new(topic));
         }
         tracing::info!(data_dir = %config.data_dir.display(), topics = topics.len(), "broker opened");
@@ -211,13 +211,19 @@ fn list_topics(topics_dir: &std::path::Path) -> Result<Vec<(String, TopicMeta)>>
     Ok(found)
 }
 
-pub(crate) async fn open_topic(topics_dir: &std::path::Path, name: &str, meta: TopicMeta) -> Result<Topic> {
+pub(crate) async fn open_topic(
+    topics_dir: &std::path::Path,
+    name: &str,
+    meta: TopicMeta,
+    tail_cache_bytes: usize,
+) -> Result<Topic> {
     let name: Arc<str> = Arc::from(name);
     let dir = metadata::topic_dir(topics_dir.parent().unwrap_or(topics_dir), &name);
     let mut partitions = Vec::with_capacity(meta.partitions as usize);
     for id in 0..meta.partitions {
         let path = metadata::partition_dir(&dir, id);
-        partitions.push(PartitionHandle::open(Arc::clone(&name), id, path, meta.config.log_config()).await?);
+        let config = meta.config.log_config();
+        partitions.push(PartitionHandle::open(Arc::clone(&name), id, path, config, tail_cache_bytes).await?);
     }
     Ok(Topic {
         name,

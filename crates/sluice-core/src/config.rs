@@ -96,6 +96,8 @@ pub struct BrokerConfig {
     pub max_fetch_wait: Duration,
     /// Largest byte budget of one Fetch or Subscribe message.
     pub max_fetch_bytes: usize,
+    /// Recent batches kept in memory per partition for readers at the end of the log.
+    pub tail_cache_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -109,6 +111,7 @@ impl Default for BrokerConfig {
             fsync_check_interval: Duration::from_millis(50),
             max_fetch_wait: Duration::from_secs(30),
             max_fetch_bytes: 16 << 20,
+            tail_cache_bytes: 1 << 20,
         }
     }
 }

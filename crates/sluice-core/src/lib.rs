@@ -10,7 +10,7 @@
 //! - [`admin`]: topic lifecycle (create, delete, alter, add partitions) and its crash guarantees.
 //! - [`produce`]: validation, partitioning ([`partitioner`]), encoding, idempotence ([`producers`]).
 //! - [`consume`]: Fetch (long-poll) and [`consume::Subscription`].
-//! - [`partition`]: one partition: log, end-offset watch, producer table.
+//! - [`partition`]: one partition: log, end-offset watch, producer table, [`tail`] cache.
 //! - [`maintenance`]: retention and interval fsyncs in one tracked task.
 //! - [`metadata`]: topic metadata files; [`topic_name`]: name rules; [`config`]; [`error`]; [`record`].
 #![deny(unsafe_code)]
@@ -30,6 +30,7 @@ pub mod partitioner;
 pub mod produce;
 pub mod producers;
 pub mod record;
+pub mod tail;
 pub mod topic_name;
 
 pub use broker::{Broker, Topic};

@@ -8,12 +8,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice_storage::{EncodedBatch, LogConfig, LogStats, PartitionLog, ReadResult};
+use sluice_storage::{EncodedBatch, FsyncPolicy, LogConfig, LogStats, PartitionLog, ReadResult};
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::producers::{Check, ProducerTable, WrittenBatch};
+use crate::tail::TailCache;
+
+/// Appends up to this size (records' bytes) to a partition without fsync-on-append are written
+/// on the calling task: a page-cache write of this size takes microseconds, less than handing
+/// it to the blocking pool and back.
+pub const INLINE_APPEND_BYTES: usize = 64 << 10;
 use crate::record::ProducerRef;
 
 /// Runs a storage call on the blocking pool.
@@ -39,6 +45,8 @@ struct Inner {
     /// Held across an idempotent producer's check-append-record, so a retry racing its original
     /// cannot both be written.
     producers: Mutex<ProducerTable>,
+    /// Recent batches; a std mutex held only to insert or clone a few `Bytes` handles.
+    tail: std::sync::Mutex<TailCache>,
 }
 
 /// A cheap-clone handle to one partition.
@@ -50,7 +58,13 @@ pub struct PartitionHandle {
 impl PartitionHandle {
     /// Opens (or creates) the partition's log in `dir` and rebuilds its producer table from the
     /// batch headers.
-    pub async fn open(topic: Arc<str>, id: u32, dir: std::path::PathBuf, config: LogConfig) -> Result<Self> {
+    pub async fn open(
+        topic: Arc<str>,
+        id: u32,
+        dir: std::path::PathBuf,
+        config: LogConfig,
+        tail_cache_bytes: usize,
+    ) -> Result<Self> {
         let (log, producers) = blocking(move || {
             let started = Instant::now();
             let log = PartitionLog::open(&dir, config)?;
@@ -73,7 +87,8 @@ impl PartitionHandle {
         })
         .await?;
         let (end, _) = watch::channel(log.offsets().1);
-        Ok(PartitionHandle { inner: Arc::new(Inner { topic, id, log, end, producers: Mutex::new(producers) }) })
+        let tail = std::sync::Mutex::new(TailCache::new(tail_cache_bytes));
+        Ok(PartitionHandle { inner: Arc::new(Inner { topic, id, log, end, producers: Mutex::new(producers), tail }) })
     }
 
     /// Partition number.
@@ -94,16 +109,25 @@ impl PartitionHandle {
         }
     }
 
-    async fn append_batch(&self, encode: impl FnOnce() -> Result<EncodedBatch> + Send + 'static) -> Result<u64> {
+    async fn append_batch(
+        &self,
+        size: usize,
+        encode: impl FnOnce() -> Result<EncodedBatch> + Send + 'static,
+    ) -> Result<u64> {
         let log = self.inner.log.clone();
-        let appended = blocking(move || Ok(log.append(encode()?))).await?.map_err(|e| self.map_storage(e))?;
+        let inline = size <= INLINE_APPEND_BYTES && !matches!(log.config_fsync(), FsyncPolicy::Always);
+        let written =
+            if inline { log.append_keep(encode()?) } else { blocking(move || Ok(log.append_keep(encode()?))).await? }
+                .map_err(|e| self.map_storage(e))?;
+        let base_offset = written.appended.base_offset;
+        self.inner.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(written.batch);
         let visible_end = self.inner.log.offsets().1;
         self.inner.end.send_if_modified(|end| {
             let advanced = visible_end > *end;
             *end = (*end).max(visible_end);
             advanced
         });
-        Ok(appended.base_offset)
+        Ok(base_offset)
     }
 
     /// Appends the batch `encode` builds (on the blocking pool) once it is durable per the
@@ -112,17 +136,18 @@ impl PartitionHandle {
     pub async fn append(
         &self,
         record_count: u32,
+        size: usize,
         producer: Option<ProducerRef>,
         encode: impl FnOnce() -> Result<EncodedBatch> + Send + 'static,
     ) -> Result<Appended> {
         let Some(producer) = producer else {
-            return Ok(Appended { base_offset: self.append_batch(encode).await?, duplicate: false });
+            return Ok(Appended { base_offset: self.append_batch(size, encode).await?, duplicate: false });
         };
         let mut table = self.inner.producers.lock().await;
         match table.check(producer.producer_id, producer.first_sequence, record_count)? {
             Check::Duplicate(batch) => Ok(Appended { base_offset: batch.base_offset, duplicate: true }),
             Check::Append => {
-                let base_offset = self.append_batch(encode).await?;
+                let base_offset = self.append_batch(size, encode).await?;
                 let batch = WrittenBatch { first_sequence: producer.first_sequence, record_count, base_offset };
                 table.record(producer.producer_id, batch);
                 Ok(Appended { base_offset, duplicate: false })
@@ -130,8 +155,14 @@ impl PartitionHandle {
         }
     }
 
-    /// Reads whole batches from the one holding `offset`.
+    /// Reads whole batches from the one holding `offset`: from the tail cache when it holds
+    /// them, otherwise from the log on the blocking pool.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
+        let (start_offset, end_offset) = self.offsets();
+        let cached = self.inner.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).read(offset, max_bytes);
+        if let Some(batches) = cached.filter(|_| offset >= start_offset) {
+            return Ok(ReadResult { batches, start_offset, end_offset });
+        }
         let log = self.inner.log.clone();
         blocking(move || Ok(log.read(offset, max_bytes))).await?.map_err(|e| self.map_storage(e))
     }

@@ -105,8 +105,9 @@ impl Broker {
             // One partition (the common case): append on this task, with no extra hand-off.
             let (partition, count) = (*partition, request.records.len() as u32);
             let records = request.records;
-            let appended =
-                partitions[partition as usize].append(count, producer, move || encode(&records, producer)).await?;
+            let appended = partitions[partition as usize]
+                .append(count, bytes, producer, move || encode(&records, producer))
+                .await?;
             outcome.appends.push(PartitionAppend {
                 partition,
                 base_offset: appended.base_offset,
@@ -121,9 +122,11 @@ impl Broker {
                 let handle = partitions[partition as usize].clone();
                 let group: Vec<NewRecord> = indexes.iter().map(|&i| std::mem::take(&mut records[i as usize])).collect();
                 let count = group.len() as u32;
+                let size = group.iter().map(NewRecord::size).sum();
                 // Partitions are appended concurrently; each shares fsyncs with its own group.
-                let append =
-                    tokio::spawn(async move { handle.append(count, producer, move || encode(&group, producer)).await });
+                let append = tokio::spawn(async move {
+                    handle.append(count, size, producer, move || encode(&group, producer)).await
+                });
                 pending.push((partition, indexes, count, append));
             }
             for (partition, record_indexes, record_count, append) in pending {

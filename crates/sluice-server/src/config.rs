@@ -84,6 +84,7 @@ pub struct LimitsSection {
     pub max_partitions: u32,
     pub max_fetch_wait: String,
     pub max_fetch_bytes: String,
+    pub tail_cache_bytes: String,
 }
 
 /// `[maintenance]`.
@@ -142,6 +143,7 @@ impl Default for LimitsSection {
             max_partitions: 4096,
             max_fetch_wait: "30s".into(),
             max_fetch_bytes: "16MiB".into(),
+            tail_cache_bytes: "1MiB".into(),
         }
     }
 }
@@ -330,6 +332,8 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
         max_fetch_wait: duration("limits.max_fetch_wait", &l.max_fetch_wait)?,
         max_fetch_bytes: usize::try_from(size("limits.max_fetch_bytes", &l.max_fetch_bytes)?)
             .map_err(|e| invalid("limits.max_fetch_bytes", origin, e))?,
+        tail_cache_bytes: usize::try_from(size("limits.tail_cache_bytes", &l.tail_cache_bytes)?)
+            .map_err(|e| invalid("limits.tail_cache_bytes", origin, e))?,
     };
     if broker.max_partitions == 0 {
         return Err(invalid("limits.max_partitions", origin, "must be at least 1"));

@@ -123,6 +123,12 @@ impl EncodedBatch {
         (read_u64(&self.bytes, 40), read_u64(&self.bytes, 48))
     }
 
+    /// The batch as written, without copying or re-checking it (this process built it).
+    pub(crate) fn into_batch(self) -> Option<Batch> {
+        let header = BatchHeader::parse(&self.bytes)?;
+        Some(Batch { header, bytes: Bytes::from(self.bytes) })
+    }
+
     pub(crate) fn bytes_with_base_offset(&mut self, base_offset: u64) -> &[u8] {
         self.bytes[0..8].copy_from_slice(&base_offset.to_le_bytes());
         &self.bytes

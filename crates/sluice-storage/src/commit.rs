@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-use crate::codec::EncodedBatch;
+use crate::codec::{Batch, EncodedBatch};
 use crate::error::{Error, Result};
 
 /// Where a batch landed.
@@ -32,10 +32,20 @@ pub struct Appended {
 /// Groups one appender may lead before it returns its own result; bounds the leader's latency.
 pub const MAX_GROUPS_PER_LEADER: usize = 4;
 
+/// An appended batch: where it landed, and its bytes as stored (shared, not copied), for callers
+/// that keep recent batches in memory.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Where the batch landed.
+    pub appended: Appended,
+    /// The batch exactly as written.
+    pub batch: Batch,
+}
+
 #[derive(Debug, Default)]
 struct QueueState {
     pending: Vec<(u64, EncodedBatch)>,
-    results: HashMap<u64, Result<Appended>>,
+    results: HashMap<u64, Result<Written>>,
     next_ticket: u64,
     leader_active: bool,
 }
@@ -58,7 +68,7 @@ fn lock(mutex: &Mutex<QueueState>) -> MutexGuard<'_, QueueState> {
 struct LeaderGuard<'a> {
     queue: &'a CommitQueue,
     tickets: Vec<u64>,
-    results: Vec<Result<Appended>>,
+    results: Vec<Result<Written>>,
 }
 
 impl Drop for LeaderGuard<'_> {
@@ -82,8 +92,8 @@ impl CommitQueue {
     pub fn submit(
         &self,
         batch: EncodedBatch,
-        mut write: impl FnMut(Vec<EncodedBatch>) -> Vec<Result<Appended>>,
-    ) -> Result<Appended> {
+        mut write: impl FnMut(Vec<EncodedBatch>) -> Vec<Result<Written>>,
+    ) -> Result<Written> {
         let mut state = lock(&self.state);
         let ticket = state.next_ticket;
         state.next_ticket += 1;

@@ -26,6 +26,24 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// Packs a policy into a word for lock-free reads: 0 = always, 1 = never, 2 + ms = interval.
+pub(crate) fn encode_policy(policy: FsyncPolicy) -> u64 {
+    match policy {
+        FsyncPolicy::Always => 0,
+        FsyncPolicy::Never => 1,
+        FsyncPolicy::Interval(d) => 2 + u64::try_from(d.as_millis()).unwrap_or(u64::MAX - 2),
+    }
+}
+
+/// The inverse of [`encode_policy`].
+pub(crate) fn decode_policy(word: u64) -> FsyncPolicy {
+    match word {
+        0 => FsyncPolicy::Always,
+        1 => FsyncPolicy::Never,
+        ms => FsyncPolicy::Interval(Duration::from_millis(ms - 2)),
+    }
+}
+
 /// Settings of one partition log. Build with [`LogConfig::default`] and override fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {

@@ -52,7 +52,7 @@ mod view;
 mod writer;
 
 pub use codec::{Batch, BatchBuilder, EncodedBatch, Header, HeaderRef, Record, RecordRef};
-pub use commit::Appended;
+pub use commit::{Appended, Written};
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Error, Result};
 pub use io::{Clock, DiskIo, OsDisk, SystemClock};

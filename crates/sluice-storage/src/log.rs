@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::codec::{Batch, EncodedBatch};
-use crate::commit::{Appended, CommitQueue};
+use crate::commit::{Appended, CommitQueue, Written};
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::io::{Clock, DiskIo, OsDisk, SystemClock, fsync_dir};
@@ -66,6 +66,8 @@ struct Inner {
     writer: Mutex<Writer>,
     commit: CommitQueue,
     counters: Arc<Counters>,
+    /// The fsync policy, readable without the writer lock (see `config::encode_policy`).
+    fsync: std::sync::atomic::AtomicU64,
 }
 
 /// One partition's append-only log: a cheap-clone handle, safe to share between threads.
@@ -114,6 +116,7 @@ impl PartitionLog {
             inner: Arc::new(Inner {
                 dir,
                 view: published,
+                fsync: std::sync::atomic::AtomicU64::new(crate::config::encode_policy(writer.config.fsync)),
                 writer: Mutex::new(writer),
                 commit: CommitQueue::default(),
                 counters,
@@ -146,6 +149,12 @@ impl PartitionLog {
     pub fn append(&self, batch: EncodedBatch) -> Result<Appended> {
         // Appenders must not touch the writer mutex before queueing: the leader holds it across
         // the group's fsync, and queueing during that fsync is what group commit is.
+        self.append_keep(batch).map(|written| written.appended)
+    }
+
+    /// [`PartitionLog::append`], also returning the batch as written (its bytes shared, not
+    /// copied), for callers that serve recent batches from memory.
+    pub fn append_keep(&self, batch: EncodedBatch) -> Result<Written> {
         self.inner.commit.submit(batch, |group| self.writer().append_group(group))
     }
 
@@ -262,6 +271,7 @@ impl PartitionLog {
     /// append or retention run).
     pub fn set_config(&self, config: LogConfig) -> Result<()> {
         config.validate()?;
+        self.inner.fsync.store(crate::config::encode_policy(config.fsync), Ordering::Relaxed);
         self.writer().config = config;
         Ok(())
     }
@@ -269,6 +279,11 @@ impl PartitionLog {
     /// The current config.
     pub fn config(&self) -> LogConfig {
         self.writer().config.clone()
+    }
+
+    /// The current fsync policy (cheap: no lock).
+    pub fn config_fsync(&self) -> crate::FsyncPolicy {
+        crate::config::decode_policy(self.inner.fsync.load(Ordering::Relaxed))
     }
 
     /// Removes every record at or after the batch holding `offset` (truncation happens at batch

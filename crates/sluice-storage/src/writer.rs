@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::codec::EncodedBatch;
-use crate::commit::Appended;
+use crate::commit::{Appended, Written};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::{Error, Result};
 use crate::index::{IndexBuilder, IndexEntries, SealedIndex};
@@ -117,7 +117,7 @@ impl Writer {
     }
 
     /// Writes a group of batches, syncs per policy, publishes, and returns one result per batch.
-    pub fn append_group(&mut self, batches: Vec<EncodedBatch>) -> Vec<Result<Appended>> {
+    pub fn append_group(&mut self, batches: Vec<EncodedBatch>) -> Vec<Result<Written>> {
         let mut results = Vec::with_capacity(batches.len());
         for batch in batches {
             let result = self.check_writable().and_then(|()| self.write_batch(batch));
@@ -144,7 +144,7 @@ impl Writer {
         results
     }
 
-    fn write_batch(&mut self, mut batch: EncodedBatch) -> Result<Appended> {
+    fn write_batch(&mut self, mut batch: EncodedBatch) -> Result<Written> {
         let len = batch.len() as u64;
         if batch.len() > self.config.max_batch_bytes {
             return Err(Error::BatchTooLarge { size: batch.len(), limit: self.config.max_batch_bytes });
@@ -175,7 +175,9 @@ impl Writer {
         active.next_offset += count;
         self.dirty = true;
         self.counters.appended_batches.fetch_add(1, Ordering::Relaxed);
-        Ok(Appended { base_offset, next_offset: base_offset + count })
+        let appended = Appended { base_offset, next_offset: base_offset + count };
+        let batch = batch.into_batch().ok_or_else(|| Error::InvalidArgument("batch shorter than its header".into()))?;
+        Ok(Written { appended, batch })
     }
 
     /// Extends the active segment's reserved blocks when the next `len` bytes would pass them.
