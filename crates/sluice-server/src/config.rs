@@ -54,6 +54,7 @@ pub struct ServerSection {
     pub http_listen: String,
     pub data_dir: String,
     pub shutdown_timeout: String,
+    pub worker_threads: u32,
 }
 
 /// `[log]`.
@@ -113,6 +114,7 @@ impl Default for ServerSection {
             http_listen: "127.0.0.1:7141".into(),
             data_dir: "./data".into(),
             shutdown_timeout: "30s".into(),
+            worker_threads: 0,
         }
     }
 }
@@ -172,6 +174,8 @@ pub struct ServerConfig {
     pub http_listen: SocketAddr,
     /// How long a graceful shutdown may take before the broker is closed anyway.
     pub shutdown_timeout: Duration,
+    /// Async runtime worker threads; 0 means one per core.
+    pub worker_threads: usize,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (tracing-subscriber `EnvFilter` syntax).
@@ -358,6 +362,7 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
         listen: addr("server.listen", &file.server.listen)?,
         http_listen: addr("server.http_listen", &file.server.http_listen)?,
         shutdown_timeout: duration("server.shutdown_timeout", &file.server.shutdown_timeout)?,
+        worker_threads: file.server.worker_threads as usize,
         log_format,
         log_level: file.log.level.clone(),
         broker,
@@ -391,13 +396,18 @@ mod tests {
             "[server]\nlisten = \"127.0.0.1:1000\"\nhttp_listen = \"127.0.0.1:1001\"\n[topic_defaults]\nfsync = \"never\"\nretention = \"1h\"\n",
         )
         .unwrap();
-        let vars = env(&[("SLUICE_HTTP_LISTEN", "127.0.0.1:2001"), ("SLUICE_TOPIC_DEFAULTS_RETENTION", "2h")]);
+        let vars = env(&[
+            ("SLUICE_HTTP_LISTEN", "127.0.0.1:2001"),
+            ("SLUICE_TOPIC_DEFAULTS_RETENTION", "2h"),
+            ("SLUICE_SERVER_WORKER_THREADS", "1"),
+        ]);
         let flags = FlagOverrides { listen: Some("127.0.0.1:3000".into()), ..FlagOverrides::default() };
         let config = load(Some(&path), vars, &flags).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:3000", "flag beats file");
         assert_eq!(config.http_listen.to_string(), "127.0.0.1:2001", "env beats file");
         assert_eq!(config.broker.topic_defaults.fsync, FsyncPolicy::Never, "file beats default");
         assert_eq!(config.broker.topic_defaults.retention_ms, Some(2 * 3600 * 1000), "section env var");
+        assert_eq!(config.worker_threads, 1, "integer settings from the environment");
     }
 
     #[test]

@@ -95,7 +95,7 @@ fn main() -> ExitCode {
     }
     telemetry::init(config.log_format, &config.log_level);
     tracing::info!(settings = ?config.effective, "starting");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime_builder(config.worker_threads).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("sluice-server: cannot start the async runtime: {e}");
@@ -110,4 +110,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The async runtime, with `server.worker_threads` workers (0: one per core).
+fn runtime_builder(worker_threads: usize) -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    builder
 }
