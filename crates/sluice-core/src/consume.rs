@@ -53,6 +53,14 @@ pub enum StartAt {
     Timestamp(i64),
 }
 
+/// `offset` if it lies in `start..=end` (reading at `end` waits for the next record).
+fn in_range(offset: u64, (start, end): (u64, u64)) -> Result<u64> {
+    if offset < start || offset > end {
+        return Err(Error::OffsetOutOfRange { requested: offset, start, end });
+    }
+    Ok(offset)
+}
+
 fn count_out(topic: &Topic, fetched: &Fetched) {
     let bytes: usize = fetched.batches.iter().map(|b| b.as_bytes().len()).sum();
     topic.counters.records_out.fetch_add(fetched.record_count(), Ordering::Relaxed);
@@ -88,9 +96,7 @@ impl Broker {
         let topic = self.topic(topic)?;
         let handle = topic.partition(partition)?;
         let (start, end) = handle.offsets();
-        if offset < start || offset > end {
-            return Err(Error::OffsetOutOfRange { requested: offset, start, end });
-        }
+        in_range(offset, (start, end))?;
         if offset == end && !max_wait.is_zero() {
             let deadline = tokio::time::Instant::now() + max_wait.min(self.inner.config.max_fetch_wait);
             handle.wait_past(offset, deadline, &self.inner.shutdown).await;
@@ -113,10 +119,7 @@ impl Broker {
         let handle = topic.partition(partition)?;
         let (first, end) = handle.offsets();
         let next = match start {
-            StartAt::Offset(offset) if offset < first || offset > end => {
-                return Err(Error::OffsetOutOfRange { requested: offset, start: first, end });
-            }
-            StartAt::Offset(offset) => offset,
+            StartAt::Offset(offset) => in_range(offset, (first, end))?,
             StartAt::Earliest => first,
             StartAt::Latest => end,
             StartAt::Timestamp(ts) => handle.offset_for_timestamp(ts).await?.unwrap_or(end),

@@ -224,23 +224,13 @@ impl PartitionLog {
     /// fsyncs now if anything is unsynced. For `FsyncPolicy::Interval`, call this on a timer so
     /// the bound holds when appends stop.
     pub fn sync(&self) -> Result<()> {
-        let mut writer = self.writer();
-        let result = writer.sync_active();
-        if let Err(error) = &result {
-            writer.poisoned.get_or_insert_with(|| error.to_string());
-        }
-        result
+        self.writer().sync_active()
     }
 
     /// fsyncs if the policy is `Interval` and its interval has passed since the last fsync
     /// (appends check this themselves; call it on a timer for when appends stop).
     pub fn sync_if_due(&self) -> Result<()> {
-        let mut writer = self.writer();
-        let result = writer.sync_if_due();
-        if let Err(error) = &result {
-            writer.poisoned.get_or_insert_with(|| error.to_string());
-        }
-        result
+        self.writer().sync_if_due()
     }
 
     /// Seals the active segment and starts a new one (as a size or age roll would).

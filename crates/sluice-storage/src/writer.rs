@@ -267,14 +267,18 @@ impl Writer {
         }
     }
 
-    /// fsyncs the active segment if anything was written since the last fsync.
+    /// fsyncs the active segment if anything was written since the last fsync. A failure
+    /// poisons the writer: after a failed fsync the kernel may have dropped the dirty pages, so
+    /// no later fsync could vouch for them.
     pub fn sync_active(&mut self) -> Result<()> {
         if !self.dirty {
             return Ok(());
         }
-        self.io
-            .sync_data(&self.active.file)
-            .map_err(|e| Error::io("syncing segment", self.active.path.to_path_buf(), e))?;
+        if let Err(e) = self.io.sync_data(&self.active.file) {
+            let error = Error::io("syncing segment", self.active.path.to_path_buf(), e);
+            self.poison(&error);
+            return Err(error);
+        }
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.last_sync_ms = self.clock.now_ms();
         self.dirty = false;

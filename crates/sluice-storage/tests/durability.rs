@@ -122,3 +122,20 @@ fn a_failed_write_leaves_the_log_readable_up_to_the_last_good_batch() -> TestRes
     }
     Ok(())
 }
+
+#[test]
+fn a_failed_explicit_or_timed_sync_poisons_the_log_too() -> TestResult {
+    for interval in [false, true] {
+        let policy = if interval { FsyncPolicy::Interval(Duration::from_millis(10)) } else { FsyncPolicy::Never };
+        let (_dir, disk, clock, log) = open(policy);
+        log.append(encode(&records("unsynced", 2, 0)))?;
+        disk.fail_syncs.store(true, Ordering::SeqCst);
+        clock.advance(20);
+        let failed = if interval { log.sync_if_due() } else { log.sync() };
+        assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
+        disk.fail_syncs.store(false, Ordering::SeqCst);
+        assert!(matches!(log.append(encode(&records("x", 1, 0))), Err(Error::Poisoned { .. })));
+        assert_eq!(read_all(&log, 0, 1 << 20)?.len(), 2, "still readable");
+    }
+    Ok(())
+}
