@@ -387,3 +387,60 @@ async fn metrics_health_and_reflection_are_served() -> TestResult {
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_slow_subscriber_does_not_make_the_broker_read_ahead_without_bound() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(
+        &server,
+        "big",
+        1,
+        Some(pb::TopicConfig { fsync: pb::FsyncPolicy::Never as i32, ..Default::default() }),
+    )
+    .await;
+    let mut producer = server.producer().await;
+    for _ in 0..64 {
+        let batch = (0..1000).map(|_| record(None, &"v".repeat(1000))).collect();
+        producer.produce(produce_request("big", batch)).await?; // 64 MB in all
+    }
+    let bytes_out = |body: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with("sluice_bytes_out_total{topic=\"big\"}"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let earliest = pb::StartPosition { position: Some(pb::start_position::Position::Earliest(pb::Earliest {})) };
+    let request = pb::SubscribeRequest { topic: "big".into(), partition: 0, start: Some(earliest), max_bytes: 1 << 20 };
+    let mut stream = server.consumer().await.subscribe(request).await?.into_inner();
+    let first = stream.next().await.unwrap()?;
+    assert!(!first.records.is_empty());
+    // The subscriber now stops reading. The broker may fill the bounded buffer and the HTTP/2
+    // windows, then must stop: its read-out stops growing, far below the 64 MB available.
+    let mut last = 0;
+    let mut stable = 0;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stable < 20 {
+        let now = bytes_out(&server.http_get("/metrics").await.1);
+        if now == last {
+            stable += 1
+        } else {
+            stable = 0
+        }
+        last = now;
+        assert!(tokio::time::Instant::now() < deadline, "read-out never settled (at {last} bytes)");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Measured: ~8 MB (the 8 MiB HTTP/2 stream window plus two buffered messages).
+    assert!(last < 16 << 20, "a stalled subscriber made the broker read {last} bytes");
+    // It still gets everything, in order, once it reads again.
+    let mut next = first.records.last().unwrap().offset + 1;
+    while next < 64_000 {
+        let message = stream.next().await.unwrap()?;
+        assert_eq!(message.records[0].offset, next);
+        next = message.records.last().unwrap().offset + 1;
+    }
+    server.stop().await;
+    Ok(())
+}
