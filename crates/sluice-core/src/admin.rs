@@ -91,6 +91,7 @@ impl Broker {
             for log in logs {
                 log.delete()?;
             }
+            // The remaining files (producer snapshots) go with the directory.
             std::fs::remove_dir_all(&dir).map_err(|e| {
                 Error::Storage(sluice_storage::Error::Io { operation: "deleting topic", path: dir.clone(), source: e })
             })?;
@@ -137,9 +138,9 @@ impl Broker {
         blocking(write_meta(topic.dir.clone(), meta)).await?;
         let mut all = current.as_ref().clone();
         for id in current.len() as u32..partitions {
-            let dir = metadata::partition_dir(&topic.dir, id);
             let cache = self.inner.config.tail_cache_bytes;
-            all.push(PartitionHandle::open(Arc::clone(&topic.name), id, dir, config.log_config(), cache).await?);
+            let spec = metadata::partition_spec(&topic.name, &topic.dir, id, config.log_config(), cache);
+            all.push(PartitionHandle::open(spec).await?);
         }
         *topic.partitions.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(all);
         tracing::info!(topic = name, partitions, "partitions added");

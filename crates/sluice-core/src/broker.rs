@@ -124,6 +124,12 @@ impl Broker {
         &self.inner.config
     }
 
+    /// Snapshots producer state of every partition now (the maintenance task does it
+    /// periodically, and shutdown does it last).
+    pub async fn snapshot_producers(&self) {
+        crate::maintenance::snapshot_pass(self).await;
+    }
+
     /// Time since the broker opened.
     pub fn uptime(&self) -> std::time::Duration {
         self.inner.started.elapsed()
@@ -168,6 +174,9 @@ impl Broker {
         let mut first_error = None;
         for topic in self.topics() {
             for partition in topic.partitions().iter() {
+                if let Err(e) = partition.snapshot_producers().await {
+                    tracing::warn!(topic = %topic.name, partition = partition.id(), cause = %e, "producer snapshot failed; the next start replays more of the log");
+                }
                 let log = partition.log().clone();
                 if let Err(e) = crate::partition::blocking(move || Ok(log.close()?)).await {
                     tracing::error!(topic = %topic.name, partition = partition.id(), cause = %e, "closing partition failed");
@@ -221,9 +230,8 @@ pub(crate) async fn open_topic(
     let dir = metadata::topic_dir(topics_dir.parent().unwrap_or(topics_dir), &name);
     let mut partitions = Vec::with_capacity(meta.partitions as usize);
     for id in 0..meta.partitions {
-        let path = metadata::partition_dir(&dir, id);
-        let config = meta.config.log_config();
-        partitions.push(PartitionHandle::open(Arc::clone(&name), id, path, config, tail_cache_bytes).await?);
+        let spec = metadata::partition_spec(&name, &dir, id, meta.config.log_config(), tail_cache_bytes);
+        partitions.push(PartitionHandle::open(spec).await?);
     }
     Ok(Topic {
         name,

@@ -98,6 +98,8 @@ pub struct BrokerConfig {
     pub max_fetch_bytes: usize,
     /// Recent batches kept in memory per partition for readers at the end of the log.
     pub tail_cache_bytes: usize,
+    /// How often producer state is snapshotted (a restart replays at most this much of the log).
+    pub producer_snapshot_interval: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -112,6 +114,7 @@ impl Default for BrokerConfig {
             max_fetch_wait: Duration::from_secs(30),
             max_fetch_bytes: 16 << 20,
             tail_cache_bytes: 1 << 20,
+            producer_snapshot_interval: Duration::from_secs(60),
         }
     }
 }

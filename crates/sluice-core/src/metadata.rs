@@ -13,6 +13,10 @@
 //!
 //! The file is replaced atomically (write, fsync, rename, fsync directory). A topic directory
 //! without it is the remains of an interrupted delete and is removed at start.
+//!
+//! A topic directory holds `topic.meta`, one log directory per partition (`0/`, `1/`, ...,
+//! owned by the storage engine) and one producer-state snapshot per partition
+//! (`0.producers`, ...; see [`crate::producers`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,6 +49,29 @@ pub fn topic_dir(data_dir: &Path, name: &str) -> PathBuf {
 /// Directory of one partition's log.
 pub fn partition_dir(topic_dir: &Path, partition: u32) -> PathBuf {
     topic_dir.join(partition.to_string())
+}
+
+/// Producer-state snapshot of one partition (beside its log directory, which storage owns).
+pub fn producer_snapshot(topic_dir: &Path, partition: u32) -> PathBuf {
+    topic_dir.join(format!("{partition}.producers"))
+}
+
+/// Everything needed to open one partition of a topic.
+pub fn partition_spec(
+    topic: &std::sync::Arc<str>,
+    topic_dir: &Path,
+    partition: u32,
+    config: sluice_storage::LogConfig,
+    tail_cache_bytes: usize,
+) -> crate::partition::PartitionSpec {
+    crate::partition::PartitionSpec {
+        topic: std::sync::Arc::clone(topic),
+        id: partition,
+        dir: partition_dir(topic_dir, partition),
+        snapshot: producer_snapshot(topic_dir, partition),
+        config,
+        tail_cache_bytes,
+    }
 }
 
 fn option_text(value: Option<u64>) -> String {

@@ -5,6 +5,7 @@
 //! async runtime's threads never wait on the disk. Concurrent appends meet in the storage's
 //! group-commit queue and share fsyncs.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,11 +37,74 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// What opening a partition needs.
+#[derive(Debug, Clone)]
+pub struct PartitionSpec {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// Partition number.
+    pub id: u32,
+    /// The partition's log directory.
+    pub dir: PathBuf,
+    /// The producer-state snapshot file.
+    pub snapshot: PathBuf,
+    /// Storage settings.
+    pub config: LogConfig,
+    /// Tail cache budget.
+    pub tail_cache_bytes: usize,
+}
+
+/// Loads the producer table: the snapshot if it is usable, then the batches after it. Returns
+/// the table, the end offset the snapshot covered, and how many batch headers were replayed.
+fn load_producers(log: &PartitionLog, snapshot: &Path) -> Result<(ProducerTable, u64, u64)> {
+    let (start, end) = log.offsets();
+    let (covered, mut producers) = match std::fs::read_to_string(snapshot) {
+        Ok(text) => match ProducerTable::decode_snapshot(&text) {
+            Some((covered, table)) if covered <= end => (covered, table),
+            Some((covered, _)) => {
+                tracing::warn!(snapshot = %snapshot.display(), covered, end, "producer snapshot is ahead of the log; replaying the log");
+                (start, ProducerTable::default())
+            }
+            None => {
+                tracing::warn!(snapshot = %snapshot.display(), "producer snapshot is unreadable; replaying the log");
+                (start, ProducerTable::default())
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (start, ProducerTable::default()),
+        Err(e) => {
+            return Err(Error::Storage(sluice_storage::Error::Io {
+                operation: "reading producer snapshot",
+                path: snapshot.to_path_buf(),
+                source: e,
+            }));
+        }
+    };
+    let mut replayed = 0;
+    log.visit_batch_headers(covered.max(start), |h| {
+        replayed += 1;
+        if h.producer_id != 0 {
+            let batch = WrittenBatch {
+                first_sequence: h.producer_sequence,
+                record_count: h.record_count,
+                base_offset: h.base_offset,
+            };
+            producers.record(h.producer_id, batch);
+        }
+    })?;
+    producers.retain_after(start);
+    Ok((producers, covered, replayed))
+}
+
 #[derive(Debug)]
 struct Inner {
     topic: Arc<str>,
     id: u32,
     log: PartitionLog,
+    snapshot: PathBuf,
+    /// End offset covered by the last snapshot written (or loaded).
+    snapshot_covers: std::sync::atomic::AtomicU64,
+    /// Batch headers replayed when the partition opened.
+    replayed: u64,
     end: watch::Sender<u64>,
     /// Held across an idempotent producer's check-append-record, so a retry racing its original
     /// cannot both be written.
@@ -56,39 +120,60 @@ pub struct PartitionHandle {
 }
 
 impl PartitionHandle {
-    /// Opens (or creates) the partition's log in `dir` and rebuilds its producer table from the
-    /// batch headers.
-    pub async fn open(
-        topic: Arc<str>,
-        id: u32,
-        dir: std::path::PathBuf,
-        config: LogConfig,
-        tail_cache_bytes: usize,
-    ) -> Result<Self> {
-        let (log, producers) = blocking(move || {
+    /// Opens (or creates) the partition's log and rebuilds its producer table from the snapshot
+    /// and the batch headers after it.
+    pub async fn open(spec: PartitionSpec) -> Result<Self> {
+        let PartitionSpec { topic, id, dir, snapshot, config, tail_cache_bytes } = spec;
+        let snapshot_path = snapshot.clone();
+        let (log, producers, covered, replayed) = blocking(move || {
             let started = Instant::now();
             let log = PartitionLog::open(&dir, config)?;
-            let mut producers = ProducerTable::default();
-            let start = log.offsets().0;
-            log.visit_batch_headers(start, |h| {
-                if h.producer_id != 0 {
-                    producers.record(
-                        h.producer_id,
-                        WrittenBatch {
-                            first_sequence: h.producer_sequence,
-                            record_count: h.record_count,
-                            base_offset: h.base_offset,
-                        },
-                    );
-                }
-            })?;
-            tracing::debug!(dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, producers = producers.len(), "partition opened");
-            Ok((log, producers))
+            let (producers, covered, replayed) = load_producers(&log, &snapshot_path)?;
+            tracing::debug!(dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, producers = producers.len(), replayed, "partition opened");
+            Ok((log, producers, covered, replayed))
         })
         .await?;
         let (end, _) = watch::channel(log.offsets().1);
         let tail = std::sync::Mutex::new(TailCache::new(tail_cache_bytes));
-        Ok(PartitionHandle { inner: Arc::new(Inner { topic, id, log, end, producers: Mutex::new(producers), tail }) })
+        Ok(PartitionHandle {
+            inner: Arc::new(Inner {
+                topic,
+                id,
+                log,
+                snapshot,
+                snapshot_covers: std::sync::atomic::AtomicU64::new(covered),
+                replayed,
+                end,
+                producers: Mutex::new(producers),
+                tail,
+            }),
+        })
+    }
+
+    /// Batch headers replayed to rebuild producer state when the partition opened.
+    pub fn replayed_batches(&self) -> u64 {
+        self.inner.replayed
+    }
+
+    /// Writes the producer-state snapshot if the log grew since the last one, so a restart only
+    /// replays what came after. Crash guarantee: the file is replaced atomically; a crash leaves
+    /// the previous snapshot, which is still correct (it covers fewer batches).
+    pub async fn snapshot_producers(&self) -> Result<()> {
+        let (text, end) = {
+            let table = self.inner.producers.lock().await;
+            // Idempotent appends run under this lock, so the table covers every batch below `end`.
+            let (start, end) = self.inner.log.offsets();
+            if end <= self.inner.snapshot_covers.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(());
+            }
+            let mut table = table.clone();
+            table.retain_after(start);
+            (table.encode_snapshot(end), end)
+        };
+        let path = self.inner.snapshot.clone();
+        blocking(move || Ok(sluice_storage::store::write_atomic(&path, text.as_bytes())?)).await?;
+        self.inner.snapshot_covers.fetch_max(end, std::sync::atomic::Ordering::AcqRel);
+        Ok(())
     }
 
     /// Partition number.

@@ -6,8 +6,17 @@
 //! the original offsets and not written again. A batch that starts exactly at the expected
 //! sequence is written. Anything else is out of order and refused.
 //!
-//! The table is rebuilt after a restart from the producer id and sequence stored in each batch
-//! header (see `sluice_storage::codec`), so deduplication survives restarts.
+//! The table survives restarts: it is snapshotted (at clean shutdown and periodically) together
+//! with the offset it covers, and on open the batches after that offset are replayed from the
+//! producer id and sequence stored in each batch header (see `sluice_storage::codec`). Without a
+//! usable snapshot the whole log is replayed.
+//!
+//! **Snapshot file** (text, replaced atomically):
+//!
+//! ```text
+//! sluice-producers 1 <end_offset>                        # covers batches below end_offset
+//! <producer_id> <next_sequence> <first_seq>:<count>:<base_offset> ...   # one line per producer
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 
@@ -15,6 +24,9 @@ use crate::error::{Error, Result};
 
 /// How many recent batches per producer can be recognised as retries.
 pub const REMEMBERED_BATCHES: usize = 8;
+
+const SNAPSHOT_MAGIC: &str = "sluice-producers";
+const SNAPSHOT_VERSION: u32 = 1;
 
 /// A written batch of an idempotent producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +39,7 @@ pub struct WrittenBatch {
     pub base_offset: u64,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct ProducerEntry {
     next_sequence: u64,
     recent: VecDeque<WrittenBatch>,
@@ -43,7 +55,7 @@ pub enum Check {
 }
 
 /// The producers of one partition.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerTable {
     producers: HashMap<u64, ProducerEntry>,
 }
@@ -78,6 +90,59 @@ impl ProducerTable {
         entry.recent.push_back(batch);
     }
 
+    /// Forgets producers whose newest batch is below `start_offset` (removed by retention):
+    /// a retry of such a batch cannot be told apart any more, and this bounds the table.
+    pub fn retain_after(&mut self, start_offset: u64) {
+        self.producers.retain(|_, entry| entry.recent.back().is_some_and(|b| b.base_offset >= start_offset));
+    }
+
+    /// The snapshot text for a table that covers every batch below `end_offset`.
+    pub fn encode_snapshot(&self, end_offset: u64) -> String {
+        let mut ids: Vec<&u64> = self.producers.keys().collect();
+        ids.sort_unstable();
+        let mut text = format!("{SNAPSHOT_MAGIC} {SNAPSHOT_VERSION} {end_offset}\n");
+        for id in ids {
+            let entry = &self.producers[id];
+            text.push_str(&format!("{id} {}", entry.next_sequence));
+            for b in &entry.recent {
+                text.push_str(&format!(" {}:{}:{}", b.first_sequence, b.record_count, b.base_offset));
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Parses a snapshot into the table and the offset it covers; `None` if it is not one.
+    pub fn decode_snapshot(text: &str) -> Option<(u64, ProducerTable)> {
+        let mut lines = text.lines();
+        let mut head = lines.next()?.split(' ');
+        if head.next()? != SNAPSHOT_MAGIC || head.next()?.parse::<u32>().ok()? != SNAPSHOT_VERSION {
+            return None;
+        }
+        let end_offset = head.next()?.parse().ok()?;
+        let mut table = ProducerTable::default();
+        for line in lines.filter(|l| !l.is_empty()) {
+            let mut words = line.split(' ');
+            let id = words.next()?.parse().ok()?;
+            let next_sequence = words.next()?.parse().ok()?;
+            let mut recent = VecDeque::new();
+            for word in words {
+                let mut parts = word.split(':');
+                let batch = WrittenBatch {
+                    first_sequence: parts.next()?.parse().ok()?,
+                    record_count: parts.next()?.parse().ok()?,
+                    base_offset: parts.next()?.parse().ok()?,
+                };
+                recent.push_back(batch);
+            }
+            if recent.len() > REMEMBERED_BATCHES {
+                return None;
+            }
+            table.producers.insert(id, ProducerEntry { next_sequence, recent });
+        }
+        Some((end_offset, table))
+    }
+
     /// Number of producers known.
     pub fn len(&self) -> usize {
         self.producers.len()
@@ -107,6 +172,35 @@ mod tests {
         assert_eq!(table.check(7, 0, 3).unwrap(), Check::Duplicate(written(0, 3, 100)));
         assert_eq!(table.check(7, 3, 2).unwrap(), Check::Duplicate(written(3, 2, 150)));
         assert_eq!(table.check(8, 0, 1).unwrap(), Check::Append, "producers are independent");
+    }
+
+    #[test]
+    fn snapshots_roundtrip_and_damaged_ones_are_refused() {
+        let mut table = ProducerTable::default();
+        table.record(7, written(0, 3, 100));
+        table.record(7, written(3, 2, 150));
+        table.record(u64::MAX, written(40, 1, 200));
+        let text = table.encode_snapshot(201);
+        assert_eq!(ProducerTable::decode_snapshot(&text), Some((201, table)));
+        for bad in [
+            "",
+            "something else 1 5\n",
+            "sluice-producers 2 5\n",
+            "sluice-producers 1 5\n7 x\n",
+            "sluice-producers 1 5\n7 3 1:2\n",
+        ] {
+            assert_eq!(ProducerTable::decode_snapshot(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn producers_whose_batches_retention_removed_are_forgotten() {
+        let mut table = ProducerTable::default();
+        table.record(1, written(0, 1, 10));
+        table.record(2, written(0, 1, 500));
+        table.retain_after(100);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.check(2, 0, 1).unwrap(), Check::Duplicate(written(0, 1, 500)));
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub struct LimitsSection {
 pub struct MaintenanceSection {
     pub retention_check_interval: String,
     pub fsync_check_interval: String,
+    pub producer_snapshot_interval: String,
 }
 
 /// The config file's shape (also the shape of the defaults).
@@ -152,7 +153,11 @@ impl Default for LimitsSection {
 
 impl Default for MaintenanceSection {
     fn default() -> Self {
-        MaintenanceSection { retention_check_interval: "30s".into(), fsync_check_interval: "50ms".into() }
+        MaintenanceSection {
+            retention_check_interval: "30s".into(),
+            fsync_check_interval: "50ms".into(),
+            producer_snapshot_interval: "60s".into(),
+        }
     }
 }
 
@@ -338,6 +343,7 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
             .map_err(|e| invalid("limits.max_fetch_bytes", origin, e))?,
         tail_cache_bytes: usize::try_from(size("limits.tail_cache_bytes", &l.tail_cache_bytes)?)
             .map_err(|e| invalid("limits.tail_cache_bytes", origin, e))?,
+        producer_snapshot_interval: duration("maintenance.producer_snapshot_interval", &m.producer_snapshot_interval)?,
     };
     if broker.max_partitions == 0 {
         return Err(invalid("limits.max_partitions", origin, "must be at least 1"));
@@ -345,6 +351,7 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
     for (key, d) in [
         ("maintenance.retention_check_interval", broker.retention_check_interval),
         ("maintenance.fsync_check_interval", broker.fsync_check_interval),
+        ("maintenance.producer_snapshot_interval", broker.producer_snapshot_interval),
     ] {
         if d.is_zero() {
             return Err(invalid(key, origin, "must be longer than 0"));
