@@ -50,28 +50,23 @@ fn fsync_never_and_interval_do_not_sync_every_append() -> TestResult {
 }
 
 #[test]
-fn group_commit_shares_one_fsync_among_concurrent_appends() -> TestResult {
+fn group_commit_shares_fsyncs_and_nothing_is_visible_before_its_fsync() -> TestResult {
     let (_dir, disk, _clock, log) = open(FsyncPolicy::Always);
-    let (release, gate) = std::sync::mpsc::channel();
-    let (entered_tx, entered) = std::sync::mpsc::channel();
-    *disk.gate.lock().unwrap() = Some(gate);
-    *disk.entered_sync.lock().unwrap() = Some(entered_tx);
-    // The first append's fsync is held open while seven more queue behind it.
-    let first = {
+    disk.hold_syncs(true);
+    let append = |tag: String, records: usize| {
         let log = log.clone();
-        std::thread::spawn(move || log.append(encode(&records("first", 1, 0))).unwrap())
+        std::thread::spawn(move || log.append(encode(&records_of(&tag, records))).unwrap())
     };
-    entered.recv()?;
-    let followers: Vec<_> = (0..7)
-        .map(|i| {
-            let log = log.clone();
-            std::thread::spawn(move || log.append(encode(&records(&format!("f{i}"), 3, 0))).unwrap())
-        })
-        .collect();
+    // The first append's fsync is held while seven more queue behind it.
+    let first = append("first".into(), 1);
+    wait_until("the first group's fsync", || disk.held.load(Ordering::SeqCst) == 1);
+    let queued: Vec<_> = (0..7).map(|i| append(format!("q{i}"), 3)).collect();
     wait_until("seven queued appends", || log.queued_appends() == 7);
-    release.send(())?;
+    assert_eq!(log.offsets().1, 0, "a written batch is invisible to readers until its fsync completes");
+    assert!(read_all(&log, 0, 1 << 20)?.is_empty());
+    disk.hold_syncs(false);
     let mut acked = vec![first.join().unwrap()];
-    acked.extend(followers.into_iter().map(|f| f.join().unwrap()));
+    acked.extend(queued.into_iter().map(|q| q.join().unwrap()));
     assert_eq!(disk.syncs.load(Ordering::SeqCst), 2, "8 appends, 2 fsyncs");
     acked.sort_by_key(|a| a.base_offset);
     let mut next = 0;
@@ -82,6 +77,10 @@ fn group_commit_shares_one_fsync_among_concurrent_appends() -> TestResult {
     assert_eq!(next, 22);
     assert_eq!(read_all(&log, 0, 1 << 20)?.len(), 22);
     Ok(())
+}
+
+fn records_of(tag: &str, count: usize) -> Vec<Rec> {
+    records(tag, count, 0)
 }
 
 #[test]

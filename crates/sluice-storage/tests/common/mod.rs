@@ -122,7 +122,7 @@ impl Clock for ManualClock {
     }
 }
 
-/// A disk that counts fsyncs, can hold the next fsync until released, and can fail writes.
+/// A disk that counts fsyncs, can hold every fsync until released, and can fail writes.
 #[derive(Debug, Default)]
 pub struct TestDisk {
     pub syncs: AtomicU64,
@@ -130,8 +130,18 @@ pub struct TestDisk {
     pub fail_syncs: AtomicBool,
     /// Bytes a failing write still puts on disk before failing (a torn write).
     pub partial_write_bytes: AtomicU64,
-    pub gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
-    pub entered_sync: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    /// While true, every fsync waits (counted in `held`) until it is set back to false.
+    pub hold: Mutex<bool>,
+    pub hold_changed: std::sync::Condvar,
+    pub held: AtomicU64,
+}
+
+impl TestDisk {
+    /// Holds (`true`) or releases (`false`) every fsync.
+    pub fn hold_syncs(&self, hold: bool) {
+        *self.hold.lock().unwrap() = hold;
+        self.hold_changed.notify_all();
+    }
 }
 
 impl DiskIo for TestDisk {
@@ -146,11 +156,15 @@ impl DiskIo for TestDisk {
     }
 
     fn sync_data(&self, file: &File) -> io::Result<()> {
-        if let Some(tx) = self.entered_sync.lock().unwrap().take() {
-            tx.send(()).unwrap();
-        }
-        if let Some(gate) = self.gate.lock().unwrap().take() {
-            gate.recv().unwrap();
+        {
+            let mut hold = self.hold.lock().unwrap();
+            if *hold {
+                self.held.fetch_add(1, Ordering::SeqCst);
+                while *hold {
+                    hold = self.hold_changed.wait(hold).unwrap();
+                }
+                self.held.fetch_sub(1, Ordering::SeqCst);
+            }
         }
         if self.fail_syncs.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(5)); // EIO
