@@ -355,7 +355,14 @@ async fn metrics_health_and_reflection_are_served() -> TestResult {
     let server = TestServer::start(dir.path()).await;
     create_topic(&server, "m", 1, None).await;
     server.producer().await.produce(produce_request("m", vec![record(None, "x"), record(None, "y")])).await?;
+    let mut admin = server.admin().await;
+    admin.describe_topic(pb::DescribeTopicRequest { name: "m".into() }).await?;
+    admin.list_topics(pb::ListTopicsRequest {}).await?;
     let (status, body) = server.http_get("/metrics").await;
+    for method in ["CreateTopic", "Produce", "DescribeTopic", "ListTopics"] {
+        let line = format!(r#"sluice_rpc_total{{method="{method}",code="Ok"}} 1"#);
+        assert!(body.contains(&line), "every RPC is counted: {line} missing from\n{body}");
+    }
     assert!(status.contains("200"), "{status}");
     assert!(body.contains(r#"sluice_records_in_total{topic="m"} 2"#), "{body}");
     assert!(body.contains("sluice_rpc_duration_seconds"), "{body}");

@@ -2,13 +2,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use sluice_core::Broker;
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::observe;
+use super::unary;
 use crate::convert;
 use crate::metrics::Metrics;
 use crate::status::to_status;
@@ -46,53 +45,8 @@ impl AdminService {
     }
 }
 
-#[tonic::async_trait]
-impl pb::admin_server::Admin for AdminService {
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
-    async fn create_topic(
-        &self,
-        request: Request<pb::CreateTopicRequest>,
-    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
-        let _serving = self.inflight.enter();
-        let started = Instant::now();
-        let result = self.create(request.into_inner()).await;
-        observe(&self.metrics, "CreateTopic", started, &result);
-        result.map(Response::new)
-    }
-
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
-    async fn delete_topic(
-        &self,
-        request: Request<pb::DeleteTopicRequest>,
-    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        let _serving = self.inflight.enter();
-        let started = Instant::now();
-        let result = self
-            .broker
-            .delete_topic(&request.get_ref().name)
-            .await
-            .map(|()| pb::DeleteTopicResponse {})
-            .map_err(to_status);
-        observe(&self.metrics, "DeleteTopic", started, &result);
-        result.map(Response::new)
-    }
-
-    async fn list_topics(
-        &self,
-        _request: Request<pb::ListTopicsRequest>,
-    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
-        let _serving = self.inflight.enter();
-        let topics = self.broker.topics().iter().map(|t| convert::topic_info(t)).collect();
-        Ok(Response::new(pb::ListTopicsResponse { topics }))
-    }
-
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
-    async fn describe_topic(
-        &self,
-        request: Request<pb::DescribeTopicRequest>,
-    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
-        let _serving = self.inflight.enter();
-        let name = &request.get_ref().name;
+impl AdminService {
+    fn describe(&self, name: &str) -> Result<pb::DescribeTopicResponse, Status> {
         let topic = self.broker.topic(name).map_err(to_status)?;
         let description = self.broker.describe_topic(name).map_err(to_status)?;
         let partitions = description
@@ -107,38 +61,11 @@ impl pb::admin_server::Admin for AdminService {
                 poisoned: poisoned.unwrap_or_default(),
             })
             .collect();
-        Ok(Response::new(pb::DescribeTopicResponse { topic: Some(convert::topic_info(&topic)), partitions }))
+        Ok(pb::DescribeTopicResponse { topic: Some(convert::topic_info(&topic)), partitions })
     }
 
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
-    async fn alter_topic_config(
-        &self,
-        request: Request<pb::AlterTopicConfigRequest>,
-    ) -> Result<Response<pb::AlterTopicConfigResponse>, Status> {
-        let _serving = self.inflight.enter();
-        let started = Instant::now();
-        let result = self.alter(request.into_inner()).await;
-        observe(&self.metrics, "AlterTopicConfig", started, &result);
-        result.map(Response::new)
-    }
-
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
-    async fn add_partitions(
-        &self,
-        request: Request<pb::AddPartitionsRequest>,
-    ) -> Result<Response<pb::AddPartitionsResponse>, Status> {
-        let _serving = self.inflight.enter();
-        let request = request.into_inner();
-        let topic = self.broker.add_partitions(&request.name, request.partitions).await.map_err(to_status)?;
-        Ok(Response::new(pb::AddPartitionsResponse { topic: Some(convert::topic_info(&topic)) }))
-    }
-
-    async fn broker_info(
-        &self,
-        _request: Request<pb::BrokerInfoRequest>,
-    ) -> Result<Response<pb::BrokerInfoResponse>, Status> {
-        let _serving = self.inflight.enter();
-        Ok(Response::new(pb::BrokerInfoResponse {
+    fn info(&self) -> pb::BrokerInfoResponse {
+        pb::BrokerInfoResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_seconds: self.broker.uptime().as_secs(),
             listen_address: self.grpc_addr.to_string(),
@@ -146,6 +73,73 @@ impl pb::admin_server::Admin for AdminService {
             data_dir: self.broker.config().data_dir.display().to_string(),
             data_bytes: self.broker.data_bytes(),
             topics: self.broker.topics().len() as u32,
-        }))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        unary(&self.metrics, &self.inflight, "CreateTopic", self.create(request.into_inner())).await
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let delete = async { self.broker.delete_topic(&request.get_ref().name).await.map_err(to_status) };
+        unary(&self.metrics, &self.inflight, "DeleteTopic", async { delete.await.map(|()| pb::DeleteTopicResponse {}) })
+            .await
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let list = async {
+            Ok(pb::ListTopicsResponse { topics: self.broker.topics().iter().map(|t| convert::topic_info(t)).collect() })
+        };
+        unary(&self.metrics, &self.inflight, "ListTopics", list).await
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        unary(&self.metrics, &self.inflight, "DescribeTopic", async { self.describe(&request.get_ref().name) }).await
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn alter_topic_config(
+        &self,
+        request: Request<pb::AlterTopicConfigRequest>,
+    ) -> Result<Response<pb::AlterTopicConfigResponse>, Status> {
+        unary(&self.metrics, &self.inflight, "AlterTopicConfig", self.alter(request.into_inner())).await
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn add_partitions(
+        &self,
+        request: Request<pb::AddPartitionsRequest>,
+    ) -> Result<Response<pb::AddPartitionsResponse>, Status> {
+        let request = request.into_inner();
+        let add = async {
+            let topic = self.broker.add_partitions(&request.name, request.partitions).await.map_err(to_status)?;
+            Ok(pb::AddPartitionsResponse { topic: Some(convert::topic_info(&topic)) })
+        };
+        unary(&self.metrics, &self.inflight, "AddPartitions", add).await
+    }
+
+    async fn broker_info(
+        &self,
+        _request: Request<pb::BrokerInfoRequest>,
+    ) -> Result<Response<pb::BrokerInfoResponse>, Status> {
+        unary(&self.metrics, &self.inflight, "BrokerInfo", async { Ok(self.info()) }).await
     }
 }

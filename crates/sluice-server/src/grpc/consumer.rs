@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice_core::{Broker, StartAt, Subscription};
 use sluice_proto::v1 as pb;
@@ -11,7 +11,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::observe;
+use super::unary;
 use crate::convert;
 use crate::metrics::Metrics;
 use crate::status::to_status;
@@ -61,21 +61,22 @@ async fn follow(mut subscription: Subscription, outbound: mpsc::Sender<Result<pb
 impl pb::consumer_server::Consumer for ConsumerService {
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
-        let _serving = self.inflight.enter();
-        let started = Instant::now();
         let r = request.into_inner();
         let wait = Duration::from_millis(u64::from(r.max_wait_ms));
-        let result = match self.broker.fetch(&r.topic, r.partition, r.offset, r.max_bytes as usize, wait).await {
-            Ok(fetched) => convert::records(&fetched).map(|records| pb::FetchResponse {
-                records,
+        let fetch = async {
+            let fetched = self
+                .broker
+                .fetch(&r.topic, r.partition, r.offset, r.max_bytes as usize, wait)
+                .await
+                .map_err(to_status)?;
+            Ok(pb::FetchResponse {
+                records: convert::records(&fetched)?,
                 start_offset: fetched.start_offset,
                 end_offset: fetched.end_offset,
                 next_offset: fetched.next_offset(),
-            }),
-            Err(error) => Err(to_status(error)),
+            })
         };
-        observe(&self.metrics, "Fetch", started, &result);
-        result.map(Response::new)
+        unary(&self.metrics, &self.inflight, "Fetch", fetch).await
     }
 
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send + 'static>>;

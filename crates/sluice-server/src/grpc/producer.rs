@@ -12,7 +12,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::observe;
+use super::{observe, unary};
 use crate::convert;
 use crate::metrics::Metrics;
 use crate::status::to_status;
@@ -101,11 +101,7 @@ async fn run_stream(
 impl pb::producer_server::Producer for ProducerService {
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = ?request.get_ref().partition))]
     async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
-        let _serving = self.inflight.enter();
-        let started = Instant::now();
-        let result = produce(self.broker.clone(), request.into_inner()).await;
-        observe(&self.metrics, "Produce", started, &result);
-        result.map(Response::new)
+        unary(&self.metrics, &self.inflight, "Produce", produce(self.broker.clone(), request.into_inner())).await
     }
 
     type ProduceStreamStream = Pin<Box<dyn Stream<Item = Result<pb::ProduceResponse, Status>> + Send + 'static>>;
