@@ -81,6 +81,7 @@ pub(crate) struct Inner {
     pub closed: AtomicBool,
     pub tasks: tokio::sync::Mutex<JoinSet<()>>,
     pub started: Instant,
+    pub groups: crate::group::Groups,
 }
 
 /// The broker core: a cheap-clone handle, shared by every request.
@@ -102,7 +103,9 @@ impl Broker {
             let topic = open_topic(&topics_dir, &name, meta, config.tail_cache_bytes).await?;
             topics.insert(name, Arc::new(topic));
         }
-        tracing::info!(data_dir = %config.data_dir.display(), topics = topics.len(), "broker opened");
+        let data_dir = config.data_dir.clone();
+        let groups = crate::partition::blocking(move || crate::group::Groups::load(&data_dir)).await?;
+        tracing::info!(data_dir = %config.data_dir.display(), topics = topics.len(), groups = groups.all().len(), "broker opened");
         let broker = Broker {
             inner: Arc::new(Inner {
                 config,
@@ -112,10 +115,15 @@ impl Broker {
                 closed: AtomicBool::new(false),
                 tasks: tokio::sync::Mutex::new(JoinSet::new()),
                 started: Instant::now(),
+                groups,
             }),
         };
         let maintenance = crate::maintenance::run(broker.clone());
-        broker.inner.tasks.lock().await.spawn(maintenance);
+        let group_maintenance = crate::group::maintenance::run(broker.clone());
+        let mut tasks = broker.inner.tasks.lock().await;
+        tasks.spawn(maintenance);
+        tasks.spawn(group_maintenance);
+        drop(tasks);
         Ok(broker)
     }
 
@@ -171,7 +179,8 @@ impl Broker {
         let mut tasks = self.inner.tasks.lock().await;
         while tasks.join_next().await.is_some() {}
         let _serialised = self.inner.admin.lock().await;
-        let mut first_error = None;
+        self.end_all_sessions(&crate::group::SessionEnd::Shutdown);
+        let mut first_error = self.flush_groups().await.err();
         for topic in self.topics() {
             for partition in topic.partitions().iter() {
                 if let Err(e) = partition.snapshot_producers().await {

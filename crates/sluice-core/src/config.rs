@@ -6,6 +6,7 @@ use std::time::Duration;
 use sluice_storage::{FsyncPolicy, LogConfig};
 
 use crate::error::{Error, Result};
+use crate::group::OffsetReset;
 
 /// Settings of one topic; each partition's log is configured from them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +101,39 @@ pub struct BrokerConfig {
     pub tail_cache_bytes: usize,
     /// How often producer state is snapshotted (a restart replays at most this much of the log).
     pub producer_snapshot_interval: Duration,
+    /// Consumer-group defaults.
+    pub groups: GroupDefaults,
+}
+
+/// Consumer-group defaults; a joining member may override the per-member ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupDefaults {
+    /// Silence after which a member is removed from its group.
+    pub session_timeout: Duration,
+    /// How long a delivered record may stay unacked before it is delivered again.
+    pub ack_timeout: Duration,
+    /// Most records delivered to a member and not yet acked.
+    pub max_in_flight_records: u32,
+    /// Most key + value bytes delivered to a member and not yet acked.
+    pub max_in_flight_bytes: u64,
+    /// Where a new group starts.
+    pub reset: OffsetReset,
+    /// How often changed committed offsets are written; after a crash, acks from at most this
+    /// long before it may be lost (those records are delivered again).
+    pub commit_interval: Duration,
+}
+
+impl Default for GroupDefaults {
+    fn default() -> Self {
+        GroupDefaults {
+            session_timeout: Duration::from_secs(30),
+            ack_timeout: Duration::from_secs(30),
+            max_in_flight_records: 1000,
+            max_in_flight_bytes: 16 << 20,
+            reset: OffsetReset::Earliest,
+            commit_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -115,6 +149,7 @@ impl Default for BrokerConfig {
             max_fetch_bytes: 16 << 20,
             tail_cache_bytes: 1 << 20,
             producer_snapshot_interval: Duration::from_secs(60),
+            groups: GroupDefaults::default(),
         }
     }
 }

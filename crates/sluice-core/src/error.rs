@@ -76,6 +76,20 @@ pub enum Error {
         /// The failure.
         cause: String,
     },
+    /// No group of that name.
+    #[error("group '{0}' does not exist")]
+    GroupNotFound(String),
+    /// The operation needs a group without connected members.
+    #[error("group '{group}' has {members} connected member(s); stop them first or force the operation")]
+    GroupHasMembers {
+        /// Group id.
+        group: String,
+        /// Connected members.
+        members: u32,
+    },
+    /// A member's session is over.
+    #[error("consumer group session ended: {0}")]
+    SessionEnded(crate::group::SessionEnd),
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,

@@ -11,6 +11,7 @@
 //! - [`produce`]: validation, partitioning ([`partitioner`]), encoding, idempotence ([`producers`]).
 //! - [`consume`]: Fetch (long-poll) and [`consume::Subscription`].
 //! - [`partition`]: one partition: log, end-offset watch, producer table, [`tail`] cache.
+//! - [`group`]: consumer groups: membership, assignment, acks, committed offsets, lag.
 //! - [`maintenance`]: retention and interval fsyncs in one tracked task.
 //! - [`metadata`]: topic metadata files; [`topic_name`]: name rules; [`config`]; [`error`]; [`record`].
 #![deny(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod broker;
 pub mod config;
 pub mod consume;
 pub mod error;
+pub mod group;
 pub mod maintenance;
 pub mod metadata;
 pub mod partition;
@@ -34,8 +36,10 @@ pub mod tail;
 pub mod topic_name;
 
 pub use broker::{Broker, Topic};
-pub use config::{BrokerConfig, TopicConfig};
+pub use config::{BrokerConfig, GroupDefaults, TopicConfig};
 pub use consume::{Fetched, StartAt, Subscription};
 pub use error::{Error, Result};
 pub use record::{NewRecord, PartitionAppend, ProduceOutcome, ProduceRequest, ProducerRef};
 pub use sluice_storage::FsyncPolicy;
+/// A record as read back from a partition.
+pub use sluice_storage::Record as StoredRecord;

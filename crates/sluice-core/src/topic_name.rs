@@ -7,18 +7,27 @@ pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
 /// Checks a topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, and not `.` or `..`.
 pub fn validate(name: &str) -> Result<()> {
+    validate_name("topic", name)
+}
+
+/// Checks a group id: the same rules as topic names (it names a file in the data directory).
+pub fn validate_group(name: &str) -> Result<()> {
+    validate_name("group", name)
+}
+
+fn validate_name(kind: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_TOPIC_NAME_LEN {
         return Err(Error::InvalidArgument(format!(
-            "topic name must be 1 to {MAX_TOPIC_NAME_LEN} characters, got {}",
+            "{kind} name must be 1 to {MAX_TOPIC_NAME_LEN} characters, got {}",
             name.len()
         )));
     }
     if name == "." || name == ".." {
-        return Err(Error::InvalidArgument(format!("topic name '{name}' is reserved")));
+        return Err(Error::InvalidArgument(format!("{kind} name '{name}' is reserved")));
     }
     if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
         return Err(Error::InvalidArgument(format!(
-            "topic name '{}' contains {bad:?}; allowed are a-z, A-Z, 0-9, '.', '_' and '-'",
+            "{kind} name '{}' contains {bad:?}; allowed are a-z, A-Z, 0-9, '.', '_' and '-'",
             name.escape_debug()
         )));
     }

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sluice_core::{BrokerConfig, FsyncPolicy, TopicConfig};
+use sluice_core::group::OffsetReset;
+use sluice_core::{BrokerConfig, FsyncPolicy, GroupDefaults, TopicConfig};
 
 /// A setting that could not be used; names the key.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +98,57 @@ pub struct MaintenanceSection {
     pub producer_snapshot_interval: String,
 }
 
+/// `[groups]`: consumer-group defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupsSection {
+    pub session_timeout: String,
+    pub ack_timeout: String,
+    pub max_in_flight_records: u32,
+    pub max_in_flight_bytes: String,
+    pub reset: String,
+    pub commit_interval: String,
+}
+
+impl Default for GroupsSection {
+    fn default() -> Self {
+        GroupsSection {
+            session_timeout: "30s".into(),
+            ack_timeout: "30s".into(),
+            max_in_flight_records: 1000,
+            max_in_flight_bytes: "16MiB".into(),
+            reset: "earliest".into(),
+            commit_interval: "1s".into(),
+        }
+    }
+}
+
+fn group_defaults(g: &GroupsSection, origin: &str) -> Result<GroupDefaults, ConfigError> {
+    let duration = |key: &str, text: &str| match parse_duration(text) {
+        Ok(d) if d >= Duration::from_millis(10) => Ok(d),
+        Ok(_) => Err(invalid(key, origin, "must be at least 10ms")),
+        Err(m) => Err(invalid(key, origin, m)),
+    };
+    let reset = match g.reset.trim() {
+        "earliest" => OffsetReset::Earliest,
+        "latest" => OffsetReset::Latest,
+        other => return Err(invalid("groups.reset", origin, format!("'{other}' is not earliest or latest"))),
+    };
+    if g.max_in_flight_records == 0 {
+        return Err(invalid("groups.max_in_flight_records", origin, "must be at least 1"));
+    }
+    let max_in_flight_bytes =
+        parse_size(&g.max_in_flight_bytes).map_err(|m| invalid("groups.max_in_flight_bytes", origin, m))?.max(1);
+    Ok(GroupDefaults {
+        session_timeout: duration("groups.session_timeout", &g.session_timeout)?,
+        ack_timeout: duration("groups.ack_timeout", &g.ack_timeout)?,
+        max_in_flight_records: g.max_in_flight_records,
+        max_in_flight_bytes,
+        reset,
+        commit_interval: duration("groups.commit_interval", &g.commit_interval)?,
+    })
+}
+
 /// The config file's shape (also the shape of the defaults).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -106,6 +158,7 @@ pub struct ConfigFile {
     pub topic_defaults: TopicDefaultsSection,
     pub limits: LimitsSection,
     pub maintenance: MaintenanceSection,
+    pub groups: GroupsSection,
 }
 
 impl Default for ServerSection {
@@ -344,6 +397,7 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
         tail_cache_bytes: usize::try_from(size("limits.tail_cache_bytes", &l.tail_cache_bytes)?)
             .map_err(|e| invalid("limits.tail_cache_bytes", origin, e))?,
         producer_snapshot_interval: duration("maintenance.producer_snapshot_interval", &m.producer_snapshot_interval)?,
+        groups: group_defaults(&file.groups, origin)?,
     };
     if broker.max_partitions == 0 {
         return Err(invalid("limits.max_partitions", origin, "must be at least 1"));

@@ -1,0 +1,272 @@
+//! Operating on groups: list, describe (with lag), reset offsets, delete.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::state::Delivery;
+use super::types::{GroupSettings, MemberId, SessionEnd, TopicPartition};
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+
+/// A group in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    /// Group id.
+    pub group: String,
+    /// Live members.
+    pub members: u32,
+    /// Partitions with offsets.
+    pub partitions: u32,
+    /// Current generation.
+    pub generation: u64,
+}
+
+/// A member in a description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Member id.
+    pub member_id: MemberId,
+    /// The name it gave.
+    pub name: String,
+    /// Topics it subscribes to.
+    pub topics: Vec<String>,
+    /// Partitions it owns.
+    pub partitions: Vec<TopicPartition>,
+    /// Partitions it is handing over.
+    pub revoking: Vec<TopicPartition>,
+    /// Records delivered to it and not acked.
+    pub in_flight: u32,
+}
+
+/// A partition in a description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionLag {
+    /// The partition.
+    pub tp: TopicPartition,
+    /// Member owning it now, if any.
+    pub owner: Option<MemberId>,
+    /// Lowest offset not acked.
+    pub committed: u64,
+    /// The partition's end offset.
+    pub end_offset: u64,
+    /// Records not yet acked: `end_offset - committed` (acked records above it still count).
+    pub lag: u64,
+    /// Age of the oldest unacked record, in seconds (0 without lag).
+    pub lag_seconds: f64,
+    /// Records delivered and not acked.
+    pub in_flight: u32,
+    /// Records waiting to be delivered again.
+    pub awaiting_redelivery: u32,
+}
+
+/// Everything about a group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupDescription {
+    /// Group id.
+    pub group: String,
+    /// Current generation.
+    pub generation: u64,
+    /// Settings.
+    pub settings: GroupSettings,
+    /// Live members.
+    pub members: Vec<MemberInfo>,
+    /// Partitions with offsets.
+    pub partitions: Vec<PartitionLag>,
+    /// Rebalances since the broker started.
+    pub rebalances: u64,
+    /// Records acked since the broker started.
+    pub acks: u64,
+}
+
+/// Where a reset moves a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTarget {
+    /// The first retained record.
+    Earliest,
+    /// The end of the log.
+    Latest,
+    /// The first record at or after this timestamp (ms); the end if none.
+    Timestamp(i64),
+    /// An exact offset (must lie within the partition's range).
+    Offset(u64),
+}
+
+/// A reset of a group's offsets in one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetSpec {
+    /// Group id.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Partitions to reset; empty: all.
+    pub partitions: Vec<u32>,
+    /// Where to.
+    pub target: ResetTarget,
+    /// Reset even while members are connected (their in-flight records are forgotten).
+    pub force: bool,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Broker {
+    /// Every group, by id.
+    pub fn list_groups(&self) -> Vec<GroupSummary> {
+        self.groups()
+            .all()
+            .iter()
+            .map(|group| {
+                let state = group.lock();
+                GroupSummary {
+                    group: group.id.to_string(),
+                    members: state.members.len() as u32,
+                    partitions: state.partitions.len() as u32,
+                    generation: state.generation,
+                }
+            })
+            .collect()
+    }
+
+    /// One group's members, partitions, offsets and lag.
+    pub fn describe_group(&self, id: &str) -> Result<GroupDescription> {
+        let group = self.groups().get(id).ok_or_else(|| Error::GroupNotFound(id.to_owned()))?;
+        Ok(self.describe(&group))
+    }
+
+    /// Descriptions of every group (for metrics).
+    pub fn describe_groups(&self) -> Vec<GroupDescription> {
+        self.groups().all().iter().map(|g| self.describe(g)).collect()
+    }
+
+    fn describe(&self, group: &super::Group) -> GroupDescription {
+        let now = now_ms();
+        let state = group.lock();
+        let members = state
+            .members
+            .iter()
+            .map(|(&id, member)| {
+                let view = state.view(id);
+                MemberInfo {
+                    member_id: id,
+                    name: member.name.clone(),
+                    topics: member.topics.iter().cloned().collect(),
+                    partitions: view.partitions,
+                    revoking: view.revoking,
+                    in_flight: member.in_flight_records,
+                }
+            })
+            .collect();
+        let partitions = state
+            .partitions
+            .iter()
+            .map(|(tp, p)| {
+                let end_offset = self.partition_offsets(tp).map_or(0, |(_, end)| end);
+                let committed = p.acks.committed();
+                let lag = end_offset.saturating_sub(committed);
+                let oldest = p.pending.get(&committed).map(|pending| pending.timestamp).or(p.oldest_unacked_timestamp);
+                let lag_seconds = match oldest {
+                    Some(ts) if lag > 0 => (now - ts).max(0) as f64 / 1000.0,
+                    _ => 0.0,
+                };
+                let awaiting = p.pending.values().filter(|pending| pending.delivery == Delivery::Ready).count();
+                PartitionLag {
+                    tp: tp.clone(),
+                    owner: p.owner,
+                    committed,
+                    end_offset,
+                    lag,
+                    lag_seconds,
+                    in_flight: p.in_flight,
+                    awaiting_redelivery: awaiting as u32,
+                }
+            })
+            .collect();
+        GroupDescription {
+            group: group.id.to_string(),
+            generation: state.generation,
+            settings: state.settings,
+            members,
+            partitions,
+            rebalances: state.rebalances,
+            acks: state.acks,
+        }
+    }
+
+    /// Moves a group's offsets in one topic; refused with [`Error::GroupHasMembers`] while
+    /// members are connected, unless forced. Creates the group if it does not exist (so offsets
+    /// can be set before the first member starts). Durable when it returns.
+    pub async fn reset_group_offsets(&self, spec: ResetSpec) -> Result<Vec<(TopicPartition, u64)>> {
+        self.check_open()?;
+        crate::topic_name::validate_group(&spec.group)?;
+        let topic = self.topic(&spec.topic)?;
+        let partitions = if spec.partitions.is_empty() {
+            (0..topic.partitions().len() as u32).collect()
+        } else {
+            spec.partitions.clone()
+        };
+        let mut positions = Vec::with_capacity(partitions.len());
+        for id in partitions {
+            let handle = topic.partition(id)?;
+            let (start, end) = handle.offsets();
+            let position = match spec.target {
+                ResetTarget::Earliest => start,
+                ResetTarget::Latest => end,
+                ResetTarget::Timestamp(ts) => handle.offset_for_timestamp(ts).await?.unwrap_or(end),
+                ResetTarget::Offset(offset) if offset < start || offset > end => {
+                    return Err(Error::OffsetOutOfRange { requested: offset, start, end });
+                }
+                ResetTarget::Offset(offset) => offset,
+            };
+            positions.push((TopicPartition::new(topic.name.clone(), id), position));
+        }
+        let defaults = self.inner.config.groups;
+        let settings = GroupSettings { reset: defaults.reset, ack_timeout: defaults.ack_timeout };
+        let group = self.groups().get_or_create(&spec.group, settings);
+        {
+            let mut state = group.lock();
+            if !state.members.is_empty() && !spec.force {
+                return Err(Error::GroupHasMembers { group: spec.group.clone(), members: state.members.len() as u32 });
+            }
+            state.reset(&positions);
+        }
+        tracing::info!(group = %spec.group, topic = %spec.topic, target = ?spec.target, force = spec.force, "group offsets reset");
+        group.flush().await?;
+        Ok(positions)
+    }
+
+    /// Deletes a group and its offsets; refused while members are connected unless forced
+    /// (their sessions then end).
+    pub async fn delete_group(&self, id: &str, force: bool) -> Result<()> {
+        self.check_open()?;
+        let group = self.groups().get(id).ok_or_else(|| Error::GroupNotFound(id.to_owned()))?;
+        {
+            let state = group.lock();
+            if !state.members.is_empty() && !force {
+                return Err(Error::GroupHasMembers { group: id.to_owned(), members: state.members.len() as u32 });
+            }
+        }
+        let _serialised = group.flush.lock().await;
+        let Some(group) = self.groups().remove(id) else { return Ok(()) };
+        {
+            let mut state = group.lock();
+            for member in std::mem::take(&mut state.members).into_values() {
+                let _already = member.shared.ended.set(SessionEnd::GroupDeleted);
+                member.shared.wake.notify_one();
+            }
+            state.dirty = false;
+        }
+        let path = group.path.clone();
+        crate::partition::blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(sluice_storage::io::fsync_dir(path.parent().unwrap_or(&path))?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Storage(sluice_storage::Error::Io {
+                operation: "deleting group file",
+                path: path.clone(),
+                source: e,
+            })),
+        })
+        .await?;
+        tracing::info!(group = %id, force, "group deleted");
+        Ok(())
+    }
+}

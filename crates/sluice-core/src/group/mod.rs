@@ -1,0 +1,302 @@
+//! Consumer groups: members share the partitions of the topics they subscribe to, every
+//! record is acked individually, and the group's committed offsets survive restarts.
+//!
+//! # Model
+//! - A member joins with [`Broker::join_group`] and gets a [`GroupSession`] (the records and
+//!   assignment changes to push) plus a [`MemberHandle`] (for acks, renewals, heartbeats). The
+//!   session is the membership: when it ends, or the member is silent past its session
+//!   timeout, the member leaves.
+//! - Every partition of the subscribed topics is owned by at most one member; the sticky,
+//!   balanced assignment is [`assignment::assign`]. A partition that has to move is handed over
+//!   only when nothing of it is in flight to its old owner ([`state`]).
+//! - Records are delivered in offset order per partition from the committed offset, at most
+//!   `max_in_flight` unacked per member. The committed offset is the lowest offset not acked
+//!   ([`acks`]). An unacked record is delivered again after the group's ack timeout, with its
+//!   attempt count.
+//!
+//! # Durability
+//! Committed offsets and acked ranges are written to `<data_dir>/groups/<group>.group`
+//! ([`snapshot`]) every `commit_interval` while they change, on every reset, and at shutdown.
+//! After a graceful restart no acked record is delivered again. After a crash, records acked
+//! in the last `commit_interval` (default 1 s) before it may be delivered again: delivery is
+//! at least once.
+//!
+//! # Lock order
+//! The registry map is never held while a group's state is locked. A group's state lock may be
+//! held while reading the topic registry and partition offsets (never the other way round), and
+//! never across an `.await`.
+
+pub mod acks;
+pub mod admin;
+pub mod assignment;
+pub(crate) mod maintenance;
+pub mod session;
+pub mod snapshot;
+pub(crate) mod state;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+pub use session::{GroupDelivery, GroupEvent, GroupSession, MemberHandle};
+pub use state::{AckOutcome, AckRefusal, AssignmentView};
+pub use types::{FlowLimits, GroupSettings, JoinSpec, MemberId, OffsetReset, SessionEnd, TopicPartition};
+
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::partition::blocking;
+use state::{GroupState, Member, PartitionState};
+
+/// Directory under the data dir that holds group files.
+pub const GROUPS_DIR: &str = "groups";
+/// Extension of a group file.
+pub const GROUP_FILE_EXTENSION: &str = "group";
+
+/// Limits on what a joining member may ask for.
+const SESSION_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3600));
+const ACK_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(24 * 3600));
+const MAX_IN_FLIGHT_RECORDS: u32 = 1_000_000;
+
+/// One consumer group.
+#[derive(Debug)]
+pub struct Group {
+    pub(crate) id: Arc<str>,
+    path: PathBuf,
+    state: Mutex<GroupState>,
+    /// Serialises file writes so an older snapshot never replaces a newer one.
+    flush: tokio::sync::Mutex<()>,
+}
+
+impl Group {
+    fn new(id: &str, path: PathBuf, state: GroupState) -> Self {
+        Group { id: Arc::from(id), path, state: Mutex::new(state), flush: tokio::sync::Mutex::new(()) }
+    }
+
+    /// A std mutex: every holder does bounded in-memory work and never awaits.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The group id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Writes the group file if offsets changed since the last write. Crash guarantee: the file
+    /// is replaced atomically, so a crash leaves the previous or the new state.
+    pub(crate) async fn flush(&self) -> Result<()> {
+        let _serialised = self.flush.lock().await;
+        let bytes = {
+            let mut state = self.lock();
+            if !state.dirty {
+                return Ok(());
+            }
+            state.dirty = false;
+            snapshot::encode(&snapshot::GroupSnapshot {
+                settings: state.settings,
+                partitions: state.partitions.iter().map(|(tp, p)| (tp.clone(), p.acks.clone())).collect(),
+            })
+        };
+        let path = self.path.clone();
+        let written = blocking(move || Ok(sluice_storage::store::write_atomic(&path, &bytes)?)).await;
+        if written.is_err() {
+            self.lock().dirty = true;
+        }
+        written
+    }
+}
+
+/// Every group of the broker.
+#[derive(Debug)]
+pub(crate) struct Groups {
+    dir: PathBuf,
+    map: RwLock<BTreeMap<String, Arc<Group>>>,
+    next_member: AtomicU64,
+}
+
+impl Groups {
+    /// Loads every group file under `<data_dir>/groups`.
+    pub(crate) fn load(data_dir: &std::path::Path) -> Result<Self> {
+        let dir = data_dir.join(GROUPS_DIR);
+        let io =
+            |e| Error::Storage(sluice_storage::Error::Io { operation: "reading groups", path: dir.clone(), source: e });
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let mut map = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(GROUP_FILE_EXTENSION) {
+                continue;
+            }
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else { continue };
+            if crate::topic_name::validate_group(&id).is_err() {
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(io)?;
+            let loaded = snapshot::decode(&bytes)
+                .map_err(|reason| Error::BadMetadata { path: path.clone(), reason: format!("group file: {reason}") })?;
+            let mut state = GroupState::new(loaded.settings);
+            for (tp, acks) in loaded.partitions {
+                state.partitions.insert(tp, PartitionState::at(acks));
+            }
+            map.insert(id.clone(), Arc::new(Group::new(&id, path, state)));
+        }
+        Ok(Groups { dir, map: RwLock::new(map), next_member: AtomicU64::new(1) })
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<Group>> {
+        self.map.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Group>> {
+        self.map.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
+    }
+
+    fn get_or_create(&self, id: &str, settings: GroupSettings) -> Arc<Group> {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        map.entry(id.to_owned())
+            .or_insert_with(|| {
+                let path = self.dir.join(format!("{id}.{GROUP_FILE_EXTENSION}"));
+                let mut state = GroupState::new(settings);
+                state.dirty = true;
+                Arc::new(Group::new(id, path, state))
+            })
+            .clone()
+    }
+
+    fn remove(&self, id: &str) -> Option<Arc<Group>> {
+        self.map.write().unwrap_or_else(PoisonError::into_inner).remove(id)
+    }
+}
+
+fn check_range(name: &str, value: Duration, (min, max): (Duration, Duration)) -> Result<Duration> {
+    if value < min || value > max {
+        return Err(Error::InvalidArgument(format!("{name} must be between {min:?} and {max:?}, got {value:?}")));
+    }
+    Ok(value)
+}
+
+impl Broker {
+    pub(crate) fn groups(&self) -> &Groups {
+        &self.inner.groups
+    }
+
+    /// Start and end offsets of a partition, if it exists.
+    pub(crate) fn partition_offsets(&self, tp: &TopicPartition) -> Option<(u64, u64)> {
+        self.topic(&tp.topic).ok()?.partition(tp.partition).ok().map(|p| p.offsets())
+    }
+
+    /// Partition counts of the named topics that exist.
+    pub(crate) fn topology<'a>(&self, topics: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u32> {
+        topics
+            .into_iter()
+            .filter_map(|name| self.topic(name).ok().map(|t| (name.to_owned(), t.partitions().len() as u32)))
+            .collect()
+    }
+
+    /// Topology covering everything the group subscribes to or holds offsets for.
+    pub(crate) fn group_topology(&self, state: &GroupState, extra: &[String]) -> BTreeMap<String, u32> {
+        let mut names: BTreeSet<String> = state.subscribed_topics();
+        names.extend(state.partitions.keys().map(|tp| tp.topic.to_string()));
+        names.extend(extra.iter().cloned());
+        self.topology(names.iter().map(String::as_str))
+    }
+
+    /// Adds a member to a group (creating the group on first use) and rebalances.
+    pub async fn join_group(&self, spec: JoinSpec) -> Result<GroupSession> {
+        self.check_open()?;
+        crate::topic_name::validate_group(&spec.group)?;
+        if spec.topics.is_empty() {
+            return Err(Error::InvalidArgument("join names no topics to consume".into()));
+        }
+        for topic in &spec.topics {
+            self.topic(topic)?;
+        }
+        let defaults = self.inner.config.groups;
+        let session_timeout = check_range(
+            "session_timeout",
+            spec.session_timeout.unwrap_or(defaults.session_timeout),
+            SESSION_TIMEOUT_RANGE,
+        )?;
+        let ack_timeout = spec.ack_timeout.map(|t| check_range("ack_timeout", t, ACK_TIMEOUT_RANGE)).transpose()?;
+        let max_records = spec.max_in_flight_records.unwrap_or(defaults.max_in_flight_records);
+        if max_records == 0 || max_records > MAX_IN_FLIGHT_RECORDS {
+            return Err(Error::InvalidArgument(format!(
+                "max_in_flight_records must be between 1 and {MAX_IN_FLIGHT_RECORDS}, got {max_records}"
+            )));
+        }
+        let max_bytes = spec.max_in_flight_bytes.unwrap_or(defaults.max_in_flight_bytes).max(1);
+        let settings = GroupSettings {
+            reset: spec.reset.unwrap_or(defaults.reset),
+            ack_timeout: ack_timeout.unwrap_or(defaults.ack_timeout),
+        };
+        let group = self.groups().get_or_create(&spec.group, settings);
+        let id = MemberId(self.groups().next_member.fetch_add(1, Ordering::Relaxed));
+        let member = Member::new(
+            spec.member_name.clone(),
+            spec.topics.iter().cloned().collect(),
+            FlowLimits { max_records, max_bytes },
+            session_timeout,
+        );
+        let shared = member.shared.clone();
+        {
+            let mut state = group.lock();
+            if let Some(reset) = spec.reset
+                && reset != state.settings.reset
+            {
+                state.settings.reset = reset;
+                state.dirty = true;
+            }
+            if let Some(timeout) = ack_timeout
+                && timeout != state.settings.ack_timeout
+            {
+                state.settings.ack_timeout = timeout;
+                state.dirty = true;
+            }
+            let topology = self.group_topology(&state, &spec.topics);
+            let offsets = |tp: &TopicPartition| self.partition_offsets(tp);
+            state.join(id, member, &topology, &offsets);
+        }
+        tracing::info!(group = %spec.group, member = %id, name = %spec.member_name, topics = ?spec.topics, "member joined");
+        let handle = MemberHandle { broker: self.clone(), group, member: id, session_timeout };
+        Ok(GroupSession::new(handle, shared))
+    }
+
+    /// Removes a member and rebalances (no-op if already gone).
+    pub(crate) fn remove_member(&self, group: &Group, member: MemberId, reason: SessionEnd) {
+        let mut state = group.lock();
+        if !state.members.contains_key(&member) {
+            return;
+        }
+        tracing::info!(group = %group.id, member = %member, %reason, "member left");
+        let topology = self.group_topology(&state, &[]);
+        let offsets = |tp: &TopicPartition| self.partition_offsets(tp);
+        state.leave(member, reason, &topology, &offsets);
+    }
+
+    /// Writes every changed group file (maintenance does this each `commit_interval`;
+    /// shutdown does it last).
+    pub async fn flush_groups(&self) -> Result<()> {
+        let mut first_error = None;
+        for group in self.groups().all() {
+            if let Err(e) = group.flush().await {
+                tracing::warn!(group = %group.id, cause = %e, "writing group offsets failed; will retry");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Ends every session (shutdown).
+    pub(crate) fn end_all_sessions(&self, reason: &SessionEnd) {
+        for group in self.groups().all() {
+            let state = group.lock();
+            for member in state.members.values() {
+                let _already = member.shared.ended.set(reason.clone());
+                member.shared.wake.notify_one();
+            }
+        }
+    }
+}

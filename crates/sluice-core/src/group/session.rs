@@ -1,0 +1,287 @@
+//! A member's session: the async loop that turns the group state's plan into deliveries, and
+//! the handle its inbound side uses to ack, renew and heartbeat.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::{BoxFuture, FutureExt, select_all};
+use sluice_storage::Batch;
+
+use super::state::{AckOutcome, AssignmentView, Pick, Step};
+use super::types::{MemberId, SessionEnd, TopicPartition};
+use super::{Group, state::MemberShared};
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::partition::PartitionHandle;
+
+/// Records delivered to a member from one partition.
+#[derive(Debug, Clone)]
+pub struct GroupDelivery {
+    /// Where they come from.
+    pub tp: TopicPartition,
+    /// Group generation at delivery; acks carry it back.
+    pub generation: u64,
+    /// Whole batches holding the records (other records in them are not part of this delivery).
+    pub batches: Vec<Batch>,
+    /// The delivered offsets in ascending order, each with its delivery attempt (1 = first).
+    pub records: Vec<(u64, u32)>,
+}
+
+/// What a member's stream carries, in order.
+#[derive(Debug, Clone)]
+pub enum GroupEvent {
+    /// The member's partitions changed.
+    Assignment(AssignmentView),
+    /// Records to process and ack.
+    Records(GroupDelivery),
+}
+
+/// The inbound side of a session: cheap to clone, used for acks, renewals and heartbeats.
+#[derive(Debug, Clone)]
+pub struct MemberHandle {
+    pub(crate) broker: Broker,
+    pub(crate) group: Arc<Group>,
+    pub(crate) member: MemberId,
+    pub(crate) session_timeout: std::time::Duration,
+}
+
+impl MemberHandle {
+    /// The member's effective session timeout.
+    pub fn session_timeout(&self) -> std::time::Duration {
+        self.session_timeout
+    }
+
+    /// The member's id.
+    pub fn member_id(&self) -> MemberId {
+        self.member
+    }
+
+    /// The group id.
+    pub fn group_id(&self) -> &str {
+        &self.group.id
+    }
+
+    /// Records that the member is alive.
+    pub fn heartbeat(&self) {
+        if let Some(member) = self.group.lock().members.get_mut(&self.member) {
+            member.last_seen = Instant::now();
+        }
+    }
+
+    /// Acks offsets (ranges of first..=last) of one partition. Refused offsets change nothing.
+    pub fn ack(&self, tp: &TopicPartition, generation: u64, ranges: &[(u64, u64)]) -> AckOutcome {
+        let mut state = self.group.lock();
+        if let Some(member) = state.members.get_mut(&self.member) {
+            member.last_seen = Instant::now();
+        }
+        state.ack(self.member, tp, generation, ranges)
+    }
+
+    /// Extends the ack deadline of the member's in-flight records in `ranges` by the ack timeout.
+    pub fn renew(&self, tp: &TopicPartition, generation: u64, ranges: &[(u64, u64)]) -> AckOutcome {
+        let now = Instant::now();
+        let mut state = self.group.lock();
+        if let Some(member) = state.members.get_mut(&self.member) {
+            member.last_seen = now;
+        }
+        state.renew(self.member, tp, generation, ranges, now)
+    }
+
+    /// Ends the session: in-flight records become deliverable to others and partitions move.
+    pub fn leave(&self, reason: SessionEnd) {
+        self.broker.remove_member(&self.group, self.member, reason);
+    }
+}
+
+/// The outbound side of a session: produces the member's events.
+#[derive(Debug)]
+pub struct GroupSession {
+    handle: MemberHandle,
+    shared: Arc<MemberShared>,
+    partitions: BTreeMap<TopicPartition, PartitionHandle>,
+}
+
+impl GroupSession {
+    pub(crate) fn new(handle: MemberHandle, shared: Arc<MemberShared>) -> Self {
+        GroupSession { handle, shared, partitions: BTreeMap::new() }
+    }
+
+    /// The inbound handle of this session.
+    pub fn handle(&self) -> MemberHandle {
+        self.handle.clone()
+    }
+
+    fn partition(&mut self, tp: &TopicPartition) -> Result<PartitionHandle> {
+        if let Some(handle) = self.partitions.get(tp) {
+            return Ok(handle.clone());
+        }
+        let handle = self.handle.broker.topic(&tp.topic)?.partition(tp.partition)?;
+        self.partitions.insert(tp.clone(), handle.clone());
+        Ok(handle)
+    }
+
+    /// The next event: an assignment change, or records. Fails with
+    /// [`Error::SessionEnded`] once the member is gone (left, timed out, group deleted, or
+    /// broker shutdown).
+    pub async fn next_event(&mut self) -> Result<GroupEvent> {
+        let shutdown = self.handle.broker.shutdown_token();
+        loop {
+            if let Some(end) = self.shared.ended.get() {
+                return Err(Error::SessionEnded(end.clone()));
+            }
+            if shutdown.is_cancelled() {
+                return Err(Error::SessionEnded(SessionEnd::Shutdown));
+            }
+            let step = {
+                let broker = &self.handle.broker;
+                let offsets = |tp: &TopicPartition| broker.partition_offsets(tp);
+                let mut state = self.handle.group.lock();
+                if !state.members.contains_key(&self.handle.member) {
+                    return Err(Error::SessionEnded(SessionEnd::Left));
+                }
+                let queued = state.members.get_mut(&self.handle.member).and_then(|m| m.views.pop_front());
+                if let Some(view) = queued {
+                    return Ok(GroupEvent::Assignment(view));
+                }
+                state.plan(self.handle.member, &offsets)
+            };
+            match step {
+                Step::Read { tp, from, end, max_records, max_bytes } => {
+                    if let Some(delivery) = self.read_new(tp, from, end, max_records, max_bytes).await? {
+                        return Ok(GroupEvent::Records(delivery));
+                    }
+                }
+                Step::Redeliver { tp, offsets } => {
+                    if let Some(delivery) = self.redeliver(tp, offsets).await? {
+                        return Ok(GroupEvent::Records(delivery));
+                    }
+                }
+                Step::Wait { at_end } => {
+                    let mut waits: Vec<BoxFuture<'static, ()>> = Vec::with_capacity(at_end.len() + 1);
+                    for (tp, seen_end) in at_end {
+                        let mut end = self.partition(&tp)?.watch_end();
+                        waits.push(
+                            async move {
+                                let _changed_or_closed = end.wait_for(|end| *end > seen_end).await;
+                            }
+                            .boxed(),
+                        );
+                    }
+                    if waits.is_empty() {
+                        waits.push(std::future::pending().boxed());
+                    }
+                    tokio::select! {
+                        () = self.shared.wake.notified() => {}
+                        _ = select_all(waits) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_budget(&self, max_bytes: u64) -> usize {
+        let cap = self.handle.broker.config().max_fetch_bytes as u64;
+        max_bytes.clamp(1, cap) as usize
+    }
+
+    async fn read_new(
+        &mut self,
+        tp: TopicPartition,
+        from: u64,
+        end: u64,
+        max_records: u32,
+        max_bytes: u64,
+    ) -> Result<Option<GroupDelivery>> {
+        let handle = self.partition(&tp)?;
+        let budget = self.read_budget(max_bytes);
+        let batches = match handle.read(from, budget).await {
+            Ok(read) => read.batches,
+            // Retention moved the start meanwhile; the next plan moves the cursor.
+            Err(Error::OffsetOutOfRange { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut picks = Vec::new();
+        let mut next = from;
+        let mut bytes = 0u64;
+        let already_done = {
+            let state = self.handle.group.lock();
+            state.partitions.get(&tp).map(|p| p.acks.clone())
+        };
+        'batches: for batch in &batches {
+            for record in batch.records() {
+                let record = record.map_err(|reason| Error::Internal(format!("stored record: {reason}")))?;
+                if record.offset < from {
+                    continue;
+                }
+                if record.offset >= end || picks.len() as u32 >= max_records {
+                    break 'batches;
+                }
+                let size = (record.key.as_ref().map_or(0, |k| k.len()) + record.value.len()) as u64;
+                if !picks.is_empty() && bytes + size > max_bytes {
+                    break 'batches;
+                }
+                next = record.offset + 1;
+                if already_done.as_ref().is_some_and(|acks| acks.is_done(record.offset)) {
+                    continue;
+                }
+                bytes += size;
+                picks.push(Pick { offset: record.offset, bytes: size, timestamp: record.timestamp });
+            }
+        }
+        if next == from {
+            return Ok(None);
+        }
+        let generation = {
+            let mut state = self.handle.group.lock();
+            state.register_read(self.handle.member, &tp, from, next, &picks, Instant::now())
+        };
+        match generation {
+            Some(generation) if !picks.is_empty() => {
+                let records = picks.iter().map(|p| (p.offset, 1)).collect();
+                Ok(Some(GroupDelivery { tp, generation, batches, records }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn redeliver(&mut self, tp: TopicPartition, offsets: Vec<u64>) -> Result<Option<GroupDelivery>> {
+        let Some(&first) = offsets.first() else { return Ok(None) };
+        let handle = self.partition(&tp)?;
+        let budget = self.read_budget(u64::MAX);
+        let batches = match handle.read(first, budget.min(1 << 20)).await {
+            Ok(read) => read.batches,
+            Err(Error::OffsetOutOfRange { start, .. }) => {
+                let gone: Vec<u64> = offsets.into_iter().filter(|&o| o < start).collect();
+                self.handle.group.lock().drop_missing(&tp, &gone);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut picks = Vec::with_capacity(offsets.len());
+        let mut wanted = offsets.iter().peekable();
+        for batch in &batches {
+            for record in batch.records() {
+                let record = record.map_err(|reason| Error::Internal(format!("stored record: {reason}")))?;
+                while wanted.peek().is_some_and(|&&o| o < record.offset) {
+                    wanted.next();
+                }
+                if wanted.peek() == Some(&&record.offset) {
+                    let size = (record.key.as_ref().map_or(0, |k| k.len()) + record.value.len()) as u64;
+                    picks.push(Pick { offset: record.offset, bytes: size, timestamp: record.timestamp });
+                    wanted.next();
+                }
+            }
+        }
+        let (generation, records) = {
+            let mut state = self.handle.group.lock();
+            let records = state.register_redelivery(self.handle.member, &tp, &picks, Instant::now());
+            (state.generation, records)
+        };
+        if records.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(GroupDelivery { tp, generation, batches, records }))
+    }
+}

@@ -1,0 +1,628 @@
+//! A group's in-memory state and every rule that changes it: membership, rebalancing with
+//! handover, acks, renewals and ack-timeout expiry. All of it is synchronous and runs under the
+//! group's lock; the async parts ([`super::session`], [`super::maintenance`]) only call in.
+//!
+//! Ownership of a partition has two parts: `desired` (what the assignment wants) and
+//! `owner` (who may hold its records now). When they differ and the owner is alive, the owner
+//! is draining: it receives nothing new from the partition, its acks still count, and the
+//! partition passes to the desired member once nothing of it is in flight to the owner (acked,
+//! or expired by the ack timeout). A member that leaves gives up its in-flight records at once,
+//! so its partitions move at once. Hence no record is ever in flight to two members.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::acks::AckSet;
+use super::assignment::assign;
+use super::types::{FlowLimits, GroupSettings, MemberId, OffsetReset, SessionEnd, TopicPartition};
+
+/// A partition's offsets: (first readable, end), or `None` if it no longer exists.
+pub(crate) type Offsets<'a> = &'a dyn Fn(&TopicPartition) -> Option<(u64, u64)>;
+
+/// What a member's session shares with the group state.
+#[derive(Debug, Default)]
+pub(crate) struct MemberShared {
+    pub wake: Notify,
+    pub ended: OnceLock<SessionEnd>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub name: String,
+    pub topics: BTreeSet<String>,
+    pub limits: FlowLimits,
+    pub session_timeout: Duration,
+    pub last_seen: Instant,
+    pub in_flight_records: u32,
+    pub in_flight_bytes: u64,
+    pub shared: Arc<MemberShared>,
+    /// Where the next delivery search starts, so partitions take turns.
+    pub rotation: usize,
+    /// Assignment changes not yet sent, each as of the generation it became true.
+    pub views: VecDeque<AssignmentView>,
+    /// The last view queued.
+    pub last_view: AssignmentView,
+}
+
+impl Member {
+    /// A member that owns nothing yet.
+    pub fn new(name: String, topics: BTreeSet<String>, limits: FlowLimits, session_timeout: Duration) -> Self {
+        Member {
+            name,
+            topics,
+            limits,
+            session_timeout,
+            last_seen: Instant::now(),
+            in_flight_records: 0,
+            in_flight_bytes: 0,
+            shared: Arc::new(MemberShared::default()),
+            rotation: 0,
+            views: VecDeque::new(),
+            last_view: AssignmentView::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    InFlight {
+        member: MemberId,
+        deadline: Instant,
+    },
+    /// Waiting to be delivered again.
+    Ready,
+}
+
+/// A delivered record that is not done yet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pending {
+    pub attempts: u32,
+    pub delivery: Delivery,
+    pub bytes: u64,
+    pub timestamp: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct PartitionState {
+    pub owner: Option<MemberId>,
+    /// Generation at which `owner` got the partition; older acks are fenced.
+    pub owner_since: u64,
+    pub acks: AckSet,
+    /// Next offset never delivered.
+    pub cursor: u64,
+    pub pending: BTreeMap<u64, Pending>,
+    /// Entries of `pending` that are in flight.
+    pub in_flight: u32,
+    /// Timestamp of the record at the committed offset (refreshed by maintenance).
+    pub oldest_unacked_timestamp: Option<i64>,
+}
+
+impl PartitionState {
+    pub fn at(committed: AckSet) -> Self {
+        PartitionState {
+            owner: None,
+            owner_since: 0,
+            cursor: committed.committed(),
+            acks: committed,
+            pending: BTreeMap::new(),
+            in_flight: 0,
+            oldest_unacked_timestamp: None,
+        }
+    }
+}
+
+/// What a member should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Read new records from `from` (the partition's cursor).
+    Read { tp: TopicPartition, from: u64, end: u64, max_records: u32, max_bytes: u64 },
+    /// Deliver these records again.
+    Redeliver { tp: TopicPartition, offsets: Vec<u64> },
+    /// Nothing to do until woken, or until one of these partitions grows past the end seen.
+    Wait { at_end: Vec<(TopicPartition, u64)> },
+}
+
+/// A record picked from a read, to be registered as delivered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pick {
+    pub offset: u64,
+    pub bytes: u64,
+    pub timestamp: i64,
+}
+
+/// The partitions a member may take records from, and those it is draining.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssignmentView {
+    /// Group generation when this view was made.
+    pub generation: u64,
+    /// Partitions the member owns.
+    pub partitions: Vec<TopicPartition>,
+    /// Partitions being handed over: ack what is in flight, nothing new comes.
+    pub revoking: Vec<TopicPartition>,
+}
+
+/// Why (part of) an ack was refused. The group state is unchanged for refused offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckRefusal {
+    /// The member does not own the partition (it moved, or never was the member's).
+    NotOwner,
+    /// The ack names a generation older than the member's ownership of the partition.
+    StaleGeneration,
+    /// The offsets were never delivered to the group.
+    NotDelivered,
+}
+
+/// The result of an ack or renew.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckOutcome {
+    /// Offsets newly done (or renewed).
+    pub accepted: u64,
+    /// Refused ranges (first, last inclusive) and why.
+    pub refused: Vec<(u64, u64, AckRefusal)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct GroupState {
+    pub settings: GroupSettings,
+    pub generation: u64,
+    pub members: BTreeMap<MemberId, Member>,
+    pub partitions: BTreeMap<TopicPartition, PartitionState>,
+    pub desired: BTreeMap<TopicPartition, MemberId>,
+    /// Partition counts the last rebalance saw.
+    pub topology: BTreeMap<String, u32>,
+    /// Offsets changed since the last flush.
+    pub dirty: bool,
+    pub rebalances: u64,
+    pub acks: u64,
+}
+
+impl GroupState {
+    pub fn new(settings: GroupSettings) -> Self {
+        GroupState {
+            settings,
+            generation: 0,
+            members: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+            desired: BTreeMap::new(),
+            topology: BTreeMap::new(),
+            dirty: false,
+            rebalances: 0,
+            acks: 0,
+        }
+    }
+
+    /// Topics any live member subscribes to.
+    pub fn subscribed_topics(&self) -> BTreeSet<String> {
+        self.members.values().flat_map(|m| m.topics.iter().cloned()).collect()
+    }
+
+    pub fn join(&mut self, id: MemberId, member: Member, topology: &BTreeMap<String, u32>, offsets: Offsets<'_>) {
+        self.members.insert(id, member);
+        self.rebalance(topology, offsets);
+    }
+
+    /// Removes a member: its in-flight records become deliverable again and its partitions
+    /// move at once.
+    pub fn leave(&mut self, id: MemberId, reason: SessionEnd, topology: &BTreeMap<String, u32>, offsets: Offsets<'_>) {
+        let Some(member) = self.members.remove(&id) else { return };
+        let _already_ended = member.shared.ended.set(reason);
+        member.shared.wake.notify_one();
+        for partition in self.partitions.values_mut() {
+            for pending in partition.pending.values_mut() {
+                if matches!(pending.delivery, Delivery::InFlight { member, .. } if member == id) {
+                    pending.delivery = Delivery::Ready;
+                    partition.in_flight -= 1;
+                }
+            }
+            if partition.owner == Some(id) {
+                partition.owner = None;
+            }
+        }
+        self.rebalance(topology, offsets);
+    }
+
+    fn init_partition(settings: &GroupSettings, tp: &TopicPartition, offsets: Offsets<'_>) -> PartitionState {
+        let (start, end) = offsets(tp).unwrap_or((0, 0));
+        let committed = match settings.reset {
+            OffsetReset::Earliest => start,
+            OffsetReset::Latest => end,
+        };
+        PartitionState::at(AckSet::at(committed))
+    }
+
+    /// Recomputes the desired assignment and moves every partition that may move now.
+    pub fn rebalance(&mut self, topology: &BTreeMap<String, u32>, offsets: Offsets<'_>) {
+        self.generation += 1;
+        self.rebalances += 1;
+        self.topology = topology.clone();
+        let subscriptions: BTreeMap<MemberId, BTreeSet<String>> =
+            self.members.iter().map(|(&id, m)| (id, m.topics.clone())).collect();
+        self.desired = assign(&self.desired, &subscriptions, topology);
+        let before = self.partitions.len();
+        self.partitions.retain(|tp, _| topology.get(&*tp.topic).is_none_or(|&count| tp.partition < count));
+        let dropped = before != self.partitions.len();
+        for tp in self.desired.keys() {
+            if !self.partitions.contains_key(tp) {
+                self.partitions.insert(tp.clone(), Self::init_partition(&self.settings, tp, offsets));
+                self.dirty = true;
+            }
+        }
+        self.dirty |= dropped;
+        let tps: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        for tp in &tps {
+            self.try_handover(tp);
+        }
+        self.publish_views();
+    }
+
+    /// Passes `tp` to its desired member (at the current generation) if its owner is gone or
+    /// has nothing of it in flight. Returns true if it moved; the caller publishes views.
+    fn try_handover(&mut self, tp: &TopicPartition) -> bool {
+        let want = self.desired.get(tp).copied();
+        let Some(partition) = self.partitions.get_mut(tp) else { return false };
+        if partition.owner == want {
+            return false;
+        }
+        let owner_alive = partition.owner.is_some_and(|o| self.members.contains_key(&o));
+        if owner_alive && partition.in_flight > 0 {
+            return false;
+        }
+        partition.owner = want;
+        partition.owner_since = self.generation;
+        true
+    }
+
+    /// A handover outside a rebalance gets its own generation, so that in generation order the
+    /// old owner's loss comes strictly before the new owner's gain.
+    fn handover_later(&mut self, tps: &[TopicPartition]) {
+        let ready: Vec<&TopicPartition> = tps
+            .iter()
+            .filter(|tp| {
+                let want = self.desired.get(*tp).copied();
+                self.partitions.get(*tp).is_some_and(|p| {
+                    p.owner != want && (p.in_flight == 0 || !p.owner.is_some_and(|o| self.members.contains_key(&o)))
+                })
+            })
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        let ready: Vec<TopicPartition> = ready.into_iter().cloned().collect();
+        self.generation += 1;
+        for tp in &ready {
+            self.try_handover(tp);
+        }
+        self.publish_views();
+    }
+
+    /// Queues a new view for every member whose partitions changed, and wakes it.
+    fn publish_views(&mut self) {
+        let ids: Vec<MemberId> = self.members.keys().copied().collect();
+        for id in ids {
+            let view = self.view(id);
+            let Some(member) = self.members.get_mut(&id) else { continue };
+            if view.partitions != member.last_view.partitions || view.revoking != member.last_view.revoking {
+                member.last_view = view.clone();
+                member.views.push_back(view);
+                member.shared.wake.notify_one();
+            }
+        }
+    }
+
+    /// What `id` may deliver from, and what it is draining.
+    pub fn view(&self, id: MemberId) -> AssignmentView {
+        let mut view = AssignmentView { generation: self.generation, ..AssignmentView::default() };
+        for (tp, partition) in &self.partitions {
+            if partition.owner != Some(id) {
+                continue;
+            }
+            if self.desired.get(tp) == Some(&id) {
+                view.partitions.push(tp.clone());
+            } else {
+                view.revoking.push(tp.clone());
+            }
+        }
+        view
+    }
+
+    /// Moves a partition whose records retention deleted to the reset position.
+    fn skip_deleted(&mut self, tp: &TopicPartition, start: u64, end: u64) {
+        let reset = self.settings.reset;
+        let Some(partition) = self.partitions.get_mut(tp) else { return };
+        if partition.acks.committed() >= start {
+            return;
+        }
+        let position = match reset {
+            OffsetReset::Earliest => start,
+            OffsetReset::Latest => end,
+        };
+        let kept = partition.pending.split_off(&position);
+        for (_, pending) in std::mem::replace(&mut partition.pending, kept) {
+            if let Delivery::InFlight { member, .. } = pending.delivery {
+                partition.in_flight -= 1;
+                if let Some(m) = self.members.get_mut(&member) {
+                    m.in_flight_records -= 1;
+                    m.in_flight_bytes -= pending.bytes;
+                }
+            }
+        }
+        partition.acks.skip_to(position);
+        partition.cursor = partition.cursor.max(position);
+        self.dirty = true;
+        tracing::warn!(topic = %tp.topic, partition = tp.partition, position, "group position was deleted by retention; moved per the reset policy");
+    }
+
+    /// The member's next step, taking partitions in turn.
+    pub fn plan(&mut self, id: MemberId, offsets: Offsets<'_>) -> Step {
+        let Some(member) = self.members.get(&id) else { return Step::Wait { at_end: Vec::new() } };
+        let records_left = member.limits.max_records.saturating_sub(member.in_flight_records);
+        let bytes_left = member.limits.max_bytes.saturating_sub(member.in_flight_bytes);
+        if records_left == 0 || (bytes_left == 0 && member.in_flight_records > 0) {
+            return Step::Wait { at_end: Vec::new() };
+        }
+        let mine: Vec<TopicPartition> = self
+            .partitions
+            .iter()
+            .filter(|(tp, p)| p.owner == Some(id) && self.desired.get(*tp) == Some(&id))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        let rotation = member.rotation;
+        if let Some(m) = self.members.get_mut(&id) {
+            m.rotation = m.rotation.wrapping_add(1);
+        }
+        let mut at_end = Vec::new();
+        for i in 0..mine.len() {
+            let tp = &mine[(rotation + i) % mine.len()];
+            let Some((start, end)) = offsets(tp) else { continue };
+            self.skip_deleted(tp, start, end);
+            let Some(partition) = self.partitions.get(tp) else { continue };
+            let ready: Vec<u64> = partition
+                .pending
+                .iter()
+                .filter(|(_, p)| p.delivery == Delivery::Ready)
+                .map(|(&offset, _)| offset)
+                .take(records_left as usize)
+                .collect();
+            if !ready.is_empty() {
+                return Step::Redeliver { tp: tp.clone(), offsets: ready };
+            }
+            if partition.cursor < end {
+                return Step::Read {
+                    tp: tp.clone(),
+                    from: partition.cursor,
+                    end,
+                    max_records: records_left,
+                    max_bytes: bytes_left.max(1),
+                };
+            }
+            at_end.push((tp.clone(), end));
+        }
+        Step::Wait { at_end }
+    }
+
+    fn may_deliver(&self, id: MemberId, tp: &TopicPartition) -> bool {
+        self.members.contains_key(&id)
+            && self.desired.get(tp) == Some(&id)
+            && self.partitions.get(tp).is_some_and(|p| p.owner == Some(id))
+    }
+
+    /// Records new deliveries read from `from`; `next` is the offset after the last record
+    /// examined. `None` if the read is stale (ownership or cursor moved meanwhile).
+    pub fn register_read(
+        &mut self,
+        id: MemberId,
+        tp: &TopicPartition,
+        from: u64,
+        next: u64,
+        picks: &[Pick],
+        now: Instant,
+    ) -> Option<u64> {
+        if !self.may_deliver(id, tp) {
+            return None;
+        }
+        let deadline = now + self.settings.ack_timeout;
+        let partition = self.partitions.get_mut(tp)?;
+        if partition.cursor != from {
+            return None;
+        }
+        let member = self.members.get_mut(&id)?;
+        for pick in picks {
+            let delivery = Delivery::InFlight { member: id, deadline };
+            let pending = Pending { attempts: 1, delivery, bytes: pick.bytes, timestamp: pick.timestamp };
+            partition.pending.insert(pick.offset, pending);
+            member.in_flight_records += 1;
+            member.in_flight_bytes += pick.bytes;
+        }
+        partition.in_flight += picks.len() as u32;
+        partition.cursor = next;
+        Some(self.generation)
+    }
+
+    /// Records redeliveries; returns the offsets actually taken with their attempt numbers.
+    pub fn register_redelivery(
+        &mut self,
+        id: MemberId,
+        tp: &TopicPartition,
+        picks: &[Pick],
+        now: Instant,
+    ) -> Vec<(u64, u32)> {
+        if !self.may_deliver(id, tp) {
+            return Vec::new();
+        }
+        let deadline = now + self.settings.ack_timeout;
+        let (Some(partition), Some(member)) = (self.partitions.get_mut(tp), self.members.get_mut(&id)) else {
+            return Vec::new();
+        };
+        let mut taken = Vec::with_capacity(picks.len());
+        for pick in picks {
+            let Some(pending) = partition.pending.get_mut(&pick.offset) else { continue };
+            if pending.delivery != Delivery::Ready {
+                continue;
+            }
+            pending.attempts += 1;
+            pending.delivery = Delivery::InFlight { member: id, deadline };
+            pending.bytes = pick.bytes;
+            partition.in_flight += 1;
+            member.in_flight_records += 1;
+            member.in_flight_bytes += pick.bytes;
+            taken.push((pick.offset, pending.attempts));
+        }
+        taken
+    }
+
+    /// Forgets deliverable offsets that no longer exist in the log (deleted by retention).
+    pub fn drop_missing(&mut self, tp: &TopicPartition, offsets: &[u64]) {
+        let Some(partition) = self.partitions.get_mut(tp) else { return };
+        for offset in offsets {
+            if partition.pending.get(offset).is_some_and(|p| p.delivery == Delivery::Ready) {
+                partition.pending.remove(offset);
+                partition.acks.ack(*offset);
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Checks that `id` may ack or renew in `tp` with `generation`.
+    fn check_owner(&self, id: MemberId, tp: &TopicPartition, generation: u64) -> Result<(), AckRefusal> {
+        let partition = self.partitions.get(tp).ok_or(AckRefusal::NotOwner)?;
+        if partition.owner != Some(id) {
+            return Err(AckRefusal::NotOwner);
+        }
+        if generation < partition.owner_since {
+            return Err(AckRefusal::StaleGeneration);
+        }
+        Ok(())
+    }
+
+    /// Marks delivered offsets in `ranges` (first, last inclusive) done.
+    pub fn ack(&mut self, id: MemberId, tp: &TopicPartition, generation: u64, ranges: &[(u64, u64)]) -> AckOutcome {
+        let mut outcome = AckOutcome::default();
+        if let Err(refusal) = self.check_owner(id, tp, generation) {
+            outcome.refused = ranges.iter().map(|&(first, last)| (first, last, refusal)).collect();
+            return outcome;
+        }
+        let (Some(partition), Some(member)) = (self.partitions.get_mut(tp), self.members.get_mut(&id)) else {
+            return outcome;
+        };
+        for &(first, last) in ranges {
+            if first > last {
+                continue;
+            }
+            let delivered: Vec<u64> = partition.pending.range(first..=last).map(|(&offset, _)| offset).collect();
+            for offset in delivered {
+                let Some(pending) = partition.pending.get(&offset).copied() else { continue };
+                match pending.delivery {
+                    Delivery::InFlight { member: to, .. } if to != id => continue,
+                    Delivery::InFlight { .. } => {
+                        partition.in_flight -= 1;
+                        member.in_flight_records -= 1;
+                        member.in_flight_bytes -= pending.bytes;
+                    }
+                    Delivery::Ready => {}
+                }
+                partition.pending.remove(&offset);
+                partition.acks.ack(offset);
+                outcome.accepted += 1;
+            }
+            if last >= partition.cursor {
+                outcome.refused.push((first.max(partition.cursor), last, AckRefusal::NotDelivered));
+            }
+        }
+        if outcome.accepted > 0 {
+            self.acks += outcome.accepted;
+            self.dirty = true;
+            member.shared.wake.notify_one();
+            self.handover_later(std::slice::from_ref(tp));
+        }
+        outcome
+    }
+
+    /// Extends the ack deadline of the member's in-flight records in `ranges`.
+    pub fn renew(
+        &mut self,
+        id: MemberId,
+        tp: &TopicPartition,
+        generation: u64,
+        ranges: &[(u64, u64)],
+        now: Instant,
+    ) -> AckOutcome {
+        let mut outcome = AckOutcome::default();
+        if let Err(refusal) = self.check_owner(id, tp, generation) {
+            outcome.refused = ranges.iter().map(|&(first, last)| (first, last, refusal)).collect();
+            return outcome;
+        }
+        let deadline = now + self.settings.ack_timeout;
+        let Some(partition) = self.partitions.get_mut(tp) else { return outcome };
+        for &(first, last) in ranges.iter().filter(|(first, last)| first <= last) {
+            for pending in partition.pending.range_mut(first..=last).map(|(_, p)| p) {
+                if let Delivery::InFlight { member, .. } = pending.delivery
+                    && member == id
+                {
+                    pending.delivery = Delivery::InFlight { member, deadline };
+                    outcome.accepted += 1;
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Makes records whose ack deadline passed deliverable again, and returns members whose
+    /// session timed out (the caller removes them).
+    pub fn expire(&mut self, now: Instant) -> Vec<MemberId> {
+        let mut drained = Vec::new();
+        for (tp, partition) in &mut self.partitions {
+            let mut expired_any = false;
+            for pending in partition.pending.values_mut() {
+                let Delivery::InFlight { member, deadline } = pending.delivery else { continue };
+                if deadline > now {
+                    continue;
+                }
+                pending.delivery = Delivery::Ready;
+                partition.in_flight -= 1;
+                expired_any = true;
+                if let Some(m) = self.members.get_mut(&member) {
+                    m.in_flight_records -= 1;
+                    m.in_flight_bytes -= pending.bytes;
+                    m.shared.wake.notify_one();
+                }
+            }
+            if expired_any {
+                drained.push(tp.clone());
+            }
+        }
+        self.handover_later(&drained);
+        self.members
+            .iter()
+            .filter(|(_, m)| now.saturating_duration_since(m.last_seen) >= m.session_timeout)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Moves partitions to `position`s, forgetting acks and in-flight records there.
+    pub fn reset(&mut self, positions: &[(TopicPartition, u64)]) {
+        for (tp, position) in positions {
+            let partition = self.partitions.entry(tp.clone()).or_insert_with(|| PartitionState::at(AckSet::at(0)));
+            for (_, pending) in std::mem::take(&mut partition.pending) {
+                if let Delivery::InFlight { member, .. } = pending.delivery
+                    && let Some(m) = self.members.get_mut(&member)
+                {
+                    m.in_flight_records -= 1;
+                    m.in_flight_bytes -= pending.bytes;
+                }
+            }
+            partition.in_flight = 0;
+            partition.acks.reset_to(*position);
+            partition.cursor = *position;
+            partition.oldest_unacked_timestamp = None;
+        }
+        self.dirty = true;
+        let tps: Vec<TopicPartition> = positions.iter().map(|(tp, _)| tp.clone()).collect();
+        self.handover_later(&tps);
+        for member in self.members.values() {
+            member.shared.wake.notify_one();
+        }
+    }
+}

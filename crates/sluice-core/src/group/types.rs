@@ -1,0 +1,104 @@
+//! Small types shared by the group modules.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A member of a group, unique within the broker's lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemberId(pub u64);
+
+impl std::fmt::Display for MemberId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One partition of one topic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// Partition number.
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    /// A topic-partition pair.
+    pub fn new(topic: Arc<str>, partition: u32) -> Self {
+        TopicPartition { topic, partition }
+    }
+}
+
+/// Where a group starts in a partition it has no committed offset for (or whose committed
+/// offset retention has deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// The first retained record: nothing already in the topic is skipped.
+    #[default]
+    Earliest,
+    /// The end of the log: only records appended from then on.
+    Latest,
+}
+
+/// A group's settings (persisted with its offsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// Where to start without a committed offset.
+    pub reset: OffsetReset,
+    /// How long a delivered record may stay unacked before it is delivered again.
+    pub ack_timeout: Duration,
+}
+
+/// How much a member may hold unacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowLimits {
+    /// Most records delivered and not yet acked.
+    pub max_records: u32,
+    /// Most key + value bytes delivered and not yet acked (one record is always allowed).
+    pub max_bytes: u64,
+}
+
+/// What a member asks for when it joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinSpec {
+    /// Group id.
+    pub group: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// A name for people (host, pod); need not be unique.
+    pub member_name: String,
+    /// Flow control; `None` fields take the broker's defaults.
+    pub max_in_flight_records: Option<u32>,
+    /// See [`FlowLimits::max_bytes`].
+    pub max_in_flight_bytes: Option<u64>,
+    /// Silence after which the member is removed; `None`: the broker's default.
+    pub session_timeout: Option<Duration>,
+    /// Updates the group's reset policy when set.
+    pub reset: Option<OffsetReset>,
+    /// Updates the group's ack timeout when set.
+    pub ack_timeout: Option<Duration>,
+}
+
+/// Why a member's session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The member left (its stream ended).
+    Left,
+    /// Nothing was heard from the member for its session timeout.
+    TimedOut(Duration),
+    /// An operator deleted the group.
+    GroupDeleted,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionEnd::Left => write!(f, "the member left"),
+            SessionEnd::TimedOut(t) => write!(f, "nothing heard from the member for its session timeout of {t:?}"),
+            SessionEnd::GroupDeleted => write!(f, "the group was deleted"),
+            SessionEnd::Shutdown => write!(f, "the broker is shutting down"),
+        }
+    }
+}
