@@ -61,22 +61,27 @@ pub fn records(fetched: &Fetched) -> Result<Vec<pb::Record>, Status> {
             if record.offset < fetched.from {
                 continue;
             }
-            let mut headers = Vec::with_capacity(record.header_count());
-            for header in record.headers() {
-                let header = header.map_err(|reason| Status::internal(format!("stored header: {reason}")))?;
-                headers.push(pb::Header { name: header.name_str().to_owned(), value: header.value });
-            }
-            out.push(pb::Record {
-                key: record.key,
-                value: record.value,
-                headers,
-                timestamp_ms: Some(record.timestamp),
-                offset: record.offset,
-                partition: fetched.partition,
-            });
+            out.push(self::record(record, fetched.partition)?);
         }
     }
     Ok(out)
+}
+
+/// One stored record for the wire (only header names are copied).
+pub fn record(record: sluice_core::StoredRecord, partition: u32) -> Result<pb::Record, Status> {
+    let mut headers = Vec::with_capacity(record.header_count());
+    for header in record.headers() {
+        let header = header.map_err(|reason| Status::internal(format!("stored header: {reason}")))?;
+        headers.push(pb::Header { name: header.name_str().to_owned(), value: header.value });
+    }
+    Ok(pb::Record {
+        key: record.key,
+        value: record.value,
+        headers,
+        timestamp_ms: Some(record.timestamp),
+        offset: record.offset,
+        partition,
+    })
 }
 
 /// Applies the fields set in `config` to `target`.

@@ -18,6 +18,8 @@
 
 pub mod config;
 pub mod convert;
+pub mod convert_group;
+mod group_metrics;
 pub mod grpc;
 pub mod http;
 pub mod inflight;

@@ -123,7 +123,8 @@ impl Metrics {
         registry.register("sluice_rpc", "RPCs served, by outcome", rpc_total.clone());
         registry.register("sluice_connections", "Open gRPC connections", connections.clone());
         registry.register("sluice_connections_accepted", "gRPC connections accepted", connections_total.clone());
-        registry.register_collector(Box::new(BrokerCollector { broker }));
+        registry.register_collector(Box::new(BrokerCollector { broker: broker.clone() }));
+        registry.register_collector(Box::new(crate::group_metrics::GroupCollector { broker }));
         Arc::new(Metrics { registry, rpc_latency, rpc_total, connections, connections_total })
     }
 

@@ -5,6 +5,7 @@
 //! limit or valid range; internal details such as file paths are logged, not sent.
 
 use sluice_core::Error;
+use sluice_core::group::SessionEnd;
 use tonic::{Code, Status};
 
 /// Metadata key of the stable reason code.
@@ -40,6 +41,14 @@ pub fn to_status(error: Error) -> Status {
             )
         }
         Error::ShuttingDown => status(Code::Unavailable, "SHUTTING_DOWN", error.to_string()),
+        Error::GroupNotFound(_) => status(Code::NotFound, "GROUP_NOT_FOUND", error.to_string()),
+        Error::GroupHasMembers { .. } => status(Code::FailedPrecondition, "GROUP_HAS_MEMBERS", error.to_string()),
+        Error::SessionEnded(ref end) => match end {
+            SessionEnd::Shutdown => status(Code::Unavailable, "SHUTTING_DOWN", error.to_string()),
+            SessionEnd::TimedOut(_) => status(Code::Aborted, "SESSION_TIMED_OUT", error.to_string()),
+            SessionEnd::GroupDeleted => status(Code::Aborted, "GROUP_DELETED", error.to_string()),
+            SessionEnd::Left => status(Code::Aborted, "SESSION_ENDED", error.to_string()),
+        },
         other => {
             tracing::error!(cause = %other, "internal error");
             status(Code::Internal, "INTERNAL", "internal error; see the broker log".into())

@@ -8,9 +8,9 @@ use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::unary;
-use crate::convert;
 use crate::metrics::Metrics;
 use crate::status::to_status;
+use crate::{convert, convert_group};
 
 /// The Admin service.
 #[derive(Debug, Clone)]
@@ -134,6 +134,50 @@ impl pb::admin_server::Admin for AdminService {
             Ok(pb::AddPartitionsResponse { topic: Some(convert::topic_info(&topic)) })
         };
         unary(&self.metrics, &self.inflight, "AddPartitions", add).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_groups(
+        &self,
+        _request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let list = async { Ok(convert_group::group_list(self.broker.list_groups())) };
+        unary(&self.metrics, &self.inflight, "ListGroups", list).await
+    }
+
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
+    async fn describe_group(
+        &self,
+        request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        let describe = async {
+            self.broker.describe_group(&request.get_ref().group).map(convert_group::description).map_err(to_status)
+        };
+        unary(&self.metrics, &self.inflight, "DescribeGroup", describe).await
+    }
+
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group, topic = %request.get_ref().topic))]
+    async fn reset_group_offsets(
+        &self,
+        request: Request<pb::ResetGroupOffsetsRequest>,
+    ) -> Result<Response<pb::ResetGroupOffsetsResponse>, Status> {
+        let reset = async {
+            let spec = convert_group::reset(request.into_inner())?;
+            let positions = self.broker.reset_group_offsets(spec).await.map_err(to_status)?;
+            Ok(convert_group::reset_response(&positions))
+        };
+        unary(&self.metrics, &self.inflight, "ResetGroupOffsets", reset).await
+    }
+
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        let r = request.get_ref();
+        let delete = async { self.broker.delete_group(&r.group, r.force).await.map_err(to_status) };
+        unary(&self.metrics, &self.inflight, "DeleteGroup", async { delete.await.map(|()| pb::DeleteGroupResponse {}) })
+            .await
     }
 
     async fn broker_info(

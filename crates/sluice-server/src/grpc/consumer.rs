@@ -100,4 +100,14 @@ impl pb::consumer_server::Consumer for ConsumerService {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    type ConsumeStream = super::group::ConsumeStream;
+
+    #[tracing::instrument(skip_all, fields(group = tracing::field::Empty))]
+    async fn consume(
+        &self,
+        request: Request<tonic::Streaming<pb::ConsumeRequest>>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        super::group::consume(self, request.into_inner()).await
+    }
 }

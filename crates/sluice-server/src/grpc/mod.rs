@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod consumer;
+pub mod group;
 pub mod producer;
 
 use std::future::Future;

@@ -13,6 +13,8 @@ use sluice_server::config::{FlagOverrides, load};
 use sluice_server::{Server, ServerConfig};
 use tonic::transport::{Channel, Endpoint};
 
+pub mod member;
+
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 pub struct TestServer {
@@ -45,6 +47,11 @@ impl TestServer {
             let _ = stopped.await;
         }));
         TestServer { grpc, http, stop: Some(stop), task: Some(task) }
+    }
+
+    /// A handle to a broker running elsewhere (a child process); `stop` does nothing for it.
+    pub fn external(grpc: SocketAddr, http: SocketAddr) -> Self {
+        TestServer { grpc, http, stop: None, task: None }
     }
 
     pub async fn channel(&self) -> Channel {

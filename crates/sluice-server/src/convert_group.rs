@@ -1,0 +1,208 @@
+//! Conversions between protocol messages and the broker core's consumer-group types.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_core::group::admin::{GroupDescription, ResetSpec, ResetTarget};
+use sluice_core::group::{
+    AckOutcome, AckRefusal, AssignmentView, GroupDelivery, JoinSpec, OffsetReset, TopicPartition,
+};
+use sluice_proto::v1 as pb;
+use tonic::Status;
+
+fn invalid(message: impl Into<String>) -> Status {
+    crate::status::to_status(sluice_core::Error::InvalidArgument(message.into()))
+}
+
+fn nonzero<T: PartialEq + Default>(value: T) -> Option<T> {
+    if value == T::default() { None } else { Some(value) }
+}
+
+/// A join request for the core.
+pub fn join(join: pb::Join) -> Result<JoinSpec, Status> {
+    let reset = match pb::OffsetReset::try_from(join.reset) {
+        Ok(pb::OffsetReset::Unspecified) => None,
+        Ok(pb::OffsetReset::Earliest) => Some(OffsetReset::Earliest),
+        Ok(pb::OffsetReset::Latest) => Some(OffsetReset::Latest),
+        Err(_) => return Err(invalid(format!("unknown offset reset policy {}", join.reset))),
+    };
+    Ok(JoinSpec {
+        group: join.group,
+        topics: join.topics,
+        member_name: join.member_name,
+        max_in_flight_records: nonzero(join.max_in_flight_records),
+        max_in_flight_bytes: nonzero(join.max_in_flight_bytes),
+        session_timeout: nonzero(join.session_timeout_ms).map(|ms| Duration::from_millis(u64::from(ms))),
+        reset,
+        ack_timeout: nonzero(join.ack_timeout_ms).map(|ms| Duration::from_millis(u64::from(ms))),
+    })
+}
+
+/// Offsets and ranges of an ack or renew as inclusive ranges.
+pub fn ranges(offsets: &[u64], ranges: &[pb::OffsetRange]) -> Vec<(u64, u64)> {
+    offsets.iter().map(|&o| (o, o)).chain(ranges.iter().map(|r| (r.first, r.last))).collect()
+}
+
+/// The topic-partition an ack names.
+pub fn topic_partition(topic: &str, partition: u32) -> TopicPartition {
+    TopicPartition::new(Arc::from(topic), partition)
+}
+
+fn grouped(tps: &[TopicPartition]) -> Vec<pb::TopicPartitions> {
+    let mut out: Vec<pb::TopicPartitions> = Vec::new();
+    for tp in tps {
+        match out.last_mut() {
+            Some(last) if last.topic == *tp.topic => last.partitions.push(tp.partition),
+            _ => out.push(pb::TopicPartitions { topic: tp.topic.to_string(), partitions: vec![tp.partition] }),
+        }
+    }
+    out
+}
+
+/// An assignment change for the wire.
+pub fn assignment(view: &AssignmentView) -> pb::Assignment {
+    pb::Assignment {
+        generation: view.generation,
+        partitions: grouped(&view.partitions),
+        revoking: grouped(&view.revoking),
+    }
+}
+
+/// Delivered records for the wire (keys and values are slices of the read buffer).
+pub fn delivery(delivery: &GroupDelivery) -> Result<pb::GroupRecords, Status> {
+    let mut records = Vec::with_capacity(delivery.records.len());
+    let mut wanted = delivery.records.iter().peekable();
+    for batch in &delivery.batches {
+        for record in batch.records() {
+            let Some(&&(offset, attempt)) = wanted.peek() else { break };
+            let record = record.map_err(|reason| {
+                tracing::error!(topic = %delivery.tp.topic, partition = delivery.tp.partition, %reason, "undecodable record in a checksummed batch");
+                Status::internal("stored record could not be decoded; see the broker log")
+            })?;
+            if record.offset != offset {
+                continue;
+            }
+            wanted.next();
+            let record = crate::convert::record(record, delivery.tp.partition)?;
+            records.push(pb::GroupRecord { record: Some(record), delivery_attempt: attempt });
+        }
+    }
+    Ok(pb::GroupRecords {
+        topic: delivery.tp.topic.to_string(),
+        partition: delivery.tp.partition,
+        generation: delivery.generation,
+        records,
+    })
+}
+
+/// One message per refused range.
+pub fn refusals(tp: &TopicPartition, outcome: &AckOutcome) -> Vec<pb::AckRefused> {
+    outcome
+        .refused
+        .iter()
+        .map(|&(first, last, reason)| pb::AckRefused {
+            topic: tp.topic.to_string(),
+            partition: tp.partition,
+            range: Some(pb::OffsetRange { first, last }),
+            reason: match reason {
+                AckRefusal::NotOwner => pb::AckRefusalReason::NotOwner,
+                AckRefusal::StaleGeneration => pb::AckRefusalReason::StaleGeneration,
+                AckRefusal::NotDelivered => pb::AckRefusalReason::NotDelivered,
+            } as i32,
+        })
+        .collect()
+}
+
+fn tp_ref(tp: &TopicPartition) -> pb::TopicPartitionRef {
+    pb::TopicPartitionRef { topic: tp.topic.to_string(), partition: tp.partition }
+}
+
+/// A group description for the wire.
+pub fn description(d: GroupDescription) -> pb::DescribeGroupResponse {
+    pb::DescribeGroupResponse {
+        group: d.group,
+        generation: d.generation,
+        reset: match d.settings.reset {
+            OffsetReset::Earliest => "earliest".into(),
+            OffsetReset::Latest => "latest".into(),
+        },
+        ack_timeout_ms: d.settings.ack_timeout.as_millis() as u64,
+        members: d
+            .members
+            .into_iter()
+            .map(|m| pb::GroupMember {
+                member_id: m.member_id.0,
+                name: m.name,
+                topics: m.topics,
+                partitions: m.partitions.iter().map(tp_ref).collect(),
+                revoking: m.revoking.iter().map(tp_ref).collect(),
+                in_flight: m.in_flight,
+            })
+            .collect(),
+        partitions: d
+            .partitions
+            .into_iter()
+            .map(|p| pb::GroupPartition {
+                topic: p.tp.topic.to_string(),
+                partition: p.tp.partition,
+                owner: p.owner.map(|m| m.0),
+                committed_offset: p.committed,
+                end_offset: p.end_offset,
+                lag: p.lag,
+                lag_seconds: p.lag_seconds,
+                in_flight: p.in_flight,
+                awaiting_redelivery: p.awaiting_redelivery,
+            })
+            .collect(),
+        rebalances: d.rebalances,
+        acks: d.acks,
+    }
+}
+
+/// A reset request for the core.
+pub fn reset(request: pb::ResetGroupOffsetsRequest) -> Result<ResetSpec, Status> {
+    use pb::reset_group_offsets_request::Target;
+    let target = match request.target {
+        Some(Target::Earliest(_)) => ResetTarget::Earliest,
+        Some(Target::Latest(_)) => ResetTarget::Latest,
+        Some(Target::TimestampMs(ts)) => ResetTarget::Timestamp(ts),
+        Some(Target::Offset(offset)) => ResetTarget::Offset(offset),
+        None => return Err(invalid("reset needs a target: earliest, latest, timestamp_ms or offset")),
+    };
+    Ok(ResetSpec {
+        group: request.group,
+        topic: request.topic,
+        partitions: request.partitions,
+        target,
+        force: request.force,
+    })
+}
+
+/// The group listing for the wire.
+pub fn group_list(groups: Vec<sluice_core::group::admin::GroupSummary>) -> pb::ListGroupsResponse {
+    pb::ListGroupsResponse {
+        groups: groups
+            .into_iter()
+            .map(|g| pb::GroupSummary {
+                group: g.group,
+                members: g.members,
+                partitions: g.partitions,
+                generation: g.generation,
+            })
+            .collect(),
+    }
+}
+
+/// New positions after a reset, for the wire.
+pub fn reset_response(positions: &[(TopicPartition, u64)]) -> pb::ResetGroupOffsetsResponse {
+    pb::ResetGroupOffsetsResponse {
+        offsets: positions
+            .iter()
+            .map(|(tp, offset)| pb::PartitionOffset {
+                topic: tp.topic.to_string(),
+                partition: tp.partition,
+                offset: *offset,
+            })
+            .collect(),
+    }
+}

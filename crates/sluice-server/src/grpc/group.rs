@@ -1,0 +1,143 @@
+//! `sluice.v1.Consumer/Consume`: a consumer-group member's session over one bidirectional
+//! stream. One task reads the member's messages (acks, renewals, heartbeats), another pushes
+//! the session's events; either ending makes the member leave.
+
+use std::pin::Pin;
+use std::time::Instant;
+
+use sluice_core::Error;
+use sluice_core::group::{GroupEvent, GroupSession, MemberHandle, SessionEnd};
+use sluice_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Response, Status, Streaming};
+
+use super::consumer::ConsumerService;
+use super::observe;
+use crate::convert_group;
+use crate::inflight::InflightGuard;
+use crate::status::to_status;
+
+/// Messages encoded ahead of the member; with HTTP/2 flow control and the member's in-flight
+/// limit this bounds what one member can hold on the broker.
+pub const CONSUME_BUFFER: usize = 4;
+
+/// The response stream of Consume.
+pub type ConsumeStream = Pin<Box<dyn Stream<Item = Result<pb::ConsumeResponse, Status>> + Send + 'static>>;
+
+type Outbound = mpsc::Sender<Result<pb::ConsumeResponse, Status>>;
+
+fn invalid(message: &str) -> Status {
+    to_status(Error::InvalidArgument(message.to_owned()))
+}
+
+fn message(response: pb::consume_response::Response) -> Result<pb::ConsumeResponse, Status> {
+    Ok(pb::ConsumeResponse { response: Some(response) })
+}
+
+/// Waits for the join, joins, and starts the session's two tasks.
+pub(crate) async fn consume(
+    service: &ConsumerService,
+    mut inbound: Streaming<pb::ConsumeRequest>,
+) -> Result<Response<ConsumeStream>, Status> {
+    let started = Instant::now();
+    let first = inbound.message().await?.ok_or_else(|| invalid("the stream ended before its join"))?;
+    let Some(pb::consume_request::Request::Join(join)) = first.request else {
+        return Err(invalid("the first message on Consume must be a join"));
+    };
+    let spec = convert_group::join(join)?;
+    let joined = service.broker.join_group(spec).await.map_err(to_status);
+    observe(&service.metrics, "Consume", started, &joined);
+    let session = joined?;
+    let handle = session.handle();
+    tracing::Span::current().record("group", handle.group_id());
+    let (tx, rx) = mpsc::channel(CONSUME_BUFFER);
+    let session_timeout_ms = handle.session_timeout().as_millis() as u32;
+    let welcome = pb::Joined { member_id: handle.member_id().0, session_timeout_ms };
+    if tx.send(message(pb::consume_response::Response::Joined(welcome))).await.is_err() {
+        handle.leave(SessionEnd::Left);
+        return Err(Status::cancelled("the member went away while joining"));
+    }
+    let shutdown = service.broker.shutdown_token();
+    tokio::spawn(read_member(handle, inbound, tx.clone(), shutdown));
+    tokio::spawn(push_events(session, tx, service.inflight.enter()));
+    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+}
+
+async fn read_member(
+    handle: MemberHandle,
+    mut inbound: Streaming<pb::ConsumeRequest>,
+    outbound: Outbound,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            next = inbound.message() => next,
+            () = shutdown.cancelled() => break,
+        };
+        let Ok(Some(request)) = next else { break };
+        if !apply(&handle, request, &outbound).await {
+            break;
+        }
+    }
+    handle.leave(SessionEnd::Left);
+}
+
+/// Applies one member message; false ends the session.
+async fn apply(handle: &MemberHandle, request: pb::ConsumeRequest, outbound: &Outbound) -> bool {
+    use pb::consume_request::Request;
+    let (tp, outcome) = match request.request {
+        Some(Request::Ack(ack)) => {
+            let tp = convert_group::topic_partition(&ack.topic, ack.partition);
+            let outcome = handle.ack(&tp, ack.generation, &convert_group::ranges(&ack.offsets, &ack.ranges));
+            (tp, outcome)
+        }
+        Some(Request::Renew(renew)) => {
+            let tp = convert_group::topic_partition(&renew.topic, renew.partition);
+            let outcome = handle.renew(&tp, renew.generation, &convert_group::ranges(&renew.offsets, &renew.ranges));
+            (tp, outcome)
+        }
+        Some(Request::Heartbeat(_)) | None => {
+            handle.heartbeat();
+            return true;
+        }
+        Some(Request::Join(_)) => {
+            let _gone =
+                outbound.send(Err(invalid("this stream has already joined; open a new stream to join again"))).await;
+            return false;
+        }
+    };
+    for refused in convert_group::refusals(&tp, &outcome) {
+        if outbound.send(message(pb::consume_response::Response::AckRefused(refused))).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+async fn push_events(mut session: GroupSession, outbound: Outbound, serving: InflightGuard) {
+    loop {
+        let event = tokio::select! {
+            event = session.next_event() => event,
+            () = outbound.closed() => break,
+        };
+        let response = match event {
+            Ok(GroupEvent::Assignment(view)) => {
+                message(pb::consume_response::Response::Assignment(convert_group::assignment(&view)))
+            }
+            Ok(GroupEvent::Records(delivery)) => {
+                convert_group::delivery(&delivery).and_then(|r| message(pb::consume_response::Response::Records(r)))
+            }
+            Err(Error::SessionEnded(SessionEnd::Left)) => break,
+            Err(error) => Err(to_status(error)),
+        };
+        let failed = response.is_err();
+        if outbound.send(response).await.is_err() || failed {
+            break;
+        }
+    }
+    session.handle().leave(SessionEnd::Left);
+    drop(serving);
+}

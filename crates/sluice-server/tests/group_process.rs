@@ -1,0 +1,152 @@
+//! Consumer groups against the real `sluice-server` binary: what a `kill -9` may cost in acks,
+//! and flat broker memory under a slow member while its topic grows.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::TestResult;
+use common::member::{JoinOptions, Member, offsets};
+use sluice_core::group::snapshot;
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::admin_client::AdminClient;
+use sluice_proto::v1::producer_client::ProducerClient;
+use tonic::transport::{Channel, Endpoint};
+
+struct Broker {
+    child: Child,
+    server: common::TestServer,
+}
+
+/// Starts the binary on free ports (extra `SLUICE_*` settings in `env`) and waits until it listens.
+fn spawn_broker(data_dir: &Path, env: &[(&str, &str)]) -> Broker {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-server"))
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(["--log-level", "warn"])
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    let address = |prefix: &str| line.split_whitespace().find_map(|w| w.strip_prefix(prefix)).unwrap().parse().unwrap();
+    let server = common::TestServer::external(address("grpc="), address("http="));
+    std::thread::spawn(move || for _ in lines {});
+    Broker { child, server }
+}
+
+async fn channel(broker: &Broker) -> Channel {
+    Endpoint::from_shared(format!("http://{}", broker.server.grpc)).unwrap().connect().await.unwrap()
+}
+
+fn committed_on_disk(data_dir: &Path, group: &str) -> Option<u64> {
+    let bytes = std::fs::read(data_dir.join("groups").join(format!("{group}.group"))).ok()?;
+    Some(snapshot::decode(&bytes).ok()?.partitions.first()?.1.committed())
+}
+
+#[tokio::test]
+async fn kill_9_loses_at_most_the_acks_of_the_last_commit_interval() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let env = [("SLUICE_GROUPS_COMMIT_INTERVAL", "100ms")];
+    let mut broker = spawn_broker(dir.path(), &env);
+    let mut admin = AdminClient::new(channel(&broker).await);
+    admin.create_topic(pb::CreateTopicRequest { name: "payments".into(), partitions: 1, config: None }).await?;
+    let records = (0..100).map(|i| common::record(None, &format!("p{i}"))).collect();
+    ProducerClient::new(channel(&broker).await).produce(common::produce_request("payments", records)).await?;
+
+    let mut member = Member::join(&broker.server, "ledger", &["payments"], "m", JoinOptions::default()).await;
+    let mut acked = 0u64;
+    let mut generation = 0;
+    while acked < 40 {
+        let delivery = member.next_records().await;
+        generation = delivery.generation;
+        let list: Vec<u64> = offsets(&delivery).into_iter().filter(|&o| o < 40).collect();
+        member.ack("payments", 0, delivery.generation, list.clone()).await;
+        acked = acked.max(list.last().map_or(0, |o| o + 1));
+    }
+    common::eventually("40 acks on disk", || async { committed_on_disk(dir.path(), "ledger") == Some(40) }).await;
+    // More acks, then kill at once: these may or may not have reached the disk.
+    member.ack_range("payments", 0, generation, 40, 59).await;
+    member.heartbeat().await;
+    broker.child.kill()?;
+    broker.child.wait()?;
+    drop(member);
+
+    let mut restarted = spawn_broker(dir.path(), &env);
+    let committed = committed_on_disk(dir.path(), "ledger").unwrap();
+    assert!((40..=60).contains(&committed), "committed {committed}: between the last flush and the last ack");
+    let mut member = Member::join(&restarted.server, "ledger", &["payments"], "m", JoinOptions::default()).await;
+    let delivery = member.next_records().await;
+    assert_eq!(offsets(&delivery)[0], committed, "delivery resumes at the committed offset");
+    restarted.child.kill()?;
+    restarted.child.wait()?;
+    Ok(())
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+async fn grow(broker: &Broker, bytes: u64) {
+    let mut producer = ProducerClient::new(channel(broker).await);
+    let value = bytes::Bytes::from(vec![7u8; 64 << 10]);
+    let requests = bytes / (1 << 20);
+    for _ in 0..requests {
+        let records = (0..16).map(|_| pb::Record { value: value.clone(), ..Default::default() }).collect();
+        producer.produce(common::produce_request("feed", records)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_slow_member_holds_at_most_its_in_flight_limit_and_broker_memory_stays_flat() -> TestResult {
+    let gib: u64 = std::env::var("SLUICE_TEST_GROW_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 30);
+    let dir = tempfile::tempdir()?;
+    let mut broker = spawn_broker(dir.path(), &[]);
+    let mut admin = AdminClient::new(channel(&broker).await);
+    let config = pb::TopicConfig { fsync: pb::FsyncPolicy::Never as i32, ..Default::default() };
+    admin.create_topic(pb::CreateTopicRequest { name: "feed".into(), partitions: 1, config: Some(config) }).await?;
+    let options = JoinOptions { max_in_flight_records: 8, ..JoinOptions::default() };
+    let mut member = Member::join(&broker.server, "slow", &["feed"], "m", options).await;
+    grow(&broker, 64 << 20).await;
+    let mut received = Vec::new();
+    let mut generation = 0;
+    while received.len() < 8 {
+        let delivery = member.next_records().await;
+        generation = delivery.generation;
+        received.extend(offsets(&delivery));
+    }
+    let baseline = rss_bytes(broker.child.id());
+    grow(&broker, gib).await;
+    member.heartbeat().await;
+    let after = rss_bytes(broker.child.id());
+    eprintln!("broker RSS {} MiB before, {} MiB after {} MiB more", baseline >> 20, after >> 20, gib >> 20);
+    let describe = admin.describe_group(pb::DescribeGroupRequest { group: "slow".into() }).await?.into_inner();
+    assert_eq!(describe.members[0].in_flight, 8, "never more than max in-flight outstanding");
+    assert_eq!(received.len(), 8);
+    assert!(describe.partitions[0].lag > 16_000, "the topic grew under the slow member");
+    assert!(
+        after < baseline + (48 << 20),
+        "broker RSS grew from {} MiB to {} MiB while the topic grew by {} MiB",
+        baseline >> 20,
+        after >> 20,
+        gib >> 20
+    );
+    // Acking four lets exactly four more through.
+    member.ack("feed", 0, generation, received[..4].to_vec()).await;
+    let mut more = Vec::new();
+    while more.len() < 4 {
+        more.extend(offsets(&member.next_records().await));
+    }
+    assert_eq!(more, (8..12).collect::<Vec<u64>>());
+    let describe = admin.describe_group(pb::DescribeGroupRequest { group: "slow".into() }).await?.into_inner();
+    assert_eq!(describe.members[0].in_flight, 8);
+    broker.child.kill()?;
+    broker.child.wait()?;
+    Ok(())
+}
