@@ -65,6 +65,11 @@ impl RangeSet {
         self.ranges.iter().map(|(&start, &end)| (start, end))
     }
 
+    /// One past the highest offset in the set.
+    pub fn end(&self) -> Option<u64> {
+        self.ranges.last_key_value().map(|(_, &end)| end)
+    }
+
     /// Number of ranges.
     pub fn range_count(&self) -> usize {
         self.ranges.len()

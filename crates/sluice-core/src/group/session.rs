@@ -100,11 +100,18 @@ pub struct GroupSession {
     handle: MemberHandle,
     shared: Arc<MemberShared>,
     partitions: BTreeMap<TopicPartition, PartitionHandle>,
+    /// The batches of the last read, whose records past the member's in-flight limit are
+    /// delivered next without reading them again.
+    carried: Option<(TopicPartition, Vec<Batch>)>,
 }
+
+/// Byte budget of one read for a member: flow control decides how many records are taken, so
+/// a larger read would mostly be read again later.
+const GROUP_READ_BYTES: u64 = 1 << 20;
 
 impl GroupSession {
     pub(crate) fn new(handle: MemberHandle, shared: Arc<MemberShared>) -> Self {
-        GroupSession { handle, shared, partitions: BTreeMap::new() }
+        GroupSession { handle, shared, partitions: BTreeMap::new(), carried: None }
     }
 
     /// The inbound handle of this session.
@@ -181,6 +188,17 @@ impl GroupSession {
         }
     }
 
+    /// The carried batches still holding `from`, if they are for `tp`.
+    fn carried_from(&mut self, tp: &TopicPartition, from: u64) -> Option<Vec<Batch>> {
+        let (carried_tp, batches) = self.carried.take()?;
+        if &carried_tp != tp {
+            return None;
+        }
+        let rest: Vec<Batch> = batches.into_iter().filter(|b| b.next_offset() > from).collect();
+        let first = rest.first()?;
+        (first.base_offset() <= from).then_some(rest)
+    }
+
     fn read_budget(&self, max_bytes: u64) -> usize {
         let cap = self.handle.broker.config().max_fetch_bytes as u64;
         max_bytes.clamp(1, cap) as usize
@@ -194,20 +212,29 @@ impl GroupSession {
         max_records: u32,
         max_bytes: u64,
     ) -> Result<Option<GroupDelivery>> {
-        let handle = self.partition(&tp)?;
-        let budget = self.read_budget(max_bytes);
-        let batches = match handle.read(from, budget).await {
-            Ok(read) => read.batches,
-            // Retention moved the start meanwhile; the next plan moves the cursor.
-            Err(Error::OffsetOutOfRange { .. }) => return Ok(None),
-            Err(e) => return Err(e),
+        let batches = match self.carried_from(&tp, from) {
+            Some(batches) => batches,
+            None => {
+                let handle = self.partition(&tp)?;
+                match handle.read(from, self.read_budget(max_bytes.min(GROUP_READ_BYTES))).await {
+                    Ok(read) => read.batches,
+                    // Retention moved the start meanwhile; the next plan moves the cursor.
+                    Err(Error::OffsetOutOfRange { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
         };
         let mut picks = Vec::new();
         let mut next = from;
         let mut bytes = 0u64;
+        // Acks above the cursor exist only after a restart or reset; copy them only then.
         let already_done = {
             let state = self.handle.group.lock();
-            state.partitions.get(&tp).map(|p| p.acks.clone())
+            state
+                .partitions
+                .get(&tp)
+                .filter(|p| p.acks.acked().end().is_some_and(|end| end > from))
+                .map(|p| p.acks.clone())
         };
         'batches: for batch in &batches {
             for record in batch.records() {
@@ -232,6 +259,9 @@ impl GroupSession {
         }
         if next == from {
             return Ok(None);
+        }
+        if batches.last().is_some_and(|b| b.next_offset() > next) {
+            self.carried = Some((tp.clone(), batches.clone()));
         }
         let generation = {
             let mut state = self.handle.group.lock();

@@ -94,7 +94,7 @@ pub(crate) struct PartitionState {
     /// Next offset never delivered.
     pub cursor: u64,
     pub pending: BTreeMap<u64, Pending>,
-    /// Entries of `pending` that are in flight.
+    /// Entries of `pending` that are in flight; the rest wait for redelivery.
     pub in_flight: u32,
     /// Timestamp of the record at the committed offset (refreshed by maintenance).
     pub oldest_unacked_timestamp: Option<i64>,
@@ -379,13 +379,18 @@ impl GroupState {
             let Some((start, end)) = offsets(tp) else { continue };
             self.skip_deleted(tp, start, end);
             let Some(partition) = self.partitions.get(tp) else { continue };
-            let ready: Vec<u64> = partition
-                .pending
-                .iter()
-                .filter(|(_, p)| p.delivery == Delivery::Ready)
-                .map(|(&offset, _)| offset)
-                .take(records_left as usize)
-                .collect();
+            let waiting = partition.pending.len() > partition.in_flight as usize;
+            let ready: Vec<u64> = if !waiting {
+                Vec::new()
+            } else {
+                partition
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.delivery == Delivery::Ready)
+                    .map(|(&offset, _)| offset)
+                    .take(records_left as usize)
+                    .collect()
+            };
             if !ready.is_empty() {
                 return Step::Redeliver { tp: tp.clone(), offsets: ready };
             }

@@ -5,6 +5,7 @@
 //!                       --record-size 1024 --batch 1000 --total 2000000 --mode stream --fsync never
 //! sluice-bench consume  --topic bench --mode subscribe
 //! sluice-bench latency  --topic bench-latency --rate 5000 --duration 10s --fsync never
+//! sluice-bench group    --topic bench --members 2 --leave-after 500000
 //! ```
 //! Each run prints one JSON line (for scripts) and a readable summary; long runs show progress
 //! on stderr.
@@ -22,6 +23,8 @@ use sluice_proto::v1::consumer_client::ConsumerClient;
 use sluice_proto::v1::producer_client::ProducerClient;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
+
+mod group;
 
 // The broker uses mimalloc too; a client measuring it should not be slowed by its own allocator.
 #[global_allocator]
@@ -89,6 +92,24 @@ enum Command {
         /// Byte budget per response.
         #[arg(long, default_value_t = 4 << 20)]
         max_bytes: u32,
+    },
+    /// Read a topic to its current end as one consumer group (Consume), acking every record in
+    /// ranges; optionally time the rebalance after a member leaves.
+    Group {
+        #[arg(long, default_value = "bench")]
+        topic: String,
+        /// Group id; default: a new group per run (so it starts at the earliest record).
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long, default_value_t = 2)]
+        members: u32,
+        /// Unacked records each member may hold.
+        #[arg(long, default_value_t = 4000)]
+        max_in_flight: u32,
+        /// After this many records the last member drops its stream; reports how long until
+        /// the others deliver from its partitions.
+        #[arg(long)]
+        leave_after: Option<u64>,
     },
     /// Produce at a fixed rate while a subscriber measures publish-to-delivery latency.
     Latency {
@@ -479,6 +500,9 @@ async fn main() -> BenchResult {
                 .await
         }
         Command::Consume { topic, mode, max_bytes } => run_consume(&cli.server, topic, mode, max_bytes).await,
+        Command::Group { topic, group, members, max_in_flight, leave_after } => {
+            group::run(&cli.server, group::GroupSpec { topic, group, members, max_in_flight, leave_after }).await
+        }
         Command::Latency { topic, rate, duration, record_size, fsync } => {
             run_latency(&cli.server, topic, rate, duration.into(), record_size, fsync).await
         }

@@ -1,0 +1,194 @@
+//! `sluice-bench group`: consumer-group read-back over Consume, every record acked in ranges,
+//! and optionally the time a rebalance takes after a member leaves.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::admin_client::AdminClient;
+use sluice_proto::v1::consumer_client::ConsumerClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{BenchResult, connect, progress};
+
+/// What one run of the group bench does.
+pub struct GroupSpec {
+    pub topic: String,
+    pub group: Option<String>,
+    pub members: u32,
+    pub max_in_flight: u32,
+    /// After this many records, the last member drops its stream; the others' time to resume
+    /// its partitions is reported.
+    pub leave_after: Option<u64>,
+}
+
+struct Shared {
+    done: Arc<AtomicU64>,
+    bytes: AtomicU64,
+    total: u64,
+    /// Partitions of the member that leaves, and when it left.
+    leaver_partitions: Mutex<BTreeSet<u32>>,
+    left_at: Mutex<Option<Instant>>,
+    resumed_after: Mutex<Option<Duration>>,
+    finished: AtomicBool,
+}
+
+/// Contiguous runs of ascending offsets as inclusive ranges.
+fn ranges(offsets: impl Iterator<Item = u64>) -> Vec<pb::OffsetRange> {
+    let mut out: Vec<pb::OffsetRange> = Vec::new();
+    for offset in offsets {
+        match out.last_mut() {
+            Some(last) if last.last + 1 == offset => last.last = offset,
+            _ => out.push(pb::OffsetRange { first: offset, last: offset }),
+        }
+    }
+    out
+}
+
+async fn member(
+    server: String,
+    group: String,
+    spec_topic: String,
+    max_in_flight: u32,
+    leaver: bool,
+    shared: Arc<Shared>,
+) -> BenchResult {
+    let (tx, rx) = mpsc::channel(256);
+    let join = pb::Join {
+        group,
+        topics: vec![spec_topic],
+        member_name: format!("bench-{}", if leaver { "leaver" } else { "member" }),
+        max_in_flight_records: max_in_flight,
+        ..pb::Join::default()
+    };
+    tx.send(pb::ConsumeRequest { request: Some(pb::consume_request::Request::Join(join)) }).await?;
+    let mut client = ConsumerClient::new(connect(&server).await?).max_decoding_message_size(64 << 20);
+    let mut stream = client.consume(ReceiverStream::new(rx)).await?.into_inner();
+    while let Some(message) = stream.message().await? {
+        if shared.finished.load(Ordering::Relaxed) {
+            break;
+        }
+        match message.response {
+            Some(pb::consume_response::Response::Assignment(a)) if leaver => {
+                *shared.leaver_partitions.lock().map_err(|_| "poisoned")? =
+                    a.partitions.iter().flat_map(|t| t.partitions.iter().copied()).collect();
+            }
+            Some(pb::consume_response::Response::Records(records)) => {
+                if !leaver
+                    && shared.left_at.lock().map_err(|_| "poisoned")?.is_some()
+                    && shared.leaver_partitions.lock().map_err(|_| "poisoned")?.contains(&records.partition)
+                {
+                    let mut resumed = shared.resumed_after.lock().map_err(|_| "poisoned")?;
+                    if resumed.is_none() {
+                        let left = shared.left_at.lock().map_err(|_| "poisoned")?.unwrap_or_else(Instant::now);
+                        *resumed = Some(left.elapsed());
+                    }
+                }
+                let n = records.records.len() as u64;
+                let bytes: u64 = records
+                    .records
+                    .iter()
+                    .filter_map(|r| r.record.as_ref())
+                    .map(|r| r.value.len() as u64 + r.key.as_ref().map_or(0, |k| k.len() as u64))
+                    .sum();
+                let acked = ranges(records.records.iter().filter_map(|r| r.record.as_ref()).map(|r| r.offset));
+                let ack = pb::Ack {
+                    topic: records.topic,
+                    partition: records.partition,
+                    generation: records.generation,
+                    offsets: Vec::new(),
+                    ranges: acked,
+                };
+                tx.send(pb::ConsumeRequest { request: Some(pb::consume_request::Request::Ack(ack)) }).await?;
+                shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+                let done = shared.done.fetch_add(n, Ordering::Relaxed) + n;
+                if done >= shared.total {
+                    shared.finished.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+            _ => {}
+        }
+        if leaver && shared.left_at.lock().map_err(|_| "poisoned")?.is_some() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
+    let channel = connect(server).await?;
+    let description = AdminClient::new(channel.clone())
+        .describe_topic(pb::DescribeTopicRequest { name: spec.topic.clone() })
+        .await?
+        .into_inner();
+    let total: u64 = description.partitions.iter().map(|p| p.end_offset - p.start_offset).sum();
+    let partitions = description.partitions.len();
+    let group = spec.group.clone().unwrap_or_else(|| format!("bench-{}", super::now_nanos()));
+    let done = Arc::new(AtomicU64::new(0));
+    let shared = Arc::new(Shared {
+        done: Arc::clone(&done),
+        bytes: AtomicU64::new(0),
+        total,
+        leaver_partitions: Mutex::new(BTreeSet::new()),
+        left_at: Mutex::new(None),
+        resumed_after: Mutex::new(None),
+        finished: AtomicBool::new(false),
+    });
+    let shown = progress("group", Arc::clone(&done), total);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..spec.members {
+        let leaver = spec.leave_after.is_some() && i + 1 == spec.members;
+        let member = member(
+            server.to_owned(),
+            group.clone(),
+            spec.topic.clone(),
+            spec.max_in_flight,
+            leaver,
+            Arc::clone(&shared),
+        );
+        tasks.spawn(member);
+    }
+    if let Some(after) = spec.leave_after {
+        while done.load(Ordering::Relaxed) < after {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        *shared.left_at.lock().map_err(|_| "poisoned")? = Some(Instant::now());
+    }
+    while let Some(result) = tasks.join_next().await {
+        match result {
+            Ok(outcome) => outcome?,
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => return Err(e.into()),
+        }
+        if shared.finished.load(Ordering::Relaxed) {
+            tasks.abort_all();
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    shown.abort();
+    let n = done.load(Ordering::Relaxed);
+    let b = shared.bytes.load(Ordering::Relaxed);
+    let resumed = shared.resumed_after.lock().map_err(|_| "poisoned")?.map(|d| d.as_secs_f64() * 1000.0);
+    let resumed_json = resumed.map_or("null".to_owned(), |ms| format!("{ms:.1}"));
+    println!(
+        "{{\"bench\":\"group\",\"members\":{},\"partitions\":{partitions},\"max_in_flight\":{},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1},\"rebalance_resume_ms\":{resumed_json}}}",
+        spec.members,
+        spec.max_in_flight,
+        n as f64 / secs,
+        b as f64 / secs / 1e6
+    );
+    println!(
+        "group consume: {n} records in {secs:.2} s = {:.0} records/s, {:.1} MB/s ({} members, {partitions} partitions, acked in ranges){}",
+        n as f64 / secs,
+        b as f64 / secs / 1e6,
+        spec.members,
+        resumed
+            .map_or(String::new(), |ms| format!("; after a member left, its partitions delivered again in {ms:.1} ms"))
+    );
+    Ok(())
+}
