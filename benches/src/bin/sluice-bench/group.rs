@@ -23,6 +23,11 @@ pub struct GroupSpec {
     /// After this many records, the last member drops its stream; the others' time to resume
     /// its partitions is reported.
     pub leave_after: Option<u64>,
+    /// The leaver goes silent (keeps its stream open, sends and reads nothing) instead of
+    /// closing its stream, so the broker notices only after the session timeout.
+    pub silent: bool,
+    /// Session timeout each member asks for, in ms (0: the broker's default).
+    pub session_timeout_ms: u32,
 }
 
 struct Shared {
@@ -48,20 +53,25 @@ fn ranges(offsets: impl Iterator<Item = u64>) -> Vec<pb::OffsetRange> {
     out
 }
 
-async fn member(
+struct MemberSpec {
     server: String,
     group: String,
-    spec_topic: String,
+    topic: String,
     max_in_flight: u32,
+    session_timeout_ms: u32,
     leaver: bool,
-    shared: Arc<Shared>,
-) -> BenchResult {
+    silent: bool,
+}
+
+async fn member(spec: MemberSpec, shared: Arc<Shared>) -> BenchResult {
+    let MemberSpec { server, group, topic: spec_topic, max_in_flight, session_timeout_ms, leaver, silent } = spec;
     let (tx, rx) = mpsc::channel(256);
     let join = pb::Join {
         group,
         topics: vec![spec_topic],
         member_name: format!("bench-{}", if leaver { "leaver" } else { "member" }),
         max_in_flight_records: max_in_flight,
+        session_timeout_ms,
         ..pb::Join::default()
     };
     tx.send(pb::ConsumeRequest { request: Some(pb::consume_request::Request::Join(join)) }).await?;
@@ -113,6 +123,10 @@ async fn member(
             _ => {}
         }
         if leaver && shared.left_at.lock().map_err(|_| "poisoned")?.is_some() {
+            // Silent: hold the stream open, unread, until the run ends.
+            while silent && !shared.finished.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             break;
         }
     }
@@ -143,15 +157,16 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..spec.members {
         let leaver = spec.leave_after.is_some() && i + 1 == spec.members;
-        let member = member(
-            server.to_owned(),
-            group.clone(),
-            spec.topic.clone(),
-            spec.max_in_flight,
+        let member_spec = MemberSpec {
+            server: server.to_owned(),
+            group: group.clone(),
+            topic: spec.topic.clone(),
+            max_in_flight: spec.max_in_flight,
+            session_timeout_ms: spec.session_timeout_ms,
             leaver,
-            Arc::clone(&shared),
-        );
-        tasks.spawn(member);
+            silent: spec.silent,
+        };
+        tasks.spawn(member(member_spec, Arc::clone(&shared)));
     }
     if let Some(after) = spec.leave_after {
         while done.load(Ordering::Relaxed) < after {
@@ -176,11 +191,13 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
     let resumed = shared.resumed_after.lock().map_err(|_| "poisoned")?.map(|d| d.as_secs_f64() * 1000.0);
     let resumed_json = resumed.map_or("null".to_owned(), |ms| format!("{ms:.1}"));
     println!(
-        "{{\"bench\":\"group\",\"members\":{},\"partitions\":{partitions},\"max_in_flight\":{},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1},\"rebalance_resume_ms\":{resumed_json}}}",
+        "{{\"bench\":\"group\",\"members\":{},\"partitions\":{partitions},\"max_in_flight\":{},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1},\"leave\":\"{}\",\"session_timeout_ms\":{},\"rebalance_resume_ms\":{resumed_json}}}",
         spec.members,
         spec.max_in_flight,
         n as f64 / secs,
-        b as f64 / secs / 1e6
+        b as f64 / secs / 1e6,
+        if spec.silent { "silent" } else { "close" },
+        spec.session_timeout_ms,
     );
     println!(
         "group consume: {n} records in {secs:.2} s = {:.0} records/s, {:.1} MB/s ({} members, {partitions} partitions, acked in ranges){}",

@@ -110,6 +110,13 @@ enum Command {
         /// the others deliver from its partitions.
         #[arg(long)]
         leave_after: Option<u64>,
+        /// The leaving member goes silent instead of closing its stream (the broker then
+        /// notices after the session timeout).
+        #[arg(long)]
+        silent: bool,
+        /// Session timeout each member asks for (0: the broker's default of 30 s).
+        #[arg(long, default_value_t = 0)]
+        session_timeout_ms: u32,
     },
     /// Produce at a fixed rate while a subscriber measures publish-to-delivery latency.
     Latency {
@@ -500,8 +507,10 @@ async fn main() -> BenchResult {
                 .await
         }
         Command::Consume { topic, mode, max_bytes } => run_consume(&cli.server, topic, mode, max_bytes).await,
-        Command::Group { topic, group, members, max_in_flight, leave_after } => {
-            group::run(&cli.server, group::GroupSpec { topic, group, members, max_in_flight, leave_after }).await
+        Command::Group { topic, group, members, max_in_flight, leave_after, silent, session_timeout_ms } => {
+            let spec =
+                group::GroupSpec { topic, group, members, max_in_flight, leave_after, silent, session_timeout_ms };
+            group::run(&cli.server, spec).await
         }
         Command::Latency { topic, rate, duration, record_size, fsync } => {
             run_latency(&cli.server, topic, rate, duration.into(), record_size, fsync).await
