@@ -403,3 +403,85 @@ async fn a_silent_member_is_removed_after_its_session_timeout() -> TestResult {
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_group_whose_position_retention_deleted_resumes_at_the_log_start() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server =
+        TestServer::start_with(config(dir.path(), &[("SLUICE_MAINTENANCE_RETENTION_CHECK_INTERVAL", "20ms")])).await;
+    let topic_config = pb::TopicConfig {
+        retention_ms: Some(60_000),
+        segment_bytes: Some(64 << 10),
+        max_message_bytes: Some(8 << 10),
+        ..pb::TopicConfig::default()
+    };
+    create_topic(&server, "logs", 1, Some(topic_config)).await;
+    let mut admin = server.admin().await;
+    let earliest = pb::reset_group_offsets_request::Target::Earliest(pb::Earliest {});
+    let reset = pb::ResetGroupOffsetsRequest {
+        group: "archiver".into(),
+        topic: "logs".into(),
+        partitions: vec![],
+        target: Some(earliest),
+        force: false,
+    };
+    admin.reset_group_offsets(reset).await?;
+    assert_eq!(describe(&server, "archiver").await.partitions[0].committed_offset, 0);
+    let mut producer = server.producer().await;
+    for i in 0..40 {
+        // Timestamps from 1970: every closed segment is long past retention.
+        let batch = (0..10).map(|j| pb::Record { timestamp_ms: Some(i * 10 + j), ..record(None, &"z".repeat(1000)) });
+        producer.produce(produce_request("logs", batch.collect())).await?;
+    }
+    let start = Arc::new(Mutex::new(0));
+    eventually("retention deleted segments", || async {
+        let d = admin.clone().describe_topic(pb::DescribeTopicRequest { name: "logs".into() }).await.unwrap();
+        *start.lock().unwrap() = d.get_ref().partitions[0].start_offset;
+        d.get_ref().partitions[0].segments == 1
+    })
+    .await;
+    let start = *start.lock().unwrap();
+    assert!(start > 0);
+    let mut member = Member::join(&server, "archiver", &["logs"], "m", JoinOptions::default()).await;
+    let first = member.next_records().await;
+    assert_eq!(offsets(&first)[0], start, "delivery resumes at the first retained record");
+    member.close();
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn renewing_keeps_a_slow_record_from_being_redelivered() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "reports", 1, None).await;
+    produce_keyed(&server, "reports", 0, 1).await;
+    let options = JoinOptions { ack_timeout_ms: 500, ..JoinOptions::default() };
+    let mut member = Member::join(&server, "renderers", &["reports"], "m", options).await;
+    let delivery = member.next_records().await;
+    assert_eq!(offsets(&delivery), vec![0]);
+    // Work for well over two ack timeouts, renewing every 100 ms.
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let renew = pb::Renew {
+            topic: "reports".into(),
+            partition: 0,
+            generation: delivery.generation,
+            offsets: vec![0],
+            ranges: vec![],
+        };
+        member.send(pb::consume_request::Request::Renew(renew)).await;
+    }
+    member.ack_all(&delivery).await;
+    eventually("acked", || fully_acked(&server, "renderers", 1)).await;
+    member.close();
+    let mut redelivered = 0;
+    while let Some(event) = member.try_next().await? {
+        if let Event::Records(records) = event {
+            redelivered += records.records.len();
+        }
+    }
+    assert_eq!(redelivered, 0, "the renewed record was never delivered again");
+    server.stop().await;
+    Ok(())
+}

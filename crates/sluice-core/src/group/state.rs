@@ -199,9 +199,18 @@ impl GroupState {
         self.members.values().flat_map(|m| m.topics.iter().cloned()).collect()
     }
 
+    /// Adds a member and rebalances. The member's first view is always queued, even when it
+    /// gets no partitions, so it learns where it stands.
     pub fn join(&mut self, id: MemberId, member: Member, topology: &BTreeMap<String, u32>, offsets: Offsets<'_>) {
         self.members.insert(id, member);
         self.rebalance(topology, offsets);
+        let view = self.view(id);
+        if let Some(member) = self.members.get_mut(&id)
+            && member.views.is_empty()
+        {
+            member.last_view = view.clone();
+            member.views.push_back(view);
+        }
     }
 
     /// Removes a member: its in-flight records become deliverable again and its partitions
