@@ -104,7 +104,8 @@ impl Broker {
             topics.insert(name, Arc::new(topic));
         }
         let data_dir = config.data_dir.clone();
-        let groups = crate::partition::blocking(move || crate::group::Groups::load(&data_dir)).await?;
+        let group_defaults = config.groups.settings();
+        let groups = crate::partition::blocking(move || crate::group::Groups::load(&data_dir, &group_defaults)).await?;
         tracing::info!(data_dir = %config.data_dir.display(), topics = topics.len(), groups = groups.all().len(), "broker opened");
         let broker = Broker {
             inner: Arc::new(Inner {
@@ -120,9 +121,11 @@ impl Broker {
         };
         let maintenance = crate::maintenance::run(broker.clone());
         let group_maintenance = crate::group::maintenance::run(broker.clone());
+        let dead_letters = crate::group::dead_letter::run(broker.clone());
         let mut tasks = broker.inner.tasks.lock().await;
         tasks.spawn(maintenance);
         tasks.spawn(group_maintenance);
+        tasks.spawn(dead_letters);
         drop(tasks);
         Ok(broker)
     }

@@ -7,6 +7,7 @@ use sluice_storage::{FsyncPolicy, LogConfig};
 
 use crate::error::{Error, Result};
 use crate::group::OffsetReset;
+use crate::group::backoff::RetryPolicy;
 
 /// Settings of one topic; each partition's log is configured from them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,7 @@ impl TopicConfig {
 }
 
 /// Settings of the broker core.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BrokerConfig {
     /// Where topics live.
     pub data_dir: PathBuf,
@@ -106,7 +107,7 @@ pub struct BrokerConfig {
 }
 
 /// Consumer-group defaults; a joining member may override the per-member ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupDefaults {
     /// Silence after which a member is removed from its group.
     pub session_timeout: Duration,
@@ -121,6 +122,23 @@ pub struct GroupDefaults {
     /// How often changed committed offsets are written; after a crash, acks from at most this
     /// long before it may be lost (those records are delivered again).
     pub commit_interval: Duration,
+    /// Redelivery backoff and attempt limit of new groups.
+    pub retry: RetryPolicy,
+    /// Dead-letter topic of new groups; `{topic}` stands for the source topic.
+    pub dead_letter_topic: String,
+}
+
+impl GroupDefaults {
+    /// The settings a new group starts with.
+    pub fn settings(&self) -> crate::group::GroupSettings {
+        crate::group::GroupSettings {
+            reset: self.reset,
+            ack_timeout: self.ack_timeout,
+            retry: self.retry,
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            strict_ordering: false,
+        }
+    }
 }
 
 impl Default for GroupDefaults {
@@ -132,6 +150,8 @@ impl Default for GroupDefaults {
             max_in_flight_bytes: 16 << 20,
             reset: OffsetReset::Earliest,
             commit_interval: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+            dead_letter_topic: "{topic}.dlq".into(),
         }
     }
 }

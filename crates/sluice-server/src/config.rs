@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sluice_core::group::OffsetReset;
+use sluice_core::group::backoff::RetryPolicy;
 use sluice_core::{BrokerConfig, FsyncPolicy, GroupDefaults, TopicConfig};
 
 /// A setting that could not be used; names the key.
@@ -99,7 +100,7 @@ pub struct MaintenanceSection {
 }
 
 /// `[groups]`: consumer-group defaults.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct GroupsSection {
     pub session_timeout: String,
@@ -108,6 +109,11 @@ pub struct GroupsSection {
     pub max_in_flight_bytes: String,
     pub reset: String,
     pub commit_interval: String,
+    pub max_delivery_attempts: u32,
+    pub backoff_initial: String,
+    pub backoff_multiplier: f64,
+    pub backoff_max: String,
+    pub dead_letter_topic: String,
 }
 
 impl Default for GroupsSection {
@@ -119,6 +125,11 @@ impl Default for GroupsSection {
             max_in_flight_bytes: "16MiB".into(),
             reset: "earliest".into(),
             commit_interval: "1s".into(),
+            max_delivery_attempts: 5,
+            backoff_initial: "1s".into(),
+            backoff_multiplier: 2.0,
+            backoff_max: "5m".into(),
+            dead_letter_topic: "{topic}.dlq".into(),
         }
     }
 }
@@ -139,7 +150,24 @@ fn group_defaults(g: &GroupsSection, origin: &str) -> Result<GroupDefaults, Conf
     }
     let max_in_flight_bytes =
         parse_size(&g.max_in_flight_bytes).map_err(|m| invalid("groups.max_in_flight_bytes", origin, m))?.max(1);
+    if g.max_delivery_attempts == 0 {
+        return Err(invalid("groups.max_delivery_attempts", origin, "must be at least 1"));
+    }
+    if !(1.0..=100.0).contains(&g.backoff_multiplier) {
+        return Err(invalid("groups.backoff_multiplier", origin, "must be between 1 and 100"));
+    }
+    let probe = g.dead_letter_topic.replace("{topic}", "t");
+    sluice_core::topic_name::validate(&probe).map_err(|e| invalid("groups.dead_letter_topic", origin, e))?;
+    let retry = RetryPolicy {
+        max_attempts: g.max_delivery_attempts,
+        initial: duration("groups.backoff_initial", &g.backoff_initial)?,
+        multiplier: g.backoff_multiplier,
+        max: duration("groups.backoff_max", &g.backoff_max)?,
+        ..RetryPolicy::default()
+    };
     Ok(GroupDefaults {
+        retry,
+        dead_letter_topic: g.dead_letter_topic.clone(),
         session_timeout: duration("groups.session_timeout", &g.session_timeout)?,
         ack_timeout: duration("groups.ack_timeout", &g.ack_timeout)?,
         max_in_flight_records: g.max_in_flight_records,
@@ -150,7 +178,7 @@ fn group_defaults(g: &GroupsSection, origin: &str) -> Result<GroupDefaults, Conf
 }
 
 /// The config file's shape (also the shape of the defaults).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConfigFile {
     pub server: ServerSection,
@@ -305,6 +333,7 @@ fn set(table: &mut toml::Table, section: &str, key: &str, value: &str) {
     if let Some(toml::Value::Table(entries)) = table.get_mut(section) {
         let typed = match entries.get(key) {
             Some(toml::Value::Integer(_)) => value.parse::<i64>().map_or_else(|_| value.into(), toml::Value::Integer),
+            Some(toml::Value::Float(_)) => value.parse::<f64>().map_or_else(|_| value.into(), toml::Value::Float),
             _ => toml::Value::String(value.to_owned()),
         };
         entries.insert(key.to_owned(), typed);

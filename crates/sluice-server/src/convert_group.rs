@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use sluice_core::group::admin::{GroupDescription, ResetSpec, ResetTarget};
 use sluice_core::group::{
-    AckOutcome, AckRefusal, AssignmentView, GroupDelivery, JoinSpec, OffsetReset, TopicPartition,
+    AckOutcome, AckRefusal, AssignmentView, GroupDelivery, JoinSpec, NackSpec, OffsetReset, RetryOverrides,
+    TopicPartition,
 };
 use sluice_proto::v1 as pb;
 use tonic::Status;
@@ -35,6 +36,19 @@ pub fn join(join: pb::Join) -> Result<JoinSpec, Status> {
         session_timeout: nonzero(join.session_timeout_ms).map(|ms| Duration::from_millis(u64::from(ms))),
         reset,
         ack_timeout: nonzero(join.ack_timeout_ms).map(|ms| Duration::from_millis(u64::from(ms))),
+        retry: RetryOverrides {
+            max_attempts: nonzero(join.max_delivery_attempts),
+            initial: nonzero(join.backoff_initial_ms).map(|ms| Duration::from_millis(u64::from(ms))),
+            multiplier: if join.backoff_multiplier == 0.0 { None } else { Some(join.backoff_multiplier) },
+            max: nonzero(join.backoff_max_ms).map(|ms| Duration::from_millis(u64::from(ms))),
+        },
+        dead_letter_topic: nonzero(join.dead_letter_topic),
+        strict_ordering: match pb::Ordering::try_from(join.ordering) {
+            Ok(pb::Ordering::Unspecified) => None,
+            Ok(pb::Ordering::Relaxed) => Some(false),
+            Ok(pb::Ordering::Strict) => Some(true),
+            Err(_) => return Err(invalid(format!("unknown ordering {}", join.ordering))),
+        },
     })
 }
 
@@ -93,6 +107,15 @@ pub fn delivery(delivery: &GroupDelivery) -> Result<pb::GroupRecords, Status> {
         generation: delivery.generation,
         records,
     })
+}
+
+/// A nack for the core.
+pub fn nack(nack: &pb::Nack) -> NackSpec {
+    NackSpec {
+        reason: std::sync::Arc::from(nack.reason.as_str()),
+        retryable: nack.retryable.unwrap_or(true),
+        delay: nack.delay_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+    }
 }
 
 /// One message per refused range.
@@ -156,6 +179,13 @@ pub fn description(d: GroupDescription) -> pb::DescribeGroupResponse {
             .collect(),
         rebalances: d.rebalances,
         acks: d.acks,
+        dead_letter_depth: d.dead_letter_depth,
+        nacks: d.nacks,
+        redeliveries: d.redeliveries,
+        dead_lettered: d.dead_lettered.iter().map(|(_, n)| n).sum(),
+        max_delivery_attempts: d.settings.retry.max_attempts,
+        dead_letter_topic: d.settings.dead_letter_topic.clone(),
+        strict_ordering: d.settings.strict_ordering,
     }
 }
 

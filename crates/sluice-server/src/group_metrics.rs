@@ -68,6 +68,38 @@ impl Collector for GroupCollector {
         group_family(&mut encoder, &groups, rebalances, |g| g.rebalances)?;
         let acks = ("sluice_group_acks", "Records acked since the broker started", MetricType::Counter);
         group_family(&mut encoder, &groups, acks, |g| g.acks)?;
-        Ok(())
+        let nacks = ("sluice_group_nacks", "Records nacked since the broker started", MetricType::Counter);
+        group_family(&mut encoder, &groups, nacks, |g| g.nacks)?;
+        let again =
+            ("sluice_group_redeliveries", "Deliveries after the first since the broker started", MetricType::Counter);
+        group_family(&mut encoder, &groups, again, |g| g.redeliveries)?;
+        let depth = ("sluice_group_dead_letter_depth", "Dead-lettered records not yet redriven", MetricType::Gauge);
+        group_family(&mut encoder, &groups, depth, |g| g.dead_letter_depth)?;
+        dead_letter_families(&mut encoder, &groups)
     }
+}
+
+fn dead_letter_families(
+    encoder: &mut DescriptorEncoder<'_>,
+    groups: &[GroupDescription],
+) -> Result<(), std::fmt::Error> {
+    let help = "Records moved to a dead-letter topic since the broker started, by source topic";
+    let mut family = encoder.encode_descriptor("sluice_group_dead_lettered", help, None, MetricType::Counter)?;
+    for group in groups {
+        for (topic, count) in &group.dead_lettered {
+            let labels = [("group", group.group.as_str()), ("topic", topic.as_str())];
+            ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let help = "Age of the group's oldest dead-lettered record not yet redriven, in seconds";
+    let mut family =
+        encoder.encode_descriptor("sluice_group_dead_letter_oldest_seconds", help, None, MetricType::Gauge)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    for group in groups {
+        if let Some(oldest) = group.oldest_dead_letter_ms {
+            let labels = [("group", group.group.as_str())];
+            ConstGauge::new((now - oldest).max(0) as f64 / 1000.0).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod convert_dead_letter;
 pub mod convert_group;
 mod group_metrics;
 pub mod grpc;

@@ -75,6 +75,16 @@ pub struct GroupDescription {
     pub rebalances: u64,
     /// Records acked since the broker started.
     pub acks: u64,
+    /// Records nacked since the broker started.
+    pub nacks: u64,
+    /// Deliveries after the first since the broker started.
+    pub redeliveries: u64,
+    /// Records dead-lettered since the broker started, per source topic.
+    pub dead_lettered: Vec<(String, u64)>,
+    /// Dead-lettered records not yet redriven.
+    pub dead_letter_depth: u64,
+    /// When the oldest of those was dead-lettered (ms since the Unix epoch).
+    pub oldest_dead_letter_ms: Option<i64>,
 }
 
 /// Where a reset moves a group.
@@ -168,7 +178,11 @@ impl Broker {
                     Some(ts) if lag > 0 => (now - ts).max(0) as f64 / 1000.0,
                     _ => 0.0,
                 };
-                let awaiting = p.pending.values().filter(|pending| pending.delivery == Delivery::Ready).count();
+                let awaiting = p
+                    .pending
+                    .values()
+                    .filter(|pending| matches!(pending.delivery, Delivery::Ready | Delivery::Backoff { .. }))
+                    .count();
                 PartitionLag {
                     tp: tp.clone(),
                     owner: p.owner,
@@ -184,11 +198,16 @@ impl Broker {
         GroupDescription {
             group: group.id.to_string(),
             generation: state.generation,
-            settings: state.settings,
+            settings: state.settings.clone(),
             members,
             partitions,
             rebalances: state.rebalances,
             acks: state.acks,
+            nacks: state.nacks,
+            redeliveries: state.redeliveries,
+            dead_lettered: state.dead_lettered_total.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+            dead_letter_depth: state.dead_letters.len() as u64,
+            oldest_dead_letter_ms: state.dead_letters.values().map(|d| d.at_ms).min(),
         }
     }
 
@@ -219,9 +238,7 @@ impl Broker {
             };
             positions.push((TopicPartition::new(topic.name.clone(), id), position));
         }
-        let defaults = self.inner.config.groups;
-        let settings = GroupSettings { reset: defaults.reset, ack_timeout: defaults.ack_timeout };
-        let group = self.groups().get_or_create(&spec.group, settings);
+        let group = self.groups().get_or_create(&spec.group, self.inner.config.groups.settings());
         {
             let mut state = group.lock();
             if !state.members.is_empty() && !spec.force {

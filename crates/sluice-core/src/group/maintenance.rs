@@ -14,7 +14,14 @@ const TICK: Duration = Duration::from_millis(20);
 const TOPOLOGY_CHECK: Duration = Duration::from_secs(1);
 
 fn expire(broker: &Broker, group: &Group, now: Instant) {
-    let timed_out = group.lock().expire(now);
+    let (timed_out, queued) = {
+        let mut state = group.lock();
+        let timed_out = state.expire(now);
+        (timed_out, !state.dead_letter_jobs.is_empty())
+    };
+    if queued {
+        broker.groups().dead_letter_wake.notify_one();
+    }
     for member in timed_out {
         let timeout = group.lock().members.get(&member).map(|m| m.session_timeout).unwrap_or_default();
         broker.remove_member(group, member, SessionEnd::TimedOut(timeout));

@@ -29,7 +29,10 @@
 pub mod acks;
 pub mod admin;
 pub mod assignment;
+pub mod backoff;
+pub mod dead_letter;
 pub(crate) mod maintenance;
+pub mod redrive;
 pub mod session;
 pub mod snapshot;
 pub(crate) mod state;
@@ -43,7 +46,10 @@ use std::time::Duration;
 
 pub use session::{GroupDelivery, GroupEvent, GroupSession, MemberHandle};
 pub use state::{AckOutcome, AckRefusal, AssignmentView};
-pub use types::{FlowLimits, GroupSettings, JoinSpec, MemberId, OffsetReset, SessionEnd, TopicPartition};
+pub use types::{
+    DeadLetterJob, DeadLettered, Failure, FlowLimits, GroupSettings, JoinSpec, MemberId, NackSpec, OffsetReset,
+    RetryOverrides, SessionEnd, TopicPartition,
+};
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -95,10 +101,17 @@ impl Group {
                 return Ok(());
             }
             state.dirty = false;
-            snapshot::encode(&snapshot::GroupSnapshot {
-                settings: state.settings,
-                partitions: state.partitions.iter().map(|(tp, p)| (tp.clone(), p.acks.clone())).collect(),
-            })
+            let partitions = state
+                .partitions
+                .iter()
+                .map(|(tp, p)| snapshot::PartitionSnapshot {
+                    tp: tp.clone(),
+                    acks: p.acks.clone(),
+                    redriven: p.pending.range(..p.acks.committed()).map(|(&offset, _)| offset).collect(),
+                })
+                .collect();
+            let dead_letters = state.dead_letters.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            snapshot::encode(&snapshot::GroupSnapshot { settings: state.settings.clone(), partitions, dead_letters })
         };
         let path = self.path.clone();
         let written = blocking(move || Ok(sluice_storage::store::write_atomic(&path, &bytes)?)).await;
@@ -115,11 +128,13 @@ pub(crate) struct Groups {
     dir: PathBuf,
     map: RwLock<BTreeMap<String, Arc<Group>>>,
     next_member: AtomicU64,
+    /// Wakes the dead-letter worker when a group queues a record.
+    pub(crate) dead_letter_wake: tokio::sync::Notify,
 }
 
 impl Groups {
     /// Loads every group file under `<data_dir>/groups`.
-    pub(crate) fn load(data_dir: &std::path::Path) -> Result<Self> {
+    pub(crate) fn load(data_dir: &std::path::Path, defaults: &GroupSettings) -> Result<Self> {
         let dir = data_dir.join(GROUPS_DIR);
         let io =
             |e| Error::Storage(sluice_storage::Error::Io { operation: "reading groups", path: dir.clone(), source: e });
@@ -135,15 +150,25 @@ impl Groups {
                 continue;
             }
             let bytes = std::fs::read(&path).map_err(io)?;
-            let loaded = snapshot::decode(&bytes)
+            let loaded = snapshot::decode(&bytes, defaults)
                 .map_err(|reason| Error::BadMetadata { path: path.clone(), reason: format!("group file: {reason}") })?;
             let mut state = GroupState::new(loaded.settings);
-            for (tp, acks) in loaded.partitions {
-                state.partitions.insert(tp, PartitionState::at(acks));
+            for p in loaded.partitions {
+                let mut partition = PartitionState::at(p.acks);
+                for offset in p.redriven {
+                    partition.pending.insert(offset, state::Pending::ready(0));
+                }
+                state.partitions.insert(p.tp, partition);
             }
+            state.dead_letters = loaded.dead_letters.into_iter().collect();
             map.insert(id.clone(), Arc::new(Group::new(&id, path, state)));
         }
-        Ok(Groups { dir, map: RwLock::new(map), next_member: AtomicU64::new(1) })
+        Ok(Groups {
+            dir,
+            map: RwLock::new(map),
+            next_member: AtomicU64::new(1),
+            dead_letter_wake: tokio::sync::Notify::new(),
+        })
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Group>> {
@@ -168,6 +193,45 @@ impl Groups {
 
     fn remove(&self, id: &str) -> Option<Arc<Group>> {
         self.map.write().unwrap_or_else(PoisonError::into_inner).remove(id)
+    }
+}
+
+fn validate_overrides(spec: &JoinSpec) -> Result<()> {
+    if spec.retry.max_attempts == Some(0) {
+        return Err(Error::InvalidArgument("max_delivery_attempts must be at least 1".into()));
+    }
+    if let Some(multiplier) = spec.retry.multiplier
+        && !(1.0..=100.0).contains(&multiplier)
+    {
+        return Err(Error::InvalidArgument(format!("backoff_multiplier must be between 1 and 100, got {multiplier}")));
+    }
+    if let Some(template) = &spec.dead_letter_topic {
+        for topic in &spec.topics {
+            crate::topic_name::validate(&template.replace("{topic}", topic))
+                .map_err(|e| Error::InvalidArgument(format!("dead_letter_topic: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies what a join sets to a group's settings.
+fn apply_overrides(settings: &mut GroupSettings, spec: &JoinSpec, ack_timeout: Option<Duration>) {
+    if let Some(reset) = spec.reset {
+        settings.reset = reset;
+    }
+    if let Some(timeout) = ack_timeout {
+        settings.ack_timeout = timeout;
+    }
+    let retry = &mut settings.retry;
+    retry.max_attempts = spec.retry.max_attempts.unwrap_or(retry.max_attempts);
+    retry.initial = spec.retry.initial.unwrap_or(retry.initial);
+    retry.multiplier = spec.retry.multiplier.unwrap_or(retry.multiplier);
+    retry.max = spec.retry.max.unwrap_or(retry.max);
+    if let Some(template) = &spec.dead_letter_topic {
+        settings.dead_letter_topic.clone_from(template);
+    }
+    if let Some(strict) = spec.strict_ordering {
+        settings.strict_ordering = strict;
     }
 }
 
@@ -214,7 +278,7 @@ impl Broker {
         for topic in &spec.topics {
             self.topic(topic)?;
         }
-        let defaults = self.inner.config.groups;
+        let defaults = &self.inner.config.groups;
         let session_timeout = check_range(
             "session_timeout",
             spec.session_timeout.unwrap_or(defaults.session_timeout),
@@ -228,10 +292,9 @@ impl Broker {
             )));
         }
         let max_bytes = spec.max_in_flight_bytes.unwrap_or(defaults.max_in_flight_bytes).max(1);
-        let settings = GroupSettings {
-            reset: spec.reset.unwrap_or(defaults.reset),
-            ack_timeout: ack_timeout.unwrap_or(defaults.ack_timeout),
-        };
+        validate_overrides(&spec)?;
+        let mut settings = defaults.settings();
+        apply_overrides(&mut settings, &spec, ack_timeout);
         let group = self.groups().get_or_create(&spec.group, settings);
         let id = MemberId(self.groups().next_member.fetch_add(1, Ordering::Relaxed));
         let member = Member::new(
@@ -243,16 +306,9 @@ impl Broker {
         let shared = member.shared.clone();
         {
             let mut state = group.lock();
-            if let Some(reset) = spec.reset
-                && reset != state.settings.reset
-            {
-                state.settings.reset = reset;
-                state.dirty = true;
-            }
-            if let Some(timeout) = ack_timeout
-                && timeout != state.settings.ack_timeout
-            {
-                state.settings.ack_timeout = timeout;
+            let before = state.settings.clone();
+            apply_overrides(&mut state.settings, &spec, ack_timeout);
+            if state.settings != before {
                 state.dirty = true;
             }
             let topology = self.group_topology(&state, &spec.topics);

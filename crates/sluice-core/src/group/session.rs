@@ -9,7 +9,7 @@ use futures::future::{BoxFuture, FutureExt, select_all};
 use sluice_storage::Batch;
 
 use super::state::{AckOutcome, AssignmentView, Pick, Step};
-use super::types::{MemberId, SessionEnd, TopicPartition};
+use super::types::{MemberId, NackSpec, SessionEnd, TopicPartition};
 use super::{Group, state::MemberShared};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -76,6 +76,24 @@ impl MemberHandle {
             member.last_seen = Instant::now();
         }
         state.ack(self.member, tp, generation, ranges)
+    }
+
+    /// Fails offsets (ranges of first..=last) of one partition: they are delivered again after a
+    /// backoff, or dead-lettered when out of attempts or not retryable.
+    pub fn nack(&self, tp: &TopicPartition, generation: u64, ranges: &[(u64, u64)], nack: &NackSpec) -> AckOutcome {
+        let now = Instant::now();
+        let (outcome, queued) = {
+            let mut state = self.group.lock();
+            if let Some(member) = state.members.get_mut(&self.member) {
+                member.last_seen = now;
+            }
+            let outcome = state.nack(self.member, tp, generation, ranges, nack, now);
+            (outcome, !state.dead_letter_jobs.is_empty())
+        };
+        if queued {
+            self.broker.groups().dead_letter_wake.notify_one();
+        }
+        outcome
     }
 
     /// Extends the ack deadline of the member's in-flight records in `ranges` by the ack timeout.

@@ -4,64 +4,111 @@
 //! partition, the committed offset and the acked ranges above it. It never grows with the log:
 //! acked runs collapse into ranges and everything below the committed offset is one number.
 //!
-//! Little-endian layout:
+//! Little-endian layout (version 2; version 1 files, without the fields marked v2, still load):
 //!
 //! ```text
-//! offset  size  field
-//! 0       4     magic "SLGS"
-//! 4       1     version (1)
-//! 5       1     reset policy: 0 earliest, 1 latest
-//! 6       8     ack timeout in ms
-//! 14      4     partition count P
+//! size  field
+//! 4     magic "SLGS"
+//! 1     version (2)
+//! 1     reset policy: 0 earliest, 1 latest
+//! 8     ack timeout in ms
+//! v2:   4 max delivery attempts, 8 backoff initial ms, 8 backoff multiplier (f64 bits),
+//!       8 backoff max ms, 1 strict ordering (0/1), 2+N dead-letter topic template
+//! 4     partition count P
 //! then P times:
-//!         2     topic name length T
-//!         T     topic name (UTF-8)
-//!         4     partition
-//!         8     committed offset
-//!         4     acked range count R
-//!         16*R  ranges: start, end (exclusive), both u64
-//! end     4     CRC-32 of everything before it
+//!   2+T topic name (length, UTF-8)
+//!   4   partition
+//!   8   committed offset
+//!   4   acked range count R, then 16*R: start, end (exclusive)
+//!   v2: 4 redriven offset count K, then 8*K: offsets below the committed offset that were
+//!       redriven and are not done yet
+//! v2: 4 dead-letter count D, then D times: 2+T dead-letter topic, 4 partition, 8 offset,
+//!       2+T source topic, 4 source partition, 8 source offset, 8 dead-lettered at (ms)
+//! 4     CRC-32 of everything before it
 //! ```
+//!
+//! Dead letters are this group's records in dead-letter topics that were not redriven: their
+//! count is the group's dead-letter depth, and a redrive removes them, so none is redriven twice.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::acks::AckSet;
-use super::types::{GroupSettings, OffsetReset, TopicPartition};
+use super::backoff::RetryPolicy;
+use super::types::{DeadLettered, GroupSettings, OffsetReset, TopicPartition};
 
 const MAGIC: &[u8; 4] = b"SLGS";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+
+/// One partition in a group file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSnapshot {
+    /// The partition.
+    pub tp: TopicPartition,
+    /// Committed offset and acked ranges.
+    pub acks: AckSet,
+    /// Redriven offsets (below the committed offset) still to process.
+    pub redriven: Vec<u64>,
+}
 
 /// What a group file holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupSnapshot {
     /// Group settings.
     pub settings: GroupSettings,
-    /// Per partition: committed offset and acked ranges.
-    pub partitions: Vec<(TopicPartition, AckSet)>,
+    /// Per partition state.
+    pub partitions: Vec<PartitionSnapshot>,
+    /// Dead letters not redriven, keyed by dead-letter partition and offset.
+    pub dead_letters: Vec<((TopicPartition, u64), DeadLettered)>,
+}
+
+fn put_str(out: &mut Vec<u8>, text: &str) {
+    let bytes = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+    out.extend_from_slice(bytes);
 }
 
 /// Encodes a snapshot.
 pub fn encode(snapshot: &GroupSnapshot) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + snapshot.partitions.len() * 48);
+    let mut out = Vec::with_capacity(128 + snapshot.partitions.len() * 48 + snapshot.dead_letters.len() * 64);
+    let settings = &snapshot.settings;
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
-    out.push(match snapshot.settings.reset {
+    out.push(match settings.reset {
         OffsetReset::Earliest => 0,
         OffsetReset::Latest => 1,
     });
-    out.extend_from_slice(&(snapshot.settings.ack_timeout.as_millis() as u64).to_le_bytes());
+    out.extend_from_slice(&(settings.ack_timeout.as_millis() as u64).to_le_bytes());
+    out.extend_from_slice(&settings.retry.max_attempts.to_le_bytes());
+    out.extend_from_slice(&(settings.retry.initial.as_millis() as u64).to_le_bytes());
+    out.extend_from_slice(&settings.retry.multiplier.to_bits().to_le_bytes());
+    out.extend_from_slice(&(settings.retry.max.as_millis() as u64).to_le_bytes());
+    out.push(u8::from(settings.strict_ordering));
+    put_str(&mut out, &settings.dead_letter_topic);
     out.extend_from_slice(&(snapshot.partitions.len() as u32).to_le_bytes());
-    for (tp, acks) in &snapshot.partitions {
-        out.extend_from_slice(&(tp.topic.len() as u16).to_le_bytes());
-        out.extend_from_slice(tp.topic.as_bytes());
-        out.extend_from_slice(&tp.partition.to_le_bytes());
-        out.extend_from_slice(&acks.committed().to_le_bytes());
-        out.extend_from_slice(&(acks.acked().range_count() as u32).to_le_bytes());
-        for (start, end) in acks.acked().iter() {
+    for p in &snapshot.partitions {
+        put_str(&mut out, &p.tp.topic);
+        out.extend_from_slice(&p.tp.partition.to_le_bytes());
+        out.extend_from_slice(&p.acks.committed().to_le_bytes());
+        out.extend_from_slice(&(p.acks.acked().range_count() as u32).to_le_bytes());
+        for (start, end) in p.acks.acked().iter() {
             out.extend_from_slice(&start.to_le_bytes());
             out.extend_from_slice(&end.to_le_bytes());
         }
+        out.extend_from_slice(&(p.redriven.len() as u32).to_le_bytes());
+        for offset in &p.redriven {
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
+    }
+    out.extend_from_slice(&(snapshot.dead_letters.len() as u32).to_le_bytes());
+    for ((tp, offset), letter) in &snapshot.dead_letters {
+        put_str(&mut out, &tp.topic);
+        out.extend_from_slice(&tp.partition.to_le_bytes());
+        out.extend_from_slice(&offset.to_le_bytes());
+        put_str(&mut out, &letter.source.topic);
+        out.extend_from_slice(&letter.source.partition.to_le_bytes());
+        out.extend_from_slice(&letter.source_offset.to_le_bytes());
+        out.extend_from_slice(&letter.at_ms.to_le_bytes());
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -93,10 +140,20 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, String> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| "u64")?))
     }
+    fn string(&mut self) -> Result<&'a str, String> {
+        let len = usize::from(self.u16()?);
+        std::str::from_utf8(self.take(len)?).map_err(|e| e.to_string())
+    }
 }
 
-/// Decodes a snapshot, checking magic, version and checksum.
-pub fn decode(bytes: &[u8]) -> Result<GroupSnapshot, String> {
+fn read_tp(reader: &mut Reader<'_>) -> Result<TopicPartition, String> {
+    let topic = reader.string()?;
+    Ok(TopicPartition::new(Arc::from(topic), reader.u32()?))
+}
+
+/// Decodes a snapshot (version 1 or 2), checking magic, version and checksum. Settings a
+/// version 1 file lacks come from `defaults`.
+pub fn decode(bytes: &[u8], defaults: &GroupSettings) -> Result<GroupSnapshot, String> {
     if bytes.len() < 4 {
         return Err("file too short".into());
     }
@@ -110,7 +167,7 @@ pub fn decode(bytes: &[u8]) -> Result<GroupSnapshot, String> {
         return Err("not a group file".into());
     }
     let version = reader.u8()?;
-    if version != VERSION {
+    if version != 1 && version != 2 {
         return Err(format!("unknown version {version}"));
     }
     let reset = match reader.u8()? {
@@ -118,13 +175,24 @@ pub fn decode(bytes: &[u8]) -> Result<GroupSnapshot, String> {
         1 => OffsetReset::Latest,
         other => return Err(format!("unknown reset policy {other}")),
     };
-    let ack_timeout = Duration::from_millis(reader.u64()?);
+    let mut settings = defaults.clone();
+    settings.reset = reset;
+    settings.ack_timeout = Duration::from_millis(reader.u64()?);
+    if version >= 2 {
+        settings.retry = RetryPolicy {
+            max_attempts: reader.u32()?,
+            initial: Duration::from_millis(reader.u64()?),
+            multiplier: f64::from_bits(reader.u64()?),
+            max: Duration::from_millis(reader.u64()?),
+            jitter: defaults.retry.jitter,
+        };
+        settings.strict_ordering = reader.u8()? != 0;
+        settings.dead_letter_topic = reader.string()?.to_owned();
+    }
     let count = reader.u32()?;
     let mut partitions = Vec::new();
     for _ in 0..count {
-        let len = usize::from(reader.u16()?);
-        let topic = std::str::from_utf8(reader.take(len)?).map_err(|e| e.to_string())?;
-        let partition = reader.u32()?;
+        let tp = read_tp(&mut reader)?;
         let committed = reader.u64()?;
         let ranges = reader.u32()?;
         let mut list = Vec::new();
@@ -135,36 +203,66 @@ pub fn decode(bytes: &[u8]) -> Result<GroupSnapshot, String> {
             }
             list.push((start, end));
         }
-        partitions.push((TopicPartition::new(Arc::from(topic), partition), AckSet::from_parts(committed, list)));
+        let mut redriven = Vec::new();
+        if version >= 2 {
+            for _ in 0..reader.u32()? {
+                redriven.push(reader.u64()?);
+            }
+        }
+        partitions.push(PartitionSnapshot { tp, acks: AckSet::from_parts(committed, list), redriven });
+    }
+    let mut dead_letters = Vec::new();
+    if version >= 2 {
+        for _ in 0..reader.u32()? {
+            let dlq = read_tp(&mut reader)?;
+            let offset = reader.u64()?;
+            let source = read_tp(&mut reader)?;
+            let source_offset = reader.u64()?;
+            let at_ms = reader.u64()? as i64;
+            dead_letters.push(((dlq, offset), DeadLettered { source, source_offset, at_ms }));
+        }
     }
     if !reader.rest.is_empty() {
         return Err("trailing bytes".into());
     }
-    Ok(GroupSnapshot { settings: GroupSettings { reset, ack_timeout }, partitions })
+    Ok(GroupSnapshot { settings, partitions, dead_letters })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn settings() -> GroupSettings {
+        GroupSettings {
+            reset: OffsetReset::Latest,
+            ack_timeout: Duration::from_secs(30),
+            retry: RetryPolicy { max_attempts: 7, ..RetryPolicy::default() },
+            dead_letter_topic: "{topic}.dead".into(),
+            strict_ordering: true,
+        }
+    }
+
     fn sample() -> GroupSnapshot {
         let mut acks = AckSet::at(40);
         for offset in [42, 43, 50] {
             acks.ack(offset);
         }
+        let orders = |p| TopicPartition::new(Arc::from("orders"), p);
+        let letter = DeadLettered { source: orders(1), source_offset: 3, at_ms: 1_700_000_000_000 };
         GroupSnapshot {
-            settings: GroupSettings { reset: OffsetReset::Latest, ack_timeout: Duration::from_secs(30) },
+            settings: settings(),
             partitions: vec![
-                (TopicPartition::new(Arc::from("orders"), 0), acks),
-                (TopicPartition::new(Arc::from("orders"), 1), AckSet::at(7)),
+                PartitionSnapshot { tp: orders(0), acks, redriven: vec![] },
+                PartitionSnapshot { tp: orders(1), acks: AckSet::at(7), redriven: vec![2, 5] },
             ],
+            dead_letters: vec![((TopicPartition::new(Arc::from("orders.dead"), 1), 0), letter)],
         }
     }
 
     #[test]
     fn roundtrips() {
         let snapshot = sample();
-        assert_eq!(decode(&encode(&snapshot)).unwrap(), snapshot);
+        assert_eq!(decode(&encode(&snapshot), &GroupSettings::defaults_for_tests()).unwrap(), snapshot);
     }
 
     #[test]
@@ -173,8 +271,31 @@ mod tests {
         for i in 0..bytes.len() {
             let mut flipped = bytes.clone();
             flipped[i] ^= 0x40;
-            assert!(decode(&flipped).is_err(), "flip at byte {i} accepted");
-            assert!(decode(&bytes[..i]).is_err(), "truncation to {i} bytes accepted");
+            assert!(decode(&flipped, &settings()).is_err(), "flip at byte {i} accepted");
+            assert!(decode(&bytes[..i], &settings()).is_err(), "truncation to {i} bytes accepted");
         }
+    }
+
+    #[test]
+    fn version_1_files_still_load_with_default_retry_settings() {
+        // A version 1 file: settings (latest, 30 s), one partition at 7 with no acked ranges.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(b"SLGS");
+        v1.push(1);
+        v1.push(1);
+        v1.extend_from_slice(&30_000u64.to_le_bytes());
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&6u16.to_le_bytes());
+        v1.extend_from_slice(b"orders");
+        v1.extend_from_slice(&0u32.to_le_bytes());
+        v1.extend_from_slice(&7u64.to_le_bytes());
+        v1.extend_from_slice(&0u32.to_le_bytes());
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let defaults = GroupSettings::defaults_for_tests();
+        let loaded = decode(&v1, &defaults).unwrap();
+        assert_eq!(loaded.settings.reset, OffsetReset::Latest);
+        assert_eq!(loaded.settings.retry, defaults.retry);
+        assert_eq!(loaded.partitions[0].acks.committed(), 7);
     }
 }

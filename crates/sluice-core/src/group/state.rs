@@ -17,7 +17,10 @@ use tokio::sync::Notify;
 
 use super::acks::AckSet;
 use super::assignment::assign;
-use super::types::{FlowLimits, GroupSettings, MemberId, OffsetReset, SessionEnd, TopicPartition};
+use super::types::{
+    DeadLetterJob, DeadLettered, Failure, FlowLimits, GroupSettings, MemberId, NackSpec, OffsetReset, SessionEnd,
+    TopicPartition,
+};
 
 /// A partition's offsets: (first readable, end), or `None` if it no longer exists.
 pub(crate) type Offsets<'a> = &'a dyn Fn(&TopicPartition) -> Option<(u64, u64)>;
@@ -72,17 +75,34 @@ pub(crate) enum Delivery {
         member: MemberId,
         deadline: Instant,
     },
+    /// Failed; deliverable again from `until` on.
+    Backoff {
+        until: Instant,
+    },
     /// Waiting to be delivered again.
     Ready,
+    /// Out of attempts: being appended to the dead-letter topic, then done.
+    DeadLettering,
 }
 
 /// A delivered record that is not done yet.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Pending {
     pub attempts: u32,
     pub delivery: Delivery,
     pub bytes: u64,
     pub timestamp: i64,
+    pub failure: Option<Failure>,
+}
+
+impl Pending {
+    pub fn ready(attempts: u32) -> Self {
+        Pending { attempts, delivery: Delivery::Ready, bytes: 0, timestamp: 0, failure: None }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[derive(Debug)]
@@ -177,6 +197,15 @@ pub(crate) struct GroupState {
     pub dirty: bool,
     pub rebalances: u64,
     pub acks: u64,
+    pub nacks: u64,
+    pub redeliveries: u64,
+    /// Records dead-lettered since the broker started, per source topic.
+    pub dead_lettered_total: BTreeMap<Arc<str>, u64>,
+    /// Records waiting for the dead-letter worker.
+    pub dead_letter_jobs: VecDeque<DeadLetterJob>,
+    /// This group's dead-lettered records not yet redriven, by dead-letter partition and offset.
+    pub dead_letters: BTreeMap<(TopicPartition, u64), DeadLettered>,
+    pub jitter: super::backoff::Jitter,
 }
 
 impl GroupState {
@@ -191,6 +220,12 @@ impl GroupState {
             dirty: false,
             rebalances: 0,
             acks: 0,
+            nacks: 0,
+            redeliveries: 0,
+            dead_lettered_total: BTreeMap::new(),
+            dead_letter_jobs: VecDeque::new(),
+            dead_letters: BTreeMap::new(),
+            jitter: super::backoff::Jitter::new(now_ms() as u64),
         }
     }
 
@@ -403,6 +438,13 @@ impl GroupState {
             if !ready.is_empty() {
                 return Step::Redeliver { tp: tp.clone(), offsets: ready };
             }
+            // Strict ordering: nothing later while a record waits to be delivered again.
+            let held_back = self.settings.strict_ordering
+                && waiting
+                && partition.pending.values().any(|p| !matches!(p.delivery, Delivery::InFlight { .. }));
+            if held_back {
+                continue;
+            }
             if partition.cursor < end {
                 return Step::Read {
                     tp: tp.clone(),
@@ -445,7 +487,8 @@ impl GroupState {
         let member = self.members.get_mut(&id)?;
         for pick in picks {
             let delivery = Delivery::InFlight { member: id, deadline };
-            let pending = Pending { attempts: 1, delivery, bytes: pick.bytes, timestamp: pick.timestamp };
+            let pending =
+                Pending { attempts: 1, delivery, bytes: pick.bytes, timestamp: pick.timestamp, failure: None };
             partition.pending.insert(pick.offset, pending);
             member.in_flight_records += 1;
             member.in_flight_bytes += pick.bytes;
@@ -479,6 +522,10 @@ impl GroupState {
             pending.attempts += 1;
             pending.delivery = Delivery::InFlight { member: id, deadline };
             pending.bytes = pick.bytes;
+            pending.timestamp = pick.timestamp;
+            if pending.attempts > 1 {
+                self.redeliveries += 1;
+            }
             partition.in_flight += 1;
             member.in_flight_records += 1;
             member.in_flight_bytes += pick.bytes;
@@ -527,7 +574,7 @@ impl GroupState {
             }
             let delivered: Vec<u64> = partition.pending.range(first..=last).map(|(&offset, _)| offset).collect();
             for offset in delivered {
-                let Some(pending) = partition.pending.get(&offset).copied() else { continue };
+                let Some(pending) = partition.pending.get(&offset) else { continue };
                 match pending.delivery {
                     Delivery::InFlight { member: to, .. } if to != id => continue,
                     Delivery::InFlight { .. } => {
@@ -535,7 +582,8 @@ impl GroupState {
                         member.in_flight_records -= 1;
                         member.in_flight_bytes -= pending.bytes;
                     }
-                    Delivery::Ready => {}
+                    Delivery::Ready | Delivery::Backoff { .. } => {}
+                    Delivery::DeadLettering => continue,
                 }
                 partition.pending.remove(&offset);
                 partition.acks.ack(offset);
@@ -587,24 +635,31 @@ impl GroupState {
     /// session timed out (the caller removes them).
     pub fn expire(&mut self, now: Instant) -> Vec<MemberId> {
         let mut drained = Vec::new();
-        for (tp, partition) in &mut self.partitions {
-            let mut expired_any = false;
-            for pending in partition.pending.values_mut() {
-                let Delivery::InFlight { member, deadline } = pending.delivery else { continue };
-                if deadline > now {
-                    continue;
-                }
-                pending.delivery = Delivery::Ready;
-                partition.in_flight -= 1;
-                expired_any = true;
-                if let Some(m) = self.members.get_mut(&member) {
-                    m.in_flight_records -= 1;
-                    m.in_flight_bytes -= pending.bytes;
-                    m.shared.wake.notify_one();
+        let reason: Arc<str> =
+            Arc::from(format!("not acked within the ack timeout of {:?}", self.settings.ack_timeout));
+        let tps: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        for tp in tps {
+            let Some(partition) = self.partitions.get_mut(&tp) else { continue };
+            let mut expired = Vec::new();
+            for (&offset, pending) in partition.pending.iter_mut() {
+                match pending.delivery {
+                    Delivery::InFlight { member, deadline } if deadline <= now => expired.push((offset, member)),
+                    Delivery::Backoff { until } if until <= now => {
+                        pending.delivery = Delivery::Ready;
+                        if let Some(owner) = partition.owner.and_then(|o| self.members.get(&o)) {
+                            owner.shared.wake.notify_one();
+                        }
+                    }
+                    _ => {}
                 }
             }
-            if expired_any {
-                drained.push(tp.clone());
+            for (offset, member) in &expired {
+                self.release(&tp, *offset, *member);
+                let nack = NackSpec { reason: reason.clone(), retryable: true, delay: None };
+                self.fail(&tp, *offset, &nack, now);
+            }
+            if !expired.is_empty() {
+                drained.push(tp);
             }
         }
         self.handover_later(&drained);
@@ -613,6 +668,128 @@ impl GroupState {
             .filter(|(_, m)| now.saturating_duration_since(m.last_seen) >= m.session_timeout)
             .map(|(&id, _)| id)
             .collect()
+    }
+
+    /// Takes an in-flight record back from `member` (no longer counted against it).
+    fn release(&mut self, tp: &TopicPartition, offset: u64, member: MemberId) {
+        let Some(partition) = self.partitions.get_mut(tp) else { return };
+        let Some(pending) = partition.pending.get_mut(&offset) else { return };
+        if !matches!(pending.delivery, Delivery::InFlight { member: to, .. } if to == member) {
+            return;
+        }
+        pending.delivery = Delivery::Ready;
+        partition.in_flight -= 1;
+        if let Some(m) = self.members.get_mut(&member) {
+            m.in_flight_records -= 1;
+            m.in_flight_bytes -= pending.bytes;
+            m.shared.wake.notify_one();
+        }
+    }
+
+    /// Records a failed attempt of a released record: backoff, or the dead-letter queue when
+    /// it is out of attempts or not retryable.
+    fn fail(&mut self, tp: &TopicPartition, offset: u64, nack: &NackSpec, now: Instant) {
+        let max_attempts = self.settings.retry.max_attempts;
+        let sample = self.jitter.sample();
+        let Some(pending) = self.partitions.get_mut(tp).and_then(|p| p.pending.get_mut(&offset)) else { return };
+        let at = now_ms();
+        let failure = match pending.failure.take() {
+            Some(previous) => Failure { reason: nack.reason.clone(), first_ms: previous.first_ms, last_ms: at },
+            None => Failure { reason: nack.reason.clone(), first_ms: at, last_ms: at },
+        };
+        pending.failure = Some(failure.clone());
+        if !nack.retryable || pending.attempts >= max_attempts {
+            pending.delivery = Delivery::DeadLettering;
+            let job = DeadLetterJob { tp: tp.clone(), offset, attempts: pending.attempts, failure };
+            self.dead_letter_jobs.push_back(job);
+            return;
+        }
+        let delay = nack.delay.unwrap_or_else(|| self.settings.retry.delay(pending.attempts, sample));
+        pending.delivery = Delivery::Backoff { until: now + delay };
+    }
+
+    /// Marks offsets in `ranges` that are in flight to `id` as failed.
+    pub fn nack(
+        &mut self,
+        id: MemberId,
+        tp: &TopicPartition,
+        generation: u64,
+        ranges: &[(u64, u64)],
+        nack: &NackSpec,
+        now: Instant,
+    ) -> AckOutcome {
+        let mut outcome = AckOutcome::default();
+        if let Err(refusal) = self.check_owner(id, tp, generation) {
+            outcome.refused = ranges.iter().map(|&(first, last)| (first, last, refusal)).collect();
+            return outcome;
+        }
+        let Some(partition) = self.partitions.get(tp) else { return outcome };
+        let cursor = partition.cursor;
+        let mut failed = Vec::new();
+        for &(first, last) in ranges.iter().filter(|(first, last)| first <= last) {
+            failed.extend(
+                partition
+                    .pending
+                    .range(first..=last)
+                    .filter(|(_, p)| matches!(p.delivery, Delivery::InFlight { member, .. } if member == id))
+                    .map(|(&offset, _)| offset),
+            );
+            if last >= cursor {
+                outcome.refused.push((first.max(cursor), last, AckRefusal::NotDelivered));
+            }
+        }
+        for offset in &failed {
+            self.release(tp, *offset, id);
+            self.fail(tp, *offset, nack, now);
+        }
+        outcome.accepted = failed.len() as u64;
+        self.nacks += outcome.accepted;
+        if !failed.is_empty() {
+            self.handover_later(std::slice::from_ref(tp));
+        }
+        outcome
+    }
+
+    /// The dead-letter worker appended `job`'s record durably (at `at`, if known): the record
+    /// is done for the group.
+    pub fn dead_lettered(&mut self, job: &DeadLetterJob, at: Option<(TopicPartition, u64)>) {
+        let Some(partition) = self.partitions.get_mut(&job.tp) else { return };
+        if !matches!(partition.pending.get(&job.offset), Some(p) if p.delivery == Delivery::DeadLettering) {
+            return;
+        }
+        partition.pending.remove(&job.offset);
+        partition.acks.ack(job.offset);
+        let owner = partition.owner;
+        *self.dead_lettered_total.entry(job.tp.topic.clone()).or_default() += 1;
+        if let Some(key) = at {
+            let record = DeadLettered { source: job.tp.clone(), source_offset: job.offset, at_ms: job.failure.last_ms };
+            self.dead_letters.insert(key, record);
+        }
+        self.dirty = true;
+        if let Some(owner) = owner.and_then(|o| self.members.get(&o)) {
+            owner.shared.wake.notify_one();
+        }
+        self.handover_later(std::slice::from_ref(&job.tp));
+    }
+
+    /// Puts dead-lettered records back into the group's processing with fresh attempt counts;
+    /// returns how many were redriven. Each is forgotten as a dead letter, so it cannot be
+    /// redriven twice.
+    pub fn redrive(&mut self, keys: &[(TopicPartition, u64)]) -> u64 {
+        let mut redriven = 0;
+        for key in keys {
+            let Some(letter) = self.dead_letters.remove(key) else { continue };
+            let Some(partition) = self.partitions.get_mut(&letter.source) else { continue };
+            partition.pending.entry(letter.source_offset).or_insert_with(|| Pending::ready(0));
+            redriven += 1;
+            if let Some(owner) = partition.owner.and_then(|o| self.members.get(&o)) {
+                owner.shared.wake.notify_one();
+            }
+        }
+        if redriven > 0 {
+            self.dirty = true;
+        }
+        redriven
     }
 
     /// Moves partitions to `position`s, forgetting acks and in-flight records there.

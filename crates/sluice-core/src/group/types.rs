@@ -41,12 +41,36 @@ pub enum OffsetReset {
 }
 
 /// A group's settings (persisted with its offsets).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupSettings {
     /// Where to start without a committed offset.
     pub reset: OffsetReset,
     /// How long a delivered record may stay unacked before it is delivered again.
     pub ack_timeout: Duration,
+    /// Redelivery spacing and the attempt limit.
+    pub retry: super::backoff::RetryPolicy,
+    /// Dead-letter topic name; `{topic}` stands for the source topic.
+    pub dead_letter_topic: String,
+    /// While a record of a partition waits for redelivery, deliver nothing later from it.
+    pub strict_ordering: bool,
+}
+
+impl GroupSettings {
+    #[cfg(test)]
+    pub(crate) fn defaults_for_tests() -> Self {
+        GroupSettings {
+            reset: OffsetReset::Earliest,
+            ack_timeout: Duration::from_secs(30),
+            retry: super::backoff::RetryPolicy::default(),
+            dead_letter_topic: "{topic}.dlq".into(),
+            strict_ordering: false,
+        }
+    }
+
+    /// The dead-letter topic of `source`.
+    pub fn dead_letter_topic_for(&self, source: &str) -> String {
+        self.dead_letter_topic.replace("{topic}", source)
+    }
 }
 
 /// How much a member may hold unacked.
@@ -59,7 +83,7 @@ pub struct FlowLimits {
 }
 
 /// What a member asks for when it joins.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JoinSpec {
     /// Group id.
     pub group: String,
@@ -77,6 +101,25 @@ pub struct JoinSpec {
     pub reset: Option<OffsetReset>,
     /// Updates the group's ack timeout when set.
     pub ack_timeout: Option<Duration>,
+    /// Updates the group's retry policy fields that are set.
+    pub retry: RetryOverrides,
+    /// Updates the group's dead-letter topic template when set.
+    pub dead_letter_topic: Option<String>,
+    /// Updates the group's ordering mode when set.
+    pub strict_ordering: Option<bool>,
+}
+
+/// Retry settings a join may change; `None` keeps the group's value.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RetryOverrides {
+    /// Deliveries before dead-lettering.
+    pub max_attempts: Option<u32>,
+    /// First backoff.
+    pub initial: Option<Duration>,
+    /// Backoff growth per failure.
+    pub multiplier: Option<f64>,
+    /// Longest backoff.
+    pub max: Option<Duration>,
 }
 
 /// Why a member's session ended.
@@ -101,4 +144,50 @@ impl std::fmt::Display for SessionEnd {
             SessionEnd::Shutdown => write!(f, "the broker is shutting down"),
         }
     }
+}
+
+/// Why and when a record failed (what its dead-letter copy will say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The last reason given (a nack's text, or the ack timeout).
+    pub reason: Arc<str>,
+    /// First failure, ms since the Unix epoch.
+    pub first_ms: i64,
+    /// Last failure, ms since the Unix epoch.
+    pub last_ms: i64,
+}
+
+/// A record to move to a dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterJob {
+    /// Where it comes from.
+    pub tp: TopicPartition,
+    /// Its offset there.
+    pub offset: u64,
+    /// Deliveries made.
+    pub attempts: u32,
+    /// Why it failed.
+    pub failure: Failure,
+}
+
+/// A dead-lettered record of this group that has not been redriven.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLettered {
+    /// Source partition.
+    pub source: TopicPartition,
+    /// Source offset.
+    pub source_offset: u64,
+    /// When it was dead-lettered (ms since the Unix epoch).
+    pub at_ms: i64,
+}
+
+/// A nack as the group state sees it.
+#[derive(Debug, Clone)]
+pub struct NackSpec {
+    /// Why processing failed.
+    pub reason: Arc<str>,
+    /// False: dead-letter at once.
+    pub retryable: bool,
+    /// Redeliver after this instead of the policy's backoff.
+    pub delay: Option<Duration>,
 }

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::unary;
 use crate::metrics::Metrics;
 use crate::status::to_status;
-use crate::{convert, convert_group};
+use crate::{convert, convert_dead_letter, convert_group};
 
 /// The Admin service.
 #[derive(Debug, Clone)]
@@ -178,6 +178,32 @@ impl pb::admin_server::Admin for AdminService {
         let delete = async { self.broker.delete_group(&r.group, r.force).await.map_err(to_status) };
         unary(&self.metrics, &self.inflight, "DeleteGroup", async { delete.await.map(|()| pb::DeleteGroupResponse {}) })
             .await
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, group = %request.get_ref().group))]
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        let list = async {
+            let spec = convert_dead_letter::list(request.into_inner())?;
+            convert_dead_letter::page(self.broker.list_dead_letters(spec).await.map_err(to_status)?)
+        };
+        unary(&self.metrics, &self.inflight, "ListDeadLetters", list).await
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, group = %request.get_ref().group))]
+    async fn redrive_dead_letters(
+        &self,
+        request: Request<pb::RedriveDeadLettersRequest>,
+    ) -> Result<Response<pb::RedriveDeadLettersResponse>, Status> {
+        let r = request.get_ref();
+        let redrive = async {
+            let selection = convert_dead_letter::selection(r)?;
+            let redriven = self.broker.redrive_dead_letters(&r.topic, &r.group, &selection).await.map_err(to_status)?;
+            Ok(pb::RedriveDeadLettersResponse { redriven })
+        };
+        unary(&self.metrics, &self.inflight, "RedriveDeadLetters", redrive).await
     }
 
     async fn broker_info(

@@ -99,6 +99,12 @@ async fn apply(handle: &MemberHandle, request: pb::ConsumeRequest, outbound: &Ou
             let outcome = handle.renew(&tp, renew.generation, &convert_group::ranges(&renew.offsets, &renew.ranges));
             (tp, outcome)
         }
+        Some(Request::Nack(nack)) => {
+            let tp = convert_group::topic_partition(&nack.topic, nack.partition);
+            let ranges = convert_group::ranges(&nack.offsets, &nack.ranges);
+            let outcome = handle.nack(&tp, nack.generation, &ranges, &convert_group::nack(&nack));
+            (tp, outcome)
+        }
         Some(Request::Heartbeat(_)) | None => {
             handle.heartbeat();
             return true;

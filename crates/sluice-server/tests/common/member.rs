@@ -19,6 +19,10 @@ pub struct JoinOptions {
     pub session_timeout_ms: u32,
     pub ack_timeout_ms: u32,
     pub reset: i32,
+    pub max_delivery_attempts: u32,
+    pub backoff_initial_ms: u32,
+    pub backoff_multiplier: f64,
+    pub strict: bool,
 }
 
 pub struct Member {
@@ -54,6 +58,11 @@ impl Member {
             session_timeout_ms: options.session_timeout_ms,
             reset: options.reset,
             ack_timeout_ms: options.ack_timeout_ms,
+            max_delivery_attempts: options.max_delivery_attempts,
+            backoff_initial_ms: options.backoff_initial_ms,
+            backoff_multiplier: options.backoff_multiplier,
+            ordering: if options.strict { pb::Ordering::Strict as i32 } else { 0 },
+            ..pb::Join::default()
         };
         tx.send(request(pb::consume_request::Request::Join(join))).await.unwrap();
         let mut stream = server.consumer().await.consume(ReceiverStream::new(rx)).await.unwrap().into_inner();
@@ -139,6 +148,20 @@ impl Member {
     pub async fn ack_all(&self, records: &pb::GroupRecords) {
         let offsets: Vec<u64> = records.records.iter().map(|r| r.record.as_ref().unwrap().offset).collect();
         self.ack(&records.topic, records.partition, records.generation, offsets).await;
+    }
+
+    /// Nacks one offset.
+    pub async fn nack(&self, topic: &str, partition: u32, generation: u64, offset: u64, reason: &str, retryable: bool) {
+        let nack = pb::Nack {
+            topic: topic.into(),
+            partition,
+            generation,
+            offsets: vec![offset],
+            reason: reason.into(),
+            retryable: Some(retryable),
+            ..pb::Nack::default()
+        };
+        self.send(pb::consume_request::Request::Nack(nack)).await;
     }
 
     pub async fn heartbeat(&self) {
