@@ -262,3 +262,42 @@ async fn ack_timeouts_count_as_attempts_and_end_in_the_dead_letter_topic() -> Te
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_nack_for_records_the_member_does_not_hold_is_refused_and_changes_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "tasks", 2, None).await;
+    let mut request = produce_request("tasks", vec![record(None, "t0"), record(None, "t1")]);
+    request.partition = Some(0);
+    server.producer().await.produce(request).await?;
+    let mut member = Member::join(&server, "g", &["tasks"], "m", policy(1, 100)).await;
+    let delivery = member.next_records().await;
+    assert_eq!(offsets(&delivery), vec![0, 1]);
+    member.ack("tasks", 0, delivery.generation, vec![0]).await;
+    let generation = delivery.generation;
+    for (partition, offset) in [(0, 7), (0, 0), (5, 0)] {
+        member.nack("tasks", partition, generation, offset, "nope", false).await;
+    }
+    let mut reasons = Vec::new();
+    while reasons.len() < 3 {
+        if let common::member::Event::Refused = member.next().await {
+            let refused = member.refusals.last().unwrap();
+            reasons.push((refused.partition, refused.range.unwrap().first, refused.reason));
+        }
+    }
+    let not_delivered = pb::AckRefusalReason::NotDelivered as i32;
+    assert_eq!(
+        reasons,
+        vec![(0, 7, not_delivered), (0, 0, not_delivered), (5, 0, pb::AckRefusalReason::NotOwner as i32)],
+        "never delivered, already acked, not owned"
+    );
+    let d = describe(&server, "g").await;
+    assert_eq!((d.nacks, d.dead_lettered), (0, 0), "nothing changed");
+    assert!(dead_letters(&server, "tasks.dlq").await.is_empty());
+    member.ack("tasks", 0, generation, vec![1]).await;
+    eventually("the held record is still the member's to ack", || async { committed(&server, "g").await == 2 }).await;
+    member.close();
+    server.stop().await;
+    Ok(())
+}

@@ -727,6 +727,7 @@ impl GroupState {
         let cursor = partition.cursor;
         let mut failed = Vec::new();
         for &(first, last) in ranges.iter().filter(|(first, last)| first <= last) {
+            let before = failed.len();
             failed.extend(
                 partition
                     .pending
@@ -734,6 +735,10 @@ impl GroupState {
                     .filter(|(_, p)| matches!(p.delivery, Delivery::InFlight { member, .. } if member == id))
                     .map(|(&offset, _)| offset),
             );
+            if failed.len() == before && first < cursor {
+                // Nothing in this range is outstanding with the member (done, or never its own).
+                outcome.refused.push((first, last.min(cursor - 1), AckRefusal::NotDelivered));
+            }
             if last >= cursor {
                 outcome.refused.push((first.max(cursor), last, AckRefusal::NotDelivered));
             }
