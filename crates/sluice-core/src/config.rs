@@ -24,6 +24,12 @@ pub struct TopicConfig {
     pub max_message_bytes: u32,
     /// When appends are forced to disk.
     pub fsync: FsyncPolicy,
+    /// Deliveries before a consumer group dead-letters a record of this topic, unless the group
+    /// sets its own; `None`: the broker's default.
+    pub max_delivery_attempts: Option<u32>,
+    /// Dead-letter topic for this topic's records, unless the group sets its own; `None`: the
+    /// broker's default (`<topic>.dlq`).
+    pub dead_letter_topic: Option<String>,
 }
 
 impl Default for TopicConfig {
@@ -35,6 +41,8 @@ impl Default for TopicConfig {
             segment_ms: 7 * 24 * 3600 * 1000,
             max_message_bytes: 1 << 20,
             fsync: FsyncPolicy::Always,
+            max_delivery_attempts: None,
+            dead_letter_topic: None,
         }
     }
 }
@@ -71,6 +79,12 @@ impl TopicConfig {
                 "segment_bytes ({}) must be at least max_message_bytes ({})",
                 self.segment_bytes, self.max_message_bytes
             )));
+        }
+        if self.max_delivery_attempts == Some(0) {
+            return Err(Error::InvalidArgument("max_delivery_attempts must be at least 1".into()));
+        }
+        if let Some(name) = &self.dead_letter_topic {
+            crate::topic_name::validate(name).map_err(|e| Error::InvalidArgument(format!("dead_letter_topic: {e}")))?;
         }
         self.log_config().validate().map_err(|e| match e {
             sluice_storage::Error::InvalidArgument(msg) => Error::InvalidArgument(msg),
@@ -135,7 +149,8 @@ impl GroupDefaults {
             reset: self.reset,
             ack_timeout: self.ack_timeout,
             retry: self.retry,
-            dead_letter_topic: self.dead_letter_topic.clone(),
+            max_attempts: None,
+            dead_letter_topic: None,
             strict_ordering: false,
         }
     }

@@ -9,7 +9,11 @@
 //! segment_ms=604800000
 //! max_message_bytes=1048576
 //! fsync=always                  # always | never | interval:<ms>
+//! max_delivery_attempts=none    # or a number (groups' default for this topic)
+//! dead_letter_topic=none        # or a topic name (groups' default for this topic)
 //! ```
+//!
+//! The last two keys were added later; files without them load with `none`.
 //!
 //! The file is replaced atomically (write, fsync, rename, fsync directory). A topic directory
 //! without it is the remains of an interrupted delete and is removed at start.
@@ -104,7 +108,7 @@ impl TopicMeta {
     pub fn encode(&self) -> String {
         let c = &self.config;
         format!(
-            "version={VERSION}\npartitions={}\nretention_ms={}\nretention_bytes={}\nsegment_bytes={}\nsegment_ms={}\nmax_message_bytes={}\nfsync={}\n",
+            "version={VERSION}\npartitions={}\nretention_ms={}\nretention_bytes={}\nsegment_bytes={}\nsegment_ms={}\nmax_message_bytes={}\nfsync={}\nmax_delivery_attempts={}\ndead_letter_topic={}\n",
             self.partitions,
             option_text(c.retention_ms),
             option_text(c.retention_bytes),
@@ -112,6 +116,8 @@ impl TopicMeta {
             c.segment_ms,
             c.max_message_bytes,
             fsync_text(c.fsync),
+            option_text(c.max_delivery_attempts.map(u64::from)),
+            c.dead_letter_topic.as_deref().unwrap_or("none"),
         )
     }
 
@@ -136,6 +142,13 @@ impl TopicMeta {
                     config.max_message_bytes = u32::try_from(number()?).map_err(|e| bad(format!("{key}: {e}")))?
                 }
                 "fsync" => config.fsync = parse_fsync(value).ok_or_else(|| bad(format!("fsync '{value}'")))?,
+                "max_delivery_attempts" => {
+                    config.max_delivery_attempts =
+                        optional()?.map(|n| u32::try_from(n).map_err(|e| bad(format!("{key}: {e}")))).transpose()?
+                }
+                "dead_letter_topic" => {
+                    config.dead_letter_topic = (value != "none").then(|| value.to_owned());
+                }
                 _ => return Err(bad(format!("unknown key '{key}'"))),
             }
         }
@@ -159,6 +172,8 @@ mod tests {
                 retention_ms: None,
                 retention_bytes: Some(10 << 30),
                 fsync: FsyncPolicy::Interval(Duration::from_millis(250)),
+                max_delivery_attempts: Some(3),
+                dead_letter_topic: Some("orders.failed".into()),
                 ..TopicConfig::default()
             },
         };

@@ -408,6 +408,8 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
         max_message_bytes: u32::try_from(size("topic_defaults.max_message_bytes", &t.max_message_bytes)?)
             .map_err(|e| invalid("topic_defaults.max_message_bytes", origin, e))?,
         fsync: parse_fsync(&t.fsync).map_err(|m| invalid("topic_defaults.fsync", origin, m))?,
+        max_delivery_attempts: None,
+        dead_letter_topic: None,
     };
     topic_defaults.validate().map_err(|e| invalid("topic_defaults", origin, e))?;
     let l = &file.limits;

@@ -102,6 +102,12 @@ pub fn apply_topic_config(config: &pb::TopicConfig, target: &mut TopicConfig) ->
     if let Some(bytes) = config.max_message_bytes {
         target.max_message_bytes = bytes;
     }
+    if let Some(attempts) = config.max_delivery_attempts {
+        target.max_delivery_attempts = (attempts != 0).then_some(attempts);
+    }
+    if let Some(name) = &config.dead_letter_topic {
+        target.dead_letter_topic = (!name.is_empty()).then(|| name.clone());
+    }
     let policy = pb::FsyncPolicy::try_from(config.fsync)
         .map_err(|_unknown| invalid(format!("unknown fsync policy {}", config.fsync)))?;
     match policy {
@@ -137,6 +143,8 @@ pub fn topic_config(config: &TopicConfig) -> pb::TopicConfig {
         fsync: fsync as i32,
         fsync_interval_ms: interval,
         segment_ms: Some(config.segment_ms),
+        max_delivery_attempts: Some(config.max_delivery_attempts.unwrap_or(0)),
+        dead_letter_topic: Some(config.dead_letter_topic.clone().unwrap_or_default()),
     }
 }
 

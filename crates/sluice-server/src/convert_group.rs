@@ -183,8 +183,8 @@ pub fn description(d: GroupDescription) -> pb::DescribeGroupResponse {
         nacks: d.nacks,
         redeliveries: d.redeliveries,
         dead_lettered: d.dead_lettered.iter().map(|(_, n)| n).sum(),
-        max_delivery_attempts: d.settings.retry.max_attempts,
-        dead_letter_topic: d.settings.dead_letter_topic.clone(),
+        max_delivery_attempts: d.settings.max_attempts.unwrap_or(0),
+        dead_letter_topic: d.settings.dead_letter_topic.clone().unwrap_or_default(),
         strict_ordering: d.settings.strict_ordering,
     }
 }

@@ -301,3 +301,43 @@ async fn a_nack_for_records_the_member_does_not_hold_is_refused_and_changes_noth
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_topic_sets_the_attempt_limit_and_dead_letter_topic_its_groups_default_to() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    let config = pb::TopicConfig {
+        max_delivery_attempts: Some(2),
+        dead_letter_topic: Some("shipments-failed".into()),
+        ..Default::default()
+    };
+    create_topic(&server, "shipments", 1, Some(config)).await;
+    produce_values(&server, "shipments", &["lost parcel"]).await;
+    let options = JoinOptions { backoff_initial_ms: 20, ..JoinOptions::default() };
+    let mut member = Member::join(&server, "tracking", &["shipments"], "m", options).await;
+    for attempt in 1..=2 {
+        let delivery = member.next_records().await;
+        assert_eq!(delivery.records[0].delivery_attempt, attempt);
+        member.nack("shipments", 0, delivery.generation, 0, "carrier down", true).await;
+    }
+    eventually("dead-lettered after the topic's 2 attempts", || async {
+        dead_letters(&server, "shipments-failed").await.len() == 1
+    })
+    .await;
+    assert!(dead_letters(&server, "shipments.dlq").await.is_empty(), "the topic's dead-letter topic wins");
+    let described = server.admin().await.describe_topic(pb::DescribeTopicRequest { name: "shipments".into() }).await?;
+    let config = described.into_inner().topic.unwrap().config.unwrap();
+    assert_eq!(
+        (config.max_delivery_attempts, config.dead_letter_topic.as_deref()),
+        (Some(2), Some("shipments-failed"))
+    );
+    member.close();
+    server.stop().await;
+
+    // The topic's settings survive a restart.
+    let server = TestServer::start(dir.path()).await;
+    let described = server.admin().await.describe_topic(pb::DescribeTopicRequest { name: "shipments".into() }).await?;
+    assert_eq!(described.into_inner().topic.unwrap().config.unwrap().max_delivery_attempts, Some(2));
+    server.stop().await;
+    Ok(())
+}

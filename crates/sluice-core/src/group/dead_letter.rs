@@ -83,7 +83,9 @@ async fn move_one(broker: &Broker, group: &Group, job: &DeadLetterJob) -> Result
     };
     let record = read.batches.iter().flat_map(|b| b.records()).filter_map(|r| r.ok()).find(|r| r.offset == job.offset);
     let Some(record) = record else { return Ok(None) };
-    let name = group.lock().settings.dead_letter_topic_for(&job.tp.topic);
+    let own = source.config().dead_letter_topic;
+    let broker_default = &broker.config().groups.dead_letter_topic;
+    let name = group.lock().settings.dead_letter_topic_for(&job.tp.topic, own.as_deref(), broker_default);
     let topic = dead_letter_topic(broker, &name, &source).await?;
     let mut headers = Vec::with_capacity(record.header_count() + 8);
     for header in record.headers() {

@@ -34,6 +34,7 @@ fn check_topology(broker: &Broker, group: &Group) {
         return;
     }
     let topology = broker.group_topology(&state, &[]);
+    state.topic_attempts = broker.topic_attempt_limits(&topology);
     if topology != state.topology {
         tracing::info!(group = %group.id, "subscribed topics changed; rebalancing");
         let offsets = |tp: &TopicPartition| broker.partition_offsets(tp);

@@ -222,13 +222,15 @@ fn apply_overrides(settings: &mut GroupSettings, spec: &JoinSpec, ack_timeout: O
     if let Some(timeout) = ack_timeout {
         settings.ack_timeout = timeout;
     }
+    if let Some(max) = spec.retry.max_attempts {
+        settings.max_attempts = Some(max);
+    }
     let retry = &mut settings.retry;
-    retry.max_attempts = spec.retry.max_attempts.unwrap_or(retry.max_attempts);
     retry.initial = spec.retry.initial.unwrap_or(retry.initial);
     retry.multiplier = spec.retry.multiplier.unwrap_or(retry.multiplier);
     retry.max = spec.retry.max.unwrap_or(retry.max);
     if let Some(template) = &spec.dead_letter_topic {
-        settings.dead_letter_topic.clone_from(template);
+        settings.dead_letter_topic = Some(template.clone());
     }
     if let Some(strict) = spec.strict_ordering {
         settings.strict_ordering = strict;
@@ -257,6 +259,18 @@ impl Broker {
         topics
             .into_iter()
             .filter_map(|name| self.topic(name).ok().map(|t| (name.to_owned(), t.partitions().len() as u32)))
+            .collect()
+    }
+
+    /// The attempt limits topics set for their records, for the topics in `topology`.
+    pub(crate) fn topic_attempt_limits(&self, topology: &BTreeMap<String, u32>) -> BTreeMap<Arc<str>, u32> {
+        topology
+            .keys()
+            .filter_map(|name| {
+                let topic = self.topic(name).ok()?;
+                let limit = topic.config().max_delivery_attempts?;
+                Some((topic.name.clone(), limit))
+            })
             .collect()
     }
 
@@ -312,6 +326,7 @@ impl Broker {
                 state.dirty = true;
             }
             let topology = self.group_topology(&state, &spec.topics);
+            state.topic_attempts = self.topic_attempt_limits(&topology);
             let offsets = |tp: &TopicPartition| self.partition_offsets(tp);
             state.join(id, member, &topology, &offsets);
         }

@@ -12,8 +12,9 @@
 //! 1     version (2)
 //! 1     reset policy: 0 earliest, 1 latest
 //! 8     ack timeout in ms
-//! v2:   4 max delivery attempts, 8 backoff initial ms, 8 backoff multiplier (f64 bits),
-//!       8 backoff max ms, 1 strict ordering (0/1), 2+N dead-letter topic template
+//! v2:   4 max delivery attempts (0: the topic's or broker's), 8 backoff initial ms,
+//!       8 backoff multiplier (f64 bits), 8 backoff max ms, 1 strict ordering (0/1),
+//!       2+N dead-letter topic template (empty: the topic's or broker's)
 //! 4     partition count P
 //! then P times:
 //!   2+T topic name (length, UTF-8)
@@ -79,12 +80,12 @@ pub fn encode(snapshot: &GroupSnapshot) -> Vec<u8> {
         OffsetReset::Latest => 1,
     });
     out.extend_from_slice(&(settings.ack_timeout.as_millis() as u64).to_le_bytes());
-    out.extend_from_slice(&settings.retry.max_attempts.to_le_bytes());
+    out.extend_from_slice(&settings.max_attempts.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&(settings.retry.initial.as_millis() as u64).to_le_bytes());
     out.extend_from_slice(&settings.retry.multiplier.to_bits().to_le_bytes());
     out.extend_from_slice(&(settings.retry.max.as_millis() as u64).to_le_bytes());
     out.push(u8::from(settings.strict_ordering));
-    put_str(&mut out, &settings.dead_letter_topic);
+    put_str(&mut out, settings.dead_letter_topic.as_deref().unwrap_or(""));
     out.extend_from_slice(&(snapshot.partitions.len() as u32).to_le_bytes());
     for p in &snapshot.partitions {
         put_str(&mut out, &p.tp.topic);
@@ -179,15 +180,18 @@ pub fn decode(bytes: &[u8], defaults: &GroupSettings) -> Result<GroupSnapshot, S
     settings.reset = reset;
     settings.ack_timeout = Duration::from_millis(reader.u64()?);
     if version >= 2 {
+        let max_attempts = reader.u32()?;
+        settings.max_attempts = (max_attempts != 0).then_some(max_attempts);
         settings.retry = RetryPolicy {
-            max_attempts: reader.u32()?,
+            max_attempts: defaults.retry.max_attempts,
             initial: Duration::from_millis(reader.u64()?),
             multiplier: f64::from_bits(reader.u64()?),
             max: Duration::from_millis(reader.u64()?),
             jitter: defaults.retry.jitter,
         };
         settings.strict_ordering = reader.u8()? != 0;
-        settings.dead_letter_topic = reader.string()?.to_owned();
+        let template = reader.string()?;
+        settings.dead_letter_topic = (!template.is_empty()).then(|| template.to_owned());
     }
     let count = reader.u32()?;
     let mut partitions = Vec::new();
@@ -236,8 +240,9 @@ mod tests {
         GroupSettings {
             reset: OffsetReset::Latest,
             ack_timeout: Duration::from_secs(30),
-            retry: RetryPolicy { max_attempts: 7, ..RetryPolicy::default() },
-            dead_letter_topic: "{topic}.dead".into(),
+            retry: RetryPolicy::default(),
+            max_attempts: Some(7),
+            dead_letter_topic: Some("{topic}.dead".into()),
             strict_ordering: true,
         }
     }

@@ -206,6 +206,8 @@ pub(crate) struct GroupState {
     /// This group's dead-lettered records not yet redriven, by dead-letter partition and offset.
     pub dead_letters: BTreeMap<(TopicPartition, u64), DeadLettered>,
     pub jitter: super::backoff::Jitter,
+    /// Each topic's own attempt limit, if it sets one (refreshed by maintenance).
+    pub topic_attempts: BTreeMap<Arc<str>, u32>,
 }
 
 impl GroupState {
@@ -226,6 +228,7 @@ impl GroupState {
             dead_letter_jobs: VecDeque::new(),
             dead_letters: BTreeMap::new(),
             jitter: super::backoff::Jitter::new(now_ms() as u64),
+            topic_attempts: BTreeMap::new(),
         }
     }
 
@@ -689,7 +692,7 @@ impl GroupState {
     /// Records a failed attempt of a released record: backoff, or the dead-letter queue when
     /// it is out of attempts or not retryable.
     fn fail(&mut self, tp: &TopicPartition, offset: u64, nack: &NackSpec, now: Instant) {
-        let max_attempts = self.settings.retry.max_attempts;
+        let max_attempts = self.settings.max_attempts_for(self.topic_attempts.get(&tp.topic).copied());
         let sample = self.jitter.sample();
         let Some(pending) = self.partitions.get_mut(tp).and_then(|p| p.pending.get_mut(&offset)) else { return };
         let at = now_ms();

@@ -47,10 +47,13 @@ pub struct GroupSettings {
     pub reset: OffsetReset,
     /// How long a delivered record may stay unacked before it is delivered again.
     pub ack_timeout: Duration,
-    /// Redelivery spacing and the attempt limit.
+    /// Redelivery spacing; its attempt limit is the broker's default.
     pub retry: super::backoff::RetryPolicy,
-    /// Dead-letter topic name; `{topic}` stands for the source topic.
-    pub dead_letter_topic: String,
+    /// The group's own attempt limit; `None`: the topic's, else the broker's.
+    pub max_attempts: Option<u32>,
+    /// The group's own dead-letter topic (`{topic}` stands for the source topic); `None`: the
+    /// topic's, else the broker's.
+    pub dead_letter_topic: Option<String>,
     /// While a record of a partition waits for redelivery, deliver nothing later from it.
     pub strict_ordering: bool,
 }
@@ -62,14 +65,25 @@ impl GroupSettings {
             reset: OffsetReset::Earliest,
             ack_timeout: Duration::from_secs(30),
             retry: super::backoff::RetryPolicy::default(),
-            dead_letter_topic: "{topic}.dlq".into(),
+            max_attempts: None,
+            dead_letter_topic: None,
             strict_ordering: false,
         }
     }
 
-    /// The dead-letter topic of `source`.
-    pub fn dead_letter_topic_for(&self, source: &str) -> String {
-        self.dead_letter_topic.replace("{topic}", source)
+    /// The attempt limit for records of a topic whose own limit is `topic`.
+    pub fn max_attempts_for(&self, topic: Option<u32>) -> u32 {
+        self.max_attempts.or(topic).unwrap_or(self.retry.max_attempts)
+    }
+
+    /// The dead-letter topic for records of `source`, whose own setting is `topic`;
+    /// `broker_default` is the broker's template.
+    pub fn dead_letter_topic_for(&self, source: &str, topic: Option<&str>, broker_default: &str) -> String {
+        match (&self.dead_letter_topic, topic) {
+            (Some(template), _) => template.replace("{topic}", source),
+            (None, Some(name)) => name.to_owned(),
+            (None, None) => broker_default.replace("{topic}", source),
+        }
     }
 }
 
