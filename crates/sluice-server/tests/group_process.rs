@@ -39,6 +39,14 @@ fn spawn_broker(data_dir: &Path, env: &[(&str, &str)]) -> Broker {
     Broker { child, server }
 }
 
+impl Drop for Broker {
+    /// A failing test must not leave its broker running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn channel(broker: &Broker) -> Channel {
     Endpoint::from_shared(format!("http://{}", broker.server.grpc)).unwrap().connect().await.unwrap()
 }

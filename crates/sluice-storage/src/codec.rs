@@ -390,6 +390,28 @@ impl Batch {
             remaining: self.header.record_count,
         }
     }
+
+    /// The record at `offset`, if this batch holds it. The records before it are skipped by
+    /// their length prefixes only, without decoding them.
+    pub fn record_at(&self, offset: u64) -> Option<Result<Record, String>> {
+        let index = offset.checked_sub(self.header.base_offset)?;
+        if index >= u64::from(self.header.record_count) {
+            return None;
+        }
+        let body = self.bytes.get(BATCH_HEADER_BYTES..)?;
+        let mut position = 0usize;
+        for _ in 0..index {
+            let prefix = body.get(position..position + 4).and_then(|b| <[u8; 4]>::try_from(b).ok());
+            let Some(prefix) = prefix else { return Some(Err("record length runs past the batch".into())) };
+            position += 4 + u32::from_le_bytes(prefix) as usize;
+        }
+        if position > body.len() {
+            return Some(Err("record runs past the batch".into()));
+        }
+        let mut iter =
+            RecordIter { rest: self.bytes.slice(BATCH_HEADER_BYTES + position..), next_offset: offset, remaining: 1 };
+        iter.next()
+    }
 }
 
 /// A record read back from the log.
@@ -545,6 +567,23 @@ mod tests {
     fn stored(mut batch: EncodedBatch, base: u64) -> Batch {
         let bytes = Bytes::copy_from_slice(batch.bytes_with_base_offset(base));
         Batch::from_verified_bytes(bytes).unwrap()
+    }
+
+    #[test]
+    fn record_at_finds_each_record_without_decoding_the_ones_before() {
+        let mut builder = BatchBuilder::default();
+        let values: Vec<Vec<u8>> = (0..5).map(|i| vec![b'v'; i * 3]).collect();
+        for (i, value) in values.iter().enumerate() {
+            let key = if i % 2 == 0 { Some(b"key".as_slice()) } else { None };
+            builder.push(&RecordRef { timestamp: i as i64, key, value, headers: &[] }).unwrap();
+        }
+        let batch = stored(builder.finish().unwrap(), 100);
+        let all: Vec<Record> = batch.records().map(Result::unwrap).collect();
+        for record in &all {
+            assert_eq!(&batch.record_at(record.offset).unwrap().unwrap(), record);
+        }
+        assert!(batch.record_at(99).is_none());
+        assert!(batch.record_at(105).is_none());
     }
 
     #[test]

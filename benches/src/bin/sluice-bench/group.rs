@@ -28,6 +28,9 @@ pub struct GroupSpec {
     pub silent: bool,
     /// Session timeout each member asks for, in ms (0: the broker's default).
     pub session_timeout_ms: u32,
+    /// Nack (not retryable, so dead-lettered) every record whose offset is a multiple of this;
+    /// 0: ack everything.
+    pub nack_every: u64,
 }
 
 struct Shared {
@@ -61,10 +64,12 @@ struct MemberSpec {
     session_timeout_ms: u32,
     leaver: bool,
     silent: bool,
+    nack_every: u64,
 }
 
 async fn member(spec: MemberSpec, shared: Arc<Shared>) -> BenchResult {
-    let MemberSpec { server, group, topic: spec_topic, max_in_flight, session_timeout_ms, leaver, silent } = spec;
+    let MemberSpec { server, group, topic: spec_topic, max_in_flight, session_timeout_ms, leaver, silent, nack_every } =
+        spec;
     let (tx, rx) = mpsc::channel(256);
     let join = pb::Join {
         group,
@@ -104,7 +109,22 @@ async fn member(spec: MemberSpec, shared: Arc<Shared>) -> BenchResult {
                     .filter_map(|r| r.record.as_ref())
                     .map(|r| r.value.len() as u64 + r.key.as_ref().map_or(0, |k| k.len() as u64))
                     .sum();
-                let acked = ranges(records.records.iter().filter_map(|r| r.record.as_ref()).map(|r| r.offset));
+                let all = records.records.iter().filter_map(|r| r.record.as_ref()).map(|r| r.offset);
+                let failing = |offset: &u64| nack_every > 0 && offset.is_multiple_of(nack_every);
+                let nacked: Vec<u64> = all.clone().filter(failing).collect();
+                let acked = ranges(all.filter(|o| !failing(o)));
+                if !nacked.is_empty() {
+                    let nack = pb::Nack {
+                        topic: records.topic.clone(),
+                        partition: records.partition,
+                        generation: records.generation,
+                        offsets: nacked,
+                        reason: "bench failure".into(),
+                        retryable: Some(false),
+                        ..pb::Nack::default()
+                    };
+                    tx.send(pb::ConsumeRequest { request: Some(pb::consume_request::Request::Nack(nack)) }).await?;
+                }
                 let ack = pb::Ack {
                     topic: records.topic,
                     partition: records.partition,
@@ -165,6 +185,7 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
             session_timeout_ms: spec.session_timeout_ms,
             leaver,
             silent: spec.silent,
+            nack_every: spec.nack_every,
         };
         tasks.spawn(member(member_spec, Arc::clone(&shared)));
     }
@@ -191,11 +212,12 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
     let resumed = shared.resumed_after.lock().map_err(|_| "poisoned")?.map(|d| d.as_secs_f64() * 1000.0);
     let resumed_json = resumed.map_or("null".to_owned(), |ms| format!("{ms:.1}"));
     println!(
-        "{{\"bench\":\"group\",\"members\":{},\"partitions\":{partitions},\"max_in_flight\":{},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1},\"leave\":\"{}\",\"session_timeout_ms\":{},\"rebalance_resume_ms\":{resumed_json}}}",
+        "{{\"bench\":\"group\",\"members\":{},\"partitions\":{partitions},\"max_in_flight\":{},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1},\"nack_every\":{},\"leave\":\"{}\",\"session_timeout_ms\":{},\"rebalance_resume_ms\":{resumed_json}}}",
         spec.members,
         spec.max_in_flight,
         n as f64 / secs,
         b as f64 / secs / 1e6,
+        spec.nack_every,
         if spec.silent { "silent" } else { "close" },
         spec.session_timeout_ms,
     );

@@ -117,6 +117,9 @@ enum Command {
         /// Session timeout each member asks for (0: the broker's default of 30 s).
         #[arg(long, default_value_t = 0)]
         session_timeout_ms: u32,
+        /// Nack (not retryable: dead-lettered) one record in N (by offset); 100 = 1%. 0: none.
+        #[arg(long, default_value_t = 0)]
+        nack_every: u64,
     },
     /// Produce at a fixed rate while a subscriber measures publish-to-delivery latency.
     Latency {
@@ -507,9 +510,26 @@ async fn main() -> BenchResult {
                 .await
         }
         Command::Consume { topic, mode, max_bytes } => run_consume(&cli.server, topic, mode, max_bytes).await,
-        Command::Group { topic, group, members, max_in_flight, leave_after, silent, session_timeout_ms } => {
-            let spec =
-                group::GroupSpec { topic, group, members, max_in_flight, leave_after, silent, session_timeout_ms };
+        Command::Group {
+            topic,
+            group,
+            members,
+            max_in_flight,
+            leave_after,
+            silent,
+            session_timeout_ms,
+            nack_every,
+        } => {
+            let spec = group::GroupSpec {
+                topic,
+                group,
+                members,
+                max_in_flight,
+                leave_after,
+                silent,
+                session_timeout_ms,
+                nack_every,
+            };
             group::run(&cli.server, spec).await
         }
         Command::Latency { topic, rate, duration, record_size, fsync } => {

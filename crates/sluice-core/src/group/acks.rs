@@ -16,9 +16,27 @@ impl RangeSet {
         self.ranges.range(..=offset).next_back().is_some_and(|(_, &end)| offset < end)
     }
 
-    /// Adds `offset`, merging with neighbouring ranges.
+    /// Adds `offset`, merging with neighbouring ranges. Acks mostly arrive in order, so the
+    /// usual case extends the range just below in place, without allocating.
     pub fn insert(&mut self, offset: u64) {
-        self.insert_range(offset, offset + 1);
+        let extends = match self.ranges.range_mut(..=offset).next_back() {
+            Some((_, end)) if *end > offset => return,
+            Some((&start, end)) if *end == offset => {
+                *end = offset + 1;
+                Some(start)
+            }
+            _ => None,
+        };
+        let joined_end = self.ranges.remove(&(offset + 1));
+        match (extends, joined_end) {
+            (Some(start), Some(end)) => {
+                self.ranges.insert(start, end);
+            }
+            (Some(_), None) => {}
+            (None, end) => {
+                self.ranges.insert(offset, end.unwrap_or(offset + 1));
+            }
+        }
     }
 
     /// Adds `start..end`, merging with overlapping or adjacent ranges.

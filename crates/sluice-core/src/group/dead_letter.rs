@@ -13,6 +13,7 @@
 //!
 //! Several groups may share one dead-letter topic; each record carries its group in a header.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,9 @@ use bytes::Bytes;
 
 use super::Group;
 use super::types::{DeadLetterJob, TopicPartition};
+use sluice_storage::Batch;
+
+use crate::StoredRecord;
 use crate::broker::{Broker, Topic};
 use crate::error::{Error, Result};
 use crate::record::{NewRecord, ProduceRequest};
@@ -71,22 +75,33 @@ async fn dead_letter_topic(broker: &Broker, name: &str, source: &Topic) -> Resul
     }
 }
 
-/// Appends one record's dead-letter copy; returns where it went, or `None` if the source record
-/// no longer exists (its topic was deleted, or retention removed it).
-async fn move_one(broker: &Broker, group: &Group, job: &DeadLetterJob) -> Result<Option<(TopicPartition, u64)>> {
-    let Ok(source) = broker.topic(&job.tp.topic) else { return Ok(None) };
-    let handle = source.partition(job.tp.partition)?;
-    let read = match handle.read(job.offset, 1).await {
-        Ok(read) => read,
-        Err(Error::OffsetOutOfRange { .. }) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let record = read.batches.iter().flat_map(|b| b.records()).filter_map(|r| r.ok()).find(|r| r.offset == job.offset);
-    let Some(record) = record else { return Ok(None) };
-    let own = source.config().dead_letter_topic;
-    let broker_default = &broker.config().groups.dead_letter_topic;
-    let name = group.lock().settings.dead_letter_topic_for(&job.tp.topic, own.as_deref(), broker_default);
-    let topic = dead_letter_topic(broker, &name, &source).await?;
+/// Reads every record `jobs` (of one partition, sorted by offset) name; one read serves all the
+/// jobs its batches cover. Records that no longer exist are left out.
+async fn read_sources(
+    source: &Topic,
+    tp: &TopicPartition,
+    jobs: &[DeadLetterJob],
+) -> Result<Vec<Option<StoredRecord>>> {
+    let handle = source.partition(tp.partition)?;
+    let mut found: Vec<Option<StoredRecord>> = Vec::with_capacity(jobs.len());
+    let mut last_read: Vec<Batch> = Vec::new();
+    for job in jobs {
+        let covers = |b: &Batch| b.base_offset() <= job.offset && job.offset < b.next_offset();
+        let mut batch = last_read.iter().find(|b| covers(b)).cloned();
+        if batch.is_none() {
+            last_read = match handle.read(job.offset, 1 << 20).await {
+                Ok(read) => read.batches,
+                Err(Error::OffsetOutOfRange { .. }) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            batch = last_read.iter().find(|b| covers(b)).cloned();
+        }
+        found.push(batch.and_then(|b| b.record_at(job.offset)).and_then(Result::ok));
+    }
+    Ok(found)
+}
+
+fn dead_letter_copy(group: &str, job: &DeadLetterJob, record: StoredRecord) -> Result<NewRecord> {
     let mut headers = Vec::with_capacity(record.header_count() + 8);
     for header in record.headers() {
         let header = header.map_err(|reason| Error::Internal(format!("stored header: {reason}")))?;
@@ -96,18 +111,53 @@ async fn move_one(broker: &Broker, group: &Group, job: &DeadLetterJob) -> Result
         text(HEADER_TOPIC, &job.tp.topic),
         text(HEADER_PARTITION, job.tp.partition),
         text(HEADER_OFFSET, job.offset),
-        text(HEADER_GROUP, &group.id),
+        text(HEADER_GROUP, group),
         text(HEADER_DELIVERY_COUNT, job.attempts),
         text(HEADER_MESSAGE, &job.failure.reason),
         text(HEADER_FIRST_FAILURE, job.failure.first_ms),
         text(HEADER_LAST_FAILURE, job.failure.last_ms),
     ]);
-    let partition = job.tp.partition % topic.partitions().len().max(1) as u32;
-    let copy = NewRecord { key: record.key, value: record.value, headers, timestamp: Some(record.timestamp) };
-    let request = ProduceRequest { topic: name, partition: Some(partition), records: vec![copy], producer: None };
-    let outcome = broker.produce(request).await?;
-    let offset = outcome.appends.first().map_or(0, |a| a.base_offset);
-    Ok(Some((TopicPartition::new(topic.name.clone(), partition), offset)))
+    Ok(NewRecord { key: record.key, value: record.value, headers, timestamp: Some(record.timestamp) })
+}
+
+/// Appends the dead-letter copies of one source partition's jobs (sorted by offset) in one
+/// produce; returns where each went, or `None` for a source record that no longer exists.
+async fn move_partition(
+    broker: &Broker,
+    group: &Group,
+    tp: &TopicPartition,
+    jobs: &[DeadLetterJob],
+) -> Result<Vec<Option<(TopicPartition, u64)>>> {
+    let Ok(source) = broker.topic(&tp.topic) else { return Ok(vec![None; jobs.len()]) };
+    let records = read_sources(&source, tp, jobs).await?;
+    let own = source.config().dead_letter_topic;
+    let broker_default = &broker.config().groups.dead_letter_topic;
+    let name = group.lock().settings.dead_letter_topic_for(&tp.topic, own.as_deref(), broker_default);
+    let topic = dead_letter_topic(broker, &name, &source).await?;
+    let partition = tp.partition % topic.partitions().len().max(1) as u32;
+    let mut copies = Vec::with_capacity(jobs.len());
+    for (job, record) in jobs.iter().zip(records.iter()) {
+        if let Some(record) = record {
+            copies.push(dead_letter_copy(&group.id, job, record.clone())?);
+        }
+    }
+    let mut base = 0;
+    if !copies.is_empty() {
+        let request = ProduceRequest { topic: name, partition: Some(partition), records: copies, producer: None };
+        let outcome = broker.produce(request).await?;
+        base = outcome.appends.first().map_or(0, |a| a.base_offset);
+    }
+    let dead_letter = TopicPartition::new(topic.name.clone(), partition);
+    let mut next = base;
+    Ok(records
+        .iter()
+        .map(|record| {
+            record.as_ref().map(|_| {
+                next += 1;
+                (dead_letter.clone(), next - 1)
+            })
+        })
+        .collect())
 }
 
 /// Moves every queued record of every group; returns false if any failed (they stay queued).
@@ -115,24 +165,39 @@ async fn pass(broker: &Broker) -> bool {
     let mut all_moved = true;
     for group in broker.groups().all() {
         let jobs: Vec<DeadLetterJob> = group.lock().dead_letter_jobs.drain(..).collect();
+        let mut by_partition: BTreeMap<TopicPartition, Vec<DeadLetterJob>> = BTreeMap::new();
         for job in jobs {
-            match move_one(broker, &group, &job).await {
-                Ok(at) => {
-                    if at.is_none() {
-                        tracing::warn!(group = %group.id, topic = %job.tp.topic, partition = job.tp.partition, offset = job.offset, "record to dead-letter no longer exists; marking it done");
+            by_partition.entry(job.tp.clone()).or_default().push(job);
+        }
+        for (tp, mut jobs) in by_partition {
+            jobs.sort_by_key(|j| j.offset);
+            // One produce per chunk keeps each request well under the request size limit.
+            for chunk in jobs.chunks(256) {
+                match move_partition(broker, &group, &tp, chunk).await {
+                    Ok(places) => {
+                        let mut state = group.lock();
+                        for (job, at) in chunk.iter().zip(places) {
+                            if at.is_none() {
+                                tracing::warn!(group = %group.id, topic = %tp.topic, partition = tp.partition, offset = job.offset, "record to dead-letter no longer exists; marking it done");
+                            }
+                            state.dead_lettered(job, at);
+                        }
                     }
-                    group.lock().dead_lettered(&job, at);
-                }
-                Err(e) => {
-                    tracing::warn!(group = %group.id, topic = %job.tp.topic, offset = job.offset, cause = %e, "dead-lettering failed; will retry");
-                    group.lock().dead_letter_jobs.push_back(job);
-                    all_moved = false;
+                    Err(e) => {
+                        tracing::warn!(group = %group.id, topic = %tp.topic, records = chunk.len(), cause = %e, "dead-lettering failed; will retry");
+                        group.lock().dead_letter_jobs.extend(chunk.iter().cloned());
+                        all_moved = false;
+                    }
                 }
             }
         }
     }
     all_moved
 }
+
+/// How long the worker lets failures gather after the first one: each source batch is then
+/// read once for all its failed records, instead of once per record.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// Runs until the broker shuts down; queued records left then stay pending in their groups.
 pub(crate) async fn run(broker: Broker) {
@@ -143,6 +208,10 @@ pub(crate) async fn run(broker: Broker) {
             () = shutdown.cancelled() => return,
             () = broker.groups().dead_letter_wake.notified() => {}
             () = tokio::time::sleep(pause) => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(GATHER) => {}
         }
     }
 }

@@ -157,6 +157,7 @@ impl Groups {
                 let mut partition = PartitionState::at(p.acks);
                 for offset in p.redriven {
                     partition.pending.insert(offset, state::Pending::ready(0));
+                    partition.ready += 1;
                 }
                 state.partitions.insert(p.tp, partition);
             }

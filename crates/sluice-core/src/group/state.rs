@@ -114,8 +114,10 @@ pub(crate) struct PartitionState {
     /// Next offset never delivered.
     pub cursor: u64,
     pub pending: BTreeMap<u64, Pending>,
-    /// Entries of `pending` that are in flight; the rest wait for redelivery.
+    /// Entries of `pending` that are in flight.
     pub in_flight: u32,
+    /// Entries of `pending` that are `Ready` (so a plan need not scan for them when none are).
+    pub ready: u32,
     /// Timestamp of the record at the committed offset (refreshed by maintenance).
     pub oldest_unacked_timestamp: Option<i64>,
 }
@@ -129,6 +131,7 @@ impl PartitionState {
             acks: committed,
             pending: BTreeMap::new(),
             in_flight: 0,
+            ready: 0,
             oldest_unacked_timestamp: None,
         }
     }
@@ -262,6 +265,7 @@ impl GroupState {
                 if matches!(pending.delivery, Delivery::InFlight { member, .. } if member == id) {
                     pending.delivery = Delivery::Ready;
                     partition.in_flight -= 1;
+                    partition.ready += 1;
                 }
             }
             if partition.owner == Some(id) {
@@ -388,12 +392,16 @@ impl GroupState {
         };
         let kept = partition.pending.split_off(&position);
         for (_, pending) in std::mem::replace(&mut partition.pending, kept) {
-            if let Delivery::InFlight { member, .. } = pending.delivery {
-                partition.in_flight -= 1;
-                if let Some(m) = self.members.get_mut(&member) {
-                    m.in_flight_records -= 1;
-                    m.in_flight_bytes -= pending.bytes;
+            match pending.delivery {
+                Delivery::InFlight { member, .. } => {
+                    partition.in_flight -= 1;
+                    if let Some(m) = self.members.get_mut(&member) {
+                        m.in_flight_records -= 1;
+                        m.in_flight_bytes -= pending.bytes;
+                    }
                 }
+                Delivery::Ready => partition.ready -= 1,
+                Delivery::Backoff { .. } | Delivery::DeadLettering => {}
             }
         }
         partition.acks.skip_to(position);
@@ -426,8 +434,13 @@ impl GroupState {
             let Some((start, end)) = offsets(tp) else { continue };
             self.skip_deleted(tp, start, end);
             let Some(partition) = self.partitions.get(tp) else { continue };
+            debug_assert_eq!(
+                partition.ready as usize,
+                partition.pending.values().filter(|p| p.delivery == Delivery::Ready).count(),
+                "ready count out of step"
+            );
             let waiting = partition.pending.len() > partition.in_flight as usize;
-            let ready: Vec<u64> = if !waiting {
+            let ready: Vec<u64> = if partition.ready == 0 {
                 Vec::new()
             } else {
                 partition
@@ -522,6 +535,7 @@ impl GroupState {
             if pending.delivery != Delivery::Ready {
                 continue;
             }
+            partition.ready -= 1;
             pending.attempts += 1;
             pending.delivery = Delivery::InFlight { member: id, deadline };
             pending.bytes = pick.bytes;
@@ -543,6 +557,7 @@ impl GroupState {
         for offset in offsets {
             if partition.pending.get(offset).is_some_and(|p| p.delivery == Delivery::Ready) {
                 partition.pending.remove(offset);
+                partition.ready -= 1;
                 partition.acks.ack(*offset);
                 self.dirty = true;
             }
@@ -585,7 +600,8 @@ impl GroupState {
                         member.in_flight_records -= 1;
                         member.in_flight_bytes -= pending.bytes;
                     }
-                    Delivery::Ready | Delivery::Backoff { .. } => {}
+                    Delivery::Ready => partition.ready -= 1,
+                    Delivery::Backoff { .. } => {}
                     Delivery::DeadLettering => continue,
                 }
                 partition.pending.remove(&offset);
@@ -649,6 +665,7 @@ impl GroupState {
                     Delivery::InFlight { member, deadline } if deadline <= now => expired.push((offset, member)),
                     Delivery::Backoff { until } if until <= now => {
                         pending.delivery = Delivery::Ready;
+                        partition.ready += 1;
                         if let Some(owner) = partition.owner.and_then(|o| self.members.get(&o)) {
                             owner.shared.wake.notify_one();
                         }
@@ -682,6 +699,7 @@ impl GroupState {
         }
         pending.delivery = Delivery::Ready;
         partition.in_flight -= 1;
+        partition.ready += 1;
         if let Some(m) = self.members.get_mut(&member) {
             m.in_flight_records -= 1;
             m.in_flight_bytes -= pending.bytes;
@@ -694,7 +712,11 @@ impl GroupState {
     fn fail(&mut self, tp: &TopicPartition, offset: u64, nack: &NackSpec, now: Instant) {
         let max_attempts = self.settings.max_attempts_for(self.topic_attempts.get(&tp.topic).copied());
         let sample = self.jitter.sample();
-        let Some(pending) = self.partitions.get_mut(tp).and_then(|p| p.pending.get_mut(&offset)) else { return };
+        let Some(partition) = self.partitions.get_mut(tp) else { return };
+        let Some(pending) = partition.pending.get_mut(&offset) else { return };
+        if pending.delivery == Delivery::Ready {
+            partition.ready -= 1;
+        }
         let at = now_ms();
         let failure = match pending.failure.take() {
             Some(previous) => Failure { reason: nack.reason.clone(), first_ms: previous.first_ms, last_ms: at },
@@ -788,7 +810,10 @@ impl GroupState {
         for key in keys {
             let Some(letter) = self.dead_letters.remove(key) else { continue };
             let Some(partition) = self.partitions.get_mut(&letter.source) else { continue };
-            partition.pending.entry(letter.source_offset).or_insert_with(|| Pending::ready(0));
+            if let std::collections::btree_map::Entry::Vacant(entry) = partition.pending.entry(letter.source_offset) {
+                entry.insert(Pending::ready(0));
+                partition.ready += 1;
+            }
             redriven += 1;
             if let Some(owner) = partition.owner.and_then(|o| self.members.get(&o)) {
                 owner.shared.wake.notify_one();
@@ -813,6 +838,7 @@ impl GroupState {
                 }
             }
             partition.in_flight = 0;
+            partition.ready = 0;
             partition.acks.reset_to(*position);
             partition.cursor = *position;
             partition.oldest_unacked_timestamp = None;
