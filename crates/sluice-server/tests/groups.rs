@@ -420,13 +420,7 @@ async fn a_group_whose_position_retention_deleted_resumes_at_the_log_start() -> 
     let dir = tempfile::tempdir()?;
     let server =
         TestServer::start_with(config(dir.path(), &[("SLUICE_MAINTENANCE_RETENTION_CHECK_INTERVAL", "20ms")])).await;
-    let topic_config = pb::TopicConfig {
-        retention_ms: Some(60_000),
-        segment_bytes: Some(64 << 10),
-        max_message_bytes: Some(8 << 10),
-        ..pb::TopicConfig::default()
-    };
-    create_topic(&server, "logs", 1, Some(topic_config)).await;
+    create_topic(&server, "logs", 1, Some(short_retention_config())).await;
     let mut admin = server.admin().await;
     let earliest = pb::reset_group_offsets_request::Target::Earliest(pb::Earliest {});
     let reset = pb::ResetGroupOffsetsRequest {
@@ -438,12 +432,7 @@ async fn a_group_whose_position_retention_deleted_resumes_at_the_log_start() -> 
     };
     admin.reset_group_offsets(reset).await?;
     assert_eq!(describe(&server, "archiver").await.partitions[0].committed_offset, 0);
-    let mut producer = server.producer().await;
-    for i in 0..40 {
-        // Timestamps from 1970: every closed segment is long past retention.
-        let batch = (0..10).map(|j| pb::Record { timestamp_ms: Some(i * 10 + j), ..record(None, &"z".repeat(1000)) });
-        producer.produce(produce_request("logs", batch.collect())).await?;
-    }
+    produce_old_records(&server, "logs").await;
     let start = Arc::new(Mutex::new(0));
     eventually("retention deleted segments", || async {
         let d = admin.clone().describe_topic(pb::DescribeTopicRequest { name: "logs".into() }).await.unwrap();

@@ -187,19 +187,8 @@ async fn retention_deletes_old_segments_and_reads_below_start_are_out_of_range()
     let dir = tempfile::tempdir()?;
     let config = config(dir.path(), &[("SLUICE_MAINTENANCE_RETENTION_CHECK_INTERVAL", "20ms")]);
     let server = TestServer::start_with(config).await;
-    let topic_config = pb::TopicConfig {
-        retention_ms: Some(60_000),
-        segment_bytes: Some(64 << 10),
-        max_message_bytes: Some(8 << 10),
-        ..pb::TopicConfig::default()
-    };
-    create_topic(&server, "logs", 1, Some(topic_config)).await;
-    let mut producer = server.producer().await;
-    for i in 0..40 {
-        // Timestamps from 1970: every closed segment is long past retention.
-        let batch = (0..10).map(|j| pb::Record { timestamp_ms: Some(i * 10 + j), ..record(None, &"z".repeat(1000)) });
-        producer.produce(produce_request("logs", batch.collect())).await?;
-    }
+    create_topic(&server, "logs", 1, Some(short_retention_config())).await;
+    produce_old_records(&server, "logs").await;
     let mut admin = server.admin().await;
     // Poll (bounded) until retention has run.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -14,22 +14,32 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::{BenchResult, connect, progress};
 
-/// What one run of the group bench does.
+/// What one run of the group bench does (the `group` subcommand's flags).
+#[derive(Debug, clap::Args)]
 pub struct GroupSpec {
+    #[arg(long, default_value = "bench")]
     pub topic: String,
+    /// Group id; default: a new group per run (so it starts at the earliest record).
+    #[arg(long)]
     pub group: Option<String>,
+    #[arg(long, default_value_t = 2)]
     pub members: u32,
+    /// Unacked records each member may hold.
+    #[arg(long, default_value_t = 4000)]
     pub max_in_flight: u32,
-    /// After this many records, the last member drops its stream; the others' time to resume
-    /// its partitions is reported.
+    /// After this many records the last member drops its stream; reports how long until the
+    /// others deliver from its partitions.
+    #[arg(long)]
     pub leave_after: Option<u64>,
-    /// The leaver goes silent (keeps its stream open, sends and reads nothing) instead of
-    /// closing its stream, so the broker notices only after the session timeout.
+    /// The leaving member goes silent instead of closing its stream (the broker then notices
+    /// after the session timeout).
+    #[arg(long)]
     pub silent: bool,
-    /// Session timeout each member asks for, in ms (0: the broker's default).
+    /// Session timeout each member asks for, in ms (0: the broker's default of 30 s).
+    #[arg(long, default_value_t = 0)]
     pub session_timeout_ms: u32,
-    /// Nack (not retryable, so dead-lettered) every record whose offset is a multiple of this;
-    /// 0: ack everything.
+    /// Nack (not retryable: dead-lettered) one record in N (by offset); 100 = 1%. 0: none.
+    #[arg(long, default_value_t = 0)]
     pub nack_every: u64,
 }
 

@@ -95,32 +95,7 @@ enum Command {
     },
     /// Read a topic to its current end as one consumer group (Consume), acking every record in
     /// ranges; optionally time the rebalance after a member leaves.
-    Group {
-        #[arg(long, default_value = "bench")]
-        topic: String,
-        /// Group id; default: a new group per run (so it starts at the earliest record).
-        #[arg(long)]
-        group: Option<String>,
-        #[arg(long, default_value_t = 2)]
-        members: u32,
-        /// Unacked records each member may hold.
-        #[arg(long, default_value_t = 4000)]
-        max_in_flight: u32,
-        /// After this many records the last member drops its stream; reports how long until
-        /// the others deliver from its partitions.
-        #[arg(long)]
-        leave_after: Option<u64>,
-        /// The leaving member goes silent instead of closing its stream (the broker then
-        /// notices after the session timeout).
-        #[arg(long)]
-        silent: bool,
-        /// Session timeout each member asks for (0: the broker's default of 30 s).
-        #[arg(long, default_value_t = 0)]
-        session_timeout_ms: u32,
-        /// Nack (not retryable: dead-lettered) one record in N (by offset); 100 = 1%. 0: none.
-        #[arg(long, default_value_t = 0)]
-        nack_every: u64,
-    },
+    Group(group::GroupSpec),
     /// Produce at a fixed rate while a subscriber measures publish-to-delivery latency.
     Latency {
         #[arg(long, default_value = "bench-latency")]
@@ -510,28 +485,7 @@ async fn main() -> BenchResult {
                 .await
         }
         Command::Consume { topic, mode, max_bytes } => run_consume(&cli.server, topic, mode, max_bytes).await,
-        Command::Group {
-            topic,
-            group,
-            members,
-            max_in_flight,
-            leave_after,
-            silent,
-            session_timeout_ms,
-            nack_every,
-        } => {
-            let spec = group::GroupSpec {
-                topic,
-                group,
-                members,
-                max_in_flight,
-                leave_after,
-                silent,
-                session_timeout_ms,
-                nack_every,
-            };
-            group::run(&cli.server, spec).await
-        }
+        Command::Group(spec) => group::run(&cli.server, spec).await,
         Command::Latency { topic, rate, duration, record_size, fsync } => {
             run_latency(&cli.server, topic, rate, duration.into(), record_size, fsync).await
         }

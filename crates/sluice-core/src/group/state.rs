@@ -187,6 +187,12 @@ pub struct AckOutcome {
     pub refused: Vec<(u64, u64, AckRefusal)>,
 }
 
+impl AckOutcome {
+    fn refusing(ranges: &[(u64, u64)], refusal: AckRefusal) -> Self {
+        AckOutcome { accepted: 0, refused: ranges.iter().map(|&(first, last)| (first, last, refusal)).collect() }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct GroupState {
     pub settings: GroupSettings,
@@ -580,8 +586,7 @@ impl GroupState {
     pub fn ack(&mut self, id: MemberId, tp: &TopicPartition, generation: u64, ranges: &[(u64, u64)]) -> AckOutcome {
         let mut outcome = AckOutcome::default();
         if let Err(refusal) = self.check_owner(id, tp, generation) {
-            outcome.refused = ranges.iter().map(|&(first, last)| (first, last, refusal)).collect();
-            return outcome;
+            return AckOutcome::refusing(ranges, refusal);
         }
         let (Some(partition), Some(member)) = (self.partitions.get_mut(tp), self.members.get_mut(&id)) else {
             return outcome;
@@ -632,8 +637,7 @@ impl GroupState {
     ) -> AckOutcome {
         let mut outcome = AckOutcome::default();
         if let Err(refusal) = self.check_owner(id, tp, generation) {
-            outcome.refused = ranges.iter().map(|&(first, last)| (first, last, refusal)).collect();
-            return outcome;
+            return AckOutcome::refusing(ranges, refusal);
         }
         let deadline = now + self.settings.ack_timeout;
         let Some(partition) = self.partitions.get_mut(tp) else { return outcome };
@@ -745,8 +749,7 @@ impl GroupState {
     ) -> AckOutcome {
         let mut outcome = AckOutcome::default();
         if let Err(refusal) = self.check_owner(id, tp, generation) {
-            outcome.refused = ranges.iter().map(|&(first, last)| (first, last, refusal)).collect();
-            return outcome;
+            return AckOutcome::refusing(ranges, refusal);
         }
         let Some(partition) = self.partitions.get(tp) else { return outcome };
         let cursor = partition.cursor;

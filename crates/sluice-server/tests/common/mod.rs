@@ -100,6 +100,26 @@ pub async fn create_topic(server: &TestServer, name: &str, partitions: u32, conf
     server.admin().await.create_topic(pb::CreateTopicRequest { name: name.into(), partitions, config }).await.unwrap();
 }
 
+/// Small segments and a minute of retention: records stamped in 1970 are deleted as soon as
+/// their segment closes and retention runs.
+pub fn short_retention_config() -> pb::TopicConfig {
+    pb::TopicConfig {
+        retention_ms: Some(60_000),
+        segment_bytes: Some(64 << 10),
+        max_message_bytes: Some(8 << 10),
+        ..pb::TopicConfig::default()
+    }
+}
+
+/// 400 records of 1000 bytes in requests of 10, with timestamps from 1970 (long past retention).
+pub async fn produce_old_records(server: &TestServer, topic: &str) {
+    let mut producer = server.producer().await;
+    for i in 0..40 {
+        let batch = (0..10).map(|j| pb::Record { timestamp_ms: Some(i * 10 + j), ..record(None, &"z".repeat(1000)) });
+        producer.produce(produce_request(topic, batch.collect())).await.unwrap();
+    }
+}
+
 pub fn record(key: Option<&str>, value: &str) -> pb::Record {
     pb::Record {
         key: key.map(|k| k.as_bytes().to_vec().into()),
