@@ -252,6 +252,14 @@ impl PartitionHandle {
         blocking(move || Ok(log.read(offset, max_bytes))).await?.map_err(|e| self.map_storage(e))
     }
 
+    /// Records read alone from their positions in their batches (see
+    /// `sluice_storage::Record::position`), in one blocking call; each may fail on its own.
+    pub async fn read_records(&self, wanted: Vec<(u64, u32)>) -> Result<Vec<Result<sluice_storage::Record>>> {
+        let log = self.inner.log.clone();
+        let read = blocking(move || Ok(wanted.iter().map(|&(o, p)| log.read_record(o, p)).collect::<Vec<_>>())).await?;
+        Ok(read.into_iter().map(|r| r.map_err(|e| self.map_storage(e))).collect())
+    }
+
     /// The first offset with a timestamp at or after `timestamp`, if any.
     pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
         let log = self.inner.log.clone();

@@ -388,6 +388,7 @@ impl Batch {
             rest: self.bytes.slice(BATCH_HEADER_BYTES..),
             next_offset: self.header.base_offset,
             remaining: self.header.record_count,
+            position: BATCH_HEADER_BYTES,
         }
     }
 
@@ -408,8 +409,12 @@ impl Batch {
         if position > body.len() {
             return Some(Err("record runs past the batch".into()));
         }
-        let mut iter =
-            RecordIter { rest: self.bytes.slice(BATCH_HEADER_BYTES + position..), next_offset: offset, remaining: 1 };
+        let mut iter = RecordIter {
+            rest: self.bytes.slice(BATCH_HEADER_BYTES + position..),
+            next_offset: offset,
+            remaining: 1,
+            position: BATCH_HEADER_BYTES + position,
+        };
         iter.next()
     }
 }
@@ -419,6 +424,9 @@ impl Batch {
 pub struct Record {
     /// The record's offset in its partition.
     pub offset: u64,
+    /// Where the record starts in its batch (bytes from the batch's first byte), for reading it
+    /// again alone with [`crate::PartitionLog::read_record`].
+    pub position: u32,
     /// Milliseconds since the Unix epoch.
     pub timestamp: i64,
     /// Optional key.
@@ -478,12 +486,25 @@ pub struct RecordIter {
     rest: Bytes,
     next_offset: u64,
     remaining: u32,
+    /// Position of the next record in its batch.
+    position: usize,
+}
+
+impl RecordIter {
+    /// Decodes the single record in `bytes` (length prefix included), read back alone from
+    /// `position` of its batch.
+    pub fn single(bytes: Bytes, offset: u64, position: u32) -> Result<Record, String> {
+        let mut iter = RecordIter { rest: bytes, next_offset: offset, remaining: 1, position: position as usize };
+        iter.next().unwrap_or_else(|| Err("no record".into()))
+    }
 }
 
 impl RecordIter {
     fn decode_one(&mut self) -> Result<Record, String> {
+        let position = u32::try_from(self.position).map_err(|_| "batch too large".to_owned())?;
         let len = take_u32(&mut self.rest)? as usize;
         let mut body = take(&mut self.rest, len)?;
+        self.position += 4 + len;
         if body.len() < 8 {
             return Err("record truncated".into());
         }
@@ -498,7 +519,7 @@ impl RecordIter {
         let header_count = body.get_u16_le();
         let offset = self.next_offset;
         self.next_offset += 1;
-        Ok(Record { offset, timestamp, key, value, header_count, headers: body })
+        Ok(Record { offset, position, timestamp, key, value, header_count, headers: body })
     }
 }
 

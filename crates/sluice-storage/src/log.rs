@@ -176,6 +176,16 @@ impl PartitionLog {
         Ok(ReadResult { batches, start_offset, end_offset })
     }
 
+    /// The record at `offset`, read alone from `position` of its batch (see
+    /// [`Record::position`]); its batch checksum is not verified again.
+    pub fn read_record(&self, offset: u64, position: u32) -> Result<crate::codec::Record> {
+        let view = self.view();
+        if offset >= view.end_offset() {
+            return Err(view.out_of_range(offset));
+        }
+        view.segment_for(offset)?.read_record(offset, position)
+    }
+
     /// The first offset whose record timestamp is `>= timestamp`, or `None` if no record is.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
         let view = self.view();

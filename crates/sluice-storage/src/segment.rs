@@ -131,6 +131,26 @@ impl SegmentView {
         }
     }
 
+    /// The record at `offset`, which starts at `position` of its batch (as a [`Record`] read
+    /// earlier said). Only the record's bytes are read, so its batch checksum is not verified
+    /// again: callers use it for records they already read whole once.
+    pub fn read_record(&self, offset: u64, position: u32) -> Result<crate::codec::Record> {
+        let (start, _) = self.batch_start(offset)?;
+        let at = start + u64::from(position);
+        let mut prefix = [0u8; 4];
+        if at + 4 > self.len {
+            return Err(self.corrupt(at, "record position runs past the segment"));
+        }
+        self.read_exact_at(&mut prefix, at)?;
+        let len = u64::from(u32::from_le_bytes(prefix));
+        if at + 4 + len > self.len {
+            return Err(self.corrupt(at, "record runs past the segment"));
+        }
+        let mut buf = BytesMut::zeroed(usize::try_from(4 + len).unwrap_or(usize::MAX));
+        self.read_exact_at(&mut buf, at)?;
+        crate::codec::RecordIter::single(buf.freeze(), offset, position).map_err(|reason| self.corrupt(at, reason))
+    }
+
     /// Whole batches starting with the one holding `offset`, up to `max_bytes` (but always the
     /// first batch, however large), each checksum-verified.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Batch>> {

@@ -26,6 +26,32 @@ fn appended_records_read_back_intact_with_dense_offsets() -> TestResult {
 }
 
 #[test]
+fn a_record_read_alone_at_its_position_equals_the_one_read_with_its_batch() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), small_segments(FsyncPolicy::Never))?;
+    for i in 0..20 {
+        let mut batch = records(&format!("r{i}"), 7, 1000 + i);
+        batch[3].key = Some(b"k".to_vec());
+        batch[5].headers = vec![("h".into(), b"v".to_vec())];
+        log.append(encode(&batch))?;
+    }
+    let (_, end) = log.offsets();
+    let mut offset = 0;
+    while offset < end {
+        for batch in log.read(offset, 1 << 20)?.batches {
+            for record in batch.records() {
+                let record = record?;
+                assert_eq!(log.read_record(record.offset, record.position)?, record);
+                offset = record.offset + 1;
+            }
+        }
+    }
+    assert_eq!(offset, end);
+    assert!(log.read_record(end, 56).is_err(), "past the end is refused");
+    Ok(())
+}
+
+#[test]
 fn segments_roll_by_size_and_reads_cross_them() -> TestResult {
     let dir = tempfile::tempdir()?;
     let log = PartitionLog::open(dir.path(), small_segments(FsyncPolicy::Never))?;

@@ -75,17 +75,30 @@ async fn dead_letter_topic(broker: &Broker, name: &str, source: &Topic) -> Resul
     }
 }
 
-/// Reads every record `jobs` (of one partition, sorted by offset) name; one read serves all the
-/// jobs its batches cover. Records that no longer exist are left out.
+/// Reads every record `jobs` (of one partition, sorted by offset) name: alone when its position
+/// is known, else with its batch (one read serves all the jobs its batches cover). Records that
+/// no longer exist are left out.
 async fn read_sources(
     source: &Topic,
     tp: &TopicPartition,
     jobs: &[DeadLetterJob],
 ) -> Result<Vec<Option<StoredRecord>>> {
     let handle = source.partition(tp.partition)?;
+    // Records whose position in their batch is known are read alone: a dead-lettered record
+    // then costs its own bytes, not a second read of its whole batch.
+    let known: Vec<(u64, u32)> = jobs.iter().filter_map(|j| j.position.map(|p| (j.offset, p))).collect();
+    let mut alone = handle.read_records(known).await?.into_iter();
     let mut found: Vec<Option<StoredRecord>> = Vec::with_capacity(jobs.len());
     let mut last_read: Vec<Batch> = Vec::new();
     for job in jobs {
+        if job.position.is_some() {
+            match alone.next() {
+                Some(Ok(record)) => found.push(Some(record)),
+                Some(Err(Error::OffsetOutOfRange { .. })) | None => found.push(None),
+                Some(Err(e)) => return Err(e),
+            }
+            continue;
+        }
         let covers = |b: &Batch| b.base_offset() <= job.offset && job.offset < b.next_offset();
         let mut batch = last_read.iter().find(|b| covers(b)).cloned();
         if batch.is_none() {

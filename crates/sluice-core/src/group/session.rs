@@ -272,7 +272,12 @@ impl GroupSession {
                     continue;
                 }
                 bytes += size;
-                picks.push(Pick { offset: record.offset, bytes: size, timestamp: record.timestamp });
+                picks.push(Pick {
+                    offset: record.offset,
+                    bytes: size,
+                    timestamp: record.timestamp,
+                    position: record.position,
+                });
             }
         }
         if next == from {
@@ -317,7 +322,12 @@ impl GroupSession {
                 }
                 if wanted.peek() == Some(&&record.offset) {
                     let size = (record.key.as_ref().map_or(0, |k| k.len()) + record.value.len()) as u64;
-                    picks.push(Pick { offset: record.offset, bytes: size, timestamp: record.timestamp });
+                    picks.push(Pick {
+                        offset: record.offset,
+                        bytes: size,
+                        timestamp: record.timestamp,
+                        position: record.position,
+                    });
                     wanted.next();
                 }
             }

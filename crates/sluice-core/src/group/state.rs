@@ -93,11 +93,13 @@ pub(crate) struct Pending {
     pub bytes: u64,
     pub timestamp: i64,
     pub failure: Option<Failure>,
+    /// Where the record starts in its batch, once delivered (so it can be read again alone).
+    pub position: Option<u32>,
 }
 
 impl Pending {
     pub fn ready(attempts: u32) -> Self {
-        Pending { attempts, delivery: Delivery::Ready, bytes: 0, timestamp: 0, failure: None }
+        Pending { attempts, delivery: Delivery::Ready, bytes: 0, timestamp: 0, failure: None, position: None }
     }
 }
 
@@ -154,6 +156,7 @@ pub(crate) struct Pick {
     pub offset: u64,
     pub bytes: u64,
     pub timestamp: i64,
+    pub position: u32,
 }
 
 /// The partitions a member may take records from, and those it is draining.
@@ -509,8 +512,14 @@ impl GroupState {
         let member = self.members.get_mut(&id)?;
         for pick in picks {
             let delivery = Delivery::InFlight { member: id, deadline };
-            let pending =
-                Pending { attempts: 1, delivery, bytes: pick.bytes, timestamp: pick.timestamp, failure: None };
+            let pending = Pending {
+                attempts: 1,
+                delivery,
+                bytes: pick.bytes,
+                timestamp: pick.timestamp,
+                failure: None,
+                position: Some(pick.position),
+            };
             partition.pending.insert(pick.offset, pending);
             member.in_flight_records += 1;
             member.in_flight_bytes += pick.bytes;
@@ -546,6 +555,7 @@ impl GroupState {
             pending.delivery = Delivery::InFlight { member: id, deadline };
             pending.bytes = pick.bytes;
             pending.timestamp = pick.timestamp;
+            pending.position = Some(pick.position);
             if pending.attempts > 1 {
                 self.redeliveries += 1;
             }
@@ -729,7 +739,13 @@ impl GroupState {
         pending.failure = Some(failure.clone());
         if !nack.retryable || pending.attempts >= max_attempts {
             pending.delivery = Delivery::DeadLettering;
-            let job = DeadLetterJob { tp: tp.clone(), offset, attempts: pending.attempts, failure };
+            let job = DeadLetterJob {
+                tp: tp.clone(),
+                offset,
+                attempts: pending.attempts,
+                failure,
+                position: pending.position,
+            };
             self.dead_letter_jobs.push_back(job);
             return;
         }

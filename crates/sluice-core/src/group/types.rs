@@ -182,6 +182,8 @@ pub struct DeadLetterJob {
     pub attempts: u32,
     /// Why it failed.
     pub failure: Failure,
+    /// Where the record starts in its batch, if known (it can then be read alone).
+    pub position: Option<u32>,
 }
 
 /// A dead-lettered record of this group that has not been redriven.
