@@ -46,6 +46,8 @@ pub struct GroupSpec {
 struct Shared {
     done: Arc<AtomicU64>,
     bytes: AtomicU64,
+    /// Records messages received (deliveries).
+    deliveries: AtomicU64,
     total: u64,
     /// Partitions of the member that leaves, and when it left.
     leaver_partitions: Mutex<BTreeSet<u32>>,
@@ -144,6 +146,7 @@ async fn member(spec: MemberSpec, shared: Arc<Shared>) -> BenchResult {
                 };
                 tx.send(pb::ConsumeRequest { request: Some(pb::consume_request::Request::Ack(ack)) }).await?;
                 shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+                shared.deliveries.fetch_add(1, Ordering::Relaxed);
                 let done = shared.done.fetch_add(n, Ordering::Relaxed) + n;
                 if done >= shared.total {
                     shared.finished.store(true, Ordering::Relaxed);
@@ -176,6 +179,7 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
     let shared = Arc::new(Shared {
         done: Arc::clone(&done),
         bytes: AtomicU64::new(0),
+        deliveries: AtomicU64::new(0),
         total,
         leaver_partitions: Mutex::new(BTreeSet::new()),
         left_at: Mutex::new(None),
@@ -219,10 +223,11 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
     shown.abort();
     let n = done.load(Ordering::Relaxed);
     let b = shared.bytes.load(Ordering::Relaxed);
+    let deliveries = shared.deliveries.load(Ordering::Relaxed);
     let resumed = shared.resumed_after.lock().map_err(|_| "poisoned")?.map(|d| d.as_secs_f64() * 1000.0);
     let resumed_json = resumed.map_or("null".to_owned(), |ms| format!("{ms:.1}"));
     println!(
-        "{{\"bench\":\"group\",\"members\":{},\"partitions\":{partitions},\"max_in_flight\":{},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1},\"nack_every\":{},\"leave\":\"{}\",\"session_timeout_ms\":{},\"rebalance_resume_ms\":{resumed_json}}}",
+        "{{\"bench\":\"group\",\"members\":{},\"partitions\":{partitions},\"max_in_flight\":{},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1},\"deliveries\":{deliveries},\"nack_every\":{},\"leave\":\"{}\",\"session_timeout_ms\":{},\"rebalance_resume_ms\":{resumed_json}}}",
         spec.members,
         spec.max_in_flight,
         n as f64 / secs,
@@ -232,7 +237,7 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
         spec.session_timeout_ms,
     );
     println!(
-        "group consume: {n} records in {secs:.2} s = {:.0} records/s, {:.1} MB/s ({} members, {partitions} partitions, acked in ranges){}",
+        "group consume: {n} records in {secs:.2} s = {:.0} records/s, {:.1} MB/s ({} members, {partitions} partitions, acked in ranges, {deliveries} deliveries){}",
         n as f64 / secs,
         b as f64 / secs / 1e6,
         spec.members,
