@@ -341,3 +341,55 @@ async fn a_topic_sets_the_attempt_limit_and_dead_letter_topic_its_groups_default
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn dead_letters_that_retention_deletes_leave_the_depth_and_the_group_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let env = [("SLUICE_MAINTENANCE_RETENTION_CHECK_INTERVAL", "20ms"), ("SLUICE_GROUPS_COMMIT_INTERVAL", "50ms")];
+    let server = TestServer::start_with(config(dir.path(), &env)).await;
+    create_topic(&server, "logs", 1, None).await;
+    // The dead-letter topic exists already, with small segments and a minute of retention.
+    create_topic(&server, "logs.dlq", 1, Some(short_retention_config())).await;
+    produce_old_records(&server, "logs").await;
+    let mut member = Member::join(&server, "archiver", &["logs"], "m", policy(1, 100)).await;
+    let mut failed = 0;
+    while failed < 400 {
+        let delivery = member.next_records().await;
+        let nack = pb::Nack {
+            topic: "logs".into(),
+            partition: 0,
+            generation: delivery.generation,
+            offsets: offsets(&delivery),
+            reason: "unreadable".into(),
+            retryable: Some(false),
+            ..pb::Nack::default()
+        };
+        failed += nack.offsets.len();
+        member.send(pb::consume_request::Request::Nack(nack)).await;
+    }
+    eventually("all dead-lettered", || async { committed(&server, "archiver").await == 400 }).await;
+    // The copies keep their 1970 timestamps, so retention deletes every closed dead-letter segment.
+    eventually("depth shrinks with retention", || async {
+        let depth = describe(&server, "archiver").await.dead_letter_depth;
+        depth > 0 && depth < 400
+    })
+    .await;
+    let listed = server
+        .admin()
+        .await
+        .list_dead_letters(pb::ListDeadLettersRequest { topic: "logs.dlq".into(), limit: 1000, ..Default::default() })
+        .await?
+        .into_inner();
+    assert_eq!(listed.depth as usize, listed.dead_letters.len(), "depth counts only records still there");
+    let file = dir.path().join("groups").join("archiver.group");
+    let defaults = sluice_core::GroupDefaults::default().settings();
+    eventually("the group file forgets them too", || async {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        sluice_core::group::snapshot::decode(&bytes, &defaults)
+            .is_ok_and(|s| s.dead_letters.len() == listed.dead_letters.len())
+    })
+    .await;
+    member.close();
+    server.stop().await;
+    Ok(())
+}

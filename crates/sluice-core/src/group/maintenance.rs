@@ -42,6 +42,23 @@ fn check_topology(broker: &Broker, group: &Group) {
     }
 }
 
+/// Forgets dead letters that retention (or a deleted topic) removed from their dead-letter
+/// topic: they can no longer be redriven, and the group file must not grow with them forever.
+fn prune_dead_letters(broker: &Broker, group: &Group) {
+    let mut state = group.lock();
+    if state.dead_letters.is_empty() {
+        return;
+    }
+    let before = state.dead_letters.len();
+    state
+        .dead_letters
+        .retain(|(tp, offset), _| broker.partition_offsets(tp).is_some_and(|(start, _)| *offset >= start));
+    if state.dead_letters.len() != before {
+        state.dirty = true;
+        tracing::info!(group = %group.id, removed = before - state.dead_letters.len(), "forgot dead letters deleted by retention");
+    }
+}
+
 /// Learns the timestamp of each partition's oldest unacked record (for lag in seconds) when it
 /// is not among the delivered records the group already tracks.
 async fn refresh_lag_ages(broker: &Broker, group: &Group) {
@@ -104,6 +121,7 @@ pub(crate) async fn run(broker: Broker) {
             }
             _ = commit.tick() => {
                 for group in broker.groups().all() {
+                    prune_dead_letters(&broker, &group);
                     refresh_lag_ages(&broker, &group).await;
                 }
                 let _logged_inside = broker.flush_groups().await;
