@@ -393,3 +393,31 @@ async fn dead_letters_that_retention_deletes_leave_the_depth_and_the_group_file(
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn delivery_attempts_survive_a_restart() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "imports", 1, None).await;
+    produce_values(&server, "imports", &["huge file"]).await;
+    let options = JoinOptions { ack_timeout_ms: 200, ..policy(3, 20) };
+    let mut member = Member::join(&server, "importers", &["imports"], "m", options.clone()).await;
+    for attempt in 1..=2 {
+        assert_eq!(member.next_records().await.records[0].delivery_attempt, attempt);
+    }
+    member.close();
+    drop(member);
+    server.stop().await;
+
+    let server = TestServer::start(dir.path()).await;
+    let mut member = Member::join(&server, "importers", &["imports"], "m", options).await;
+    assert_eq!(member.next_records().await.records[0].delivery_attempt, 3, "the count goes on after the restart");
+    eventually("dead-lettered after its third attempt", || async {
+        dead_letters(&server, "imports.dlq").await.len() == 1
+    })
+    .await;
+    assert_eq!(header(&dead_letters(&server, "imports.dlq").await[0], "__dlq.errors.delivery.count"), Some("3"));
+    member.close();
+    server.stop().await;
+    Ok(())
+}

@@ -108,6 +108,13 @@ impl Group {
                     tp: tp.clone(),
                     acks: p.acks.clone(),
                     redriven: p.pending.range(..p.acks.committed()).map(|(&offset, _)| offset).collect(),
+                    attempts: p
+                        .pending
+                        .iter()
+                        .filter(|(_, pending)| pending.attempts > 0)
+                        .map(|(&offset, pending)| (offset, pending.attempts))
+                        .chain(p.prior_attempts.iter().map(|(&offset, &attempts)| (offset, attempts)))
+                        .collect(),
                 })
                 .collect();
             let dead_letters = state.dead_letters.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -158,6 +165,14 @@ impl Groups {
                 for offset in p.redriven {
                     partition.pending.insert(offset, state::Pending::ready(0));
                     partition.ready += 1;
+                }
+                for (offset, attempts) in p.attempts {
+                    match partition.pending.get_mut(&offset) {
+                        Some(pending) => pending.attempts = attempts,
+                        None => {
+                            partition.prior_attempts.insert(offset, attempts);
+                        }
+                    }
                 }
                 state.partitions.insert(p.tp, partition);
             }

@@ -291,8 +291,7 @@ impl GroupSession {
             state.register_read(self.handle.member, &tp, from, next, &picks, Instant::now())
         };
         match generation {
-            Some(generation) if !picks.is_empty() => {
-                let records = picks.iter().map(|p| (p.offset, 1)).collect();
+            Some((generation, records)) if !records.is_empty() => {
                 Ok(Some(GroupDelivery { tp, generation, batches, records }))
             }
             _ => Ok(None),

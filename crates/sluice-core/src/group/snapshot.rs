@@ -23,6 +23,8 @@
 //!   4   acked range count R, then 16*R: start, end (exclusive)
 //!   v2: 4 redriven offset count K, then 8*K: offsets below the committed offset that were
 //!       redriven and are not done yet
+//!   v2: 4 count A, then 12*A: offset (8) and deliveries made (4) of each record delivered and
+//!       not done, so a restart does not reset how often it has been tried
 //! v2: 4 dead-letter count D, then D times: 2+T dead-letter topic, 4 partition, 8 offset,
 //!       2+T source topic, 4 source partition, 8 source offset, 8 dead-lettered at (ms)
 //! 4     CRC-32 of everything before it
@@ -50,6 +52,8 @@ pub struct PartitionSnapshot {
     pub acks: AckSet,
     /// Redriven offsets (below the committed offset) still to process.
     pub redriven: Vec<u64>,
+    /// Deliveries made of records not done yet, by offset.
+    pub attempts: Vec<(u64, u32)>,
 }
 
 /// What a group file holds.
@@ -99,6 +103,11 @@ pub fn encode(snapshot: &GroupSnapshot) -> Vec<u8> {
         out.extend_from_slice(&(p.redriven.len() as u32).to_le_bytes());
         for offset in &p.redriven {
             out.extend_from_slice(&offset.to_le_bytes());
+        }
+        out.extend_from_slice(&(p.attempts.len() as u32).to_le_bytes());
+        for (offset, attempts) in &p.attempts {
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&attempts.to_le_bytes());
         }
     }
     out.extend_from_slice(&(snapshot.dead_letters.len() as u32).to_le_bytes());
@@ -208,12 +217,16 @@ pub fn decode(bytes: &[u8], defaults: &GroupSettings) -> Result<GroupSnapshot, S
             list.push((start, end));
         }
         let mut redriven = Vec::new();
+        let mut attempts = Vec::new();
         if version >= 2 {
             for _ in 0..reader.u32()? {
                 redriven.push(reader.u64()?);
             }
+            for _ in 0..reader.u32()? {
+                attempts.push((reader.u64()?, reader.u32()?));
+            }
         }
-        partitions.push(PartitionSnapshot { tp, acks: AckSet::from_parts(committed, list), redriven });
+        partitions.push(PartitionSnapshot { tp, acks: AckSet::from_parts(committed, list), redriven, attempts });
     }
     let mut dead_letters = Vec::new();
     if version >= 2 {
@@ -257,8 +270,8 @@ mod tests {
         GroupSnapshot {
             settings: settings(),
             partitions: vec![
-                PartitionSnapshot { tp: orders(0), acks, redriven: vec![] },
-                PartitionSnapshot { tp: orders(1), acks: AckSet::at(7), redriven: vec![2, 5] },
+                PartitionSnapshot { tp: orders(0), acks, redriven: vec![], attempts: vec![(41, 3)] },
+                PartitionSnapshot { tp: orders(1), acks: AckSet::at(7), redriven: vec![2, 5], attempts: vec![(5, 1)] },
             ],
             dead_letters: vec![((TopicPartition::new(Arc::from("orders.dead"), 1), 0), letter)],
         }

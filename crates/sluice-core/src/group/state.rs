@@ -122,6 +122,9 @@ pub(crate) struct PartitionState {
     pub ready: u32,
     /// Timestamp of the record at the committed offset (refreshed by maintenance).
     pub oldest_unacked_timestamp: Option<i64>,
+    /// Deliveries made before the last restart of records not done yet (their next delivery
+    /// continues the count).
+    pub prior_attempts: BTreeMap<u64, u32>,
 }
 
 impl PartitionState {
@@ -135,6 +138,7 @@ impl PartitionState {
             in_flight: 0,
             ready: 0,
             oldest_unacked_timestamp: None,
+            prior_attempts: BTreeMap::new(),
         }
     }
 }
@@ -414,6 +418,7 @@ impl GroupState {
             }
         }
         partition.acks.skip_to(position);
+        partition.prior_attempts = partition.prior_attempts.split_off(&position);
         partition.cursor = partition.cursor.max(position);
         self.dirty = true;
         tracing::warn!(topic = %tp.topic, partition = tp.partition, position, "group position was deleted by retention; moved per the reset policy");
@@ -491,7 +496,8 @@ impl GroupState {
     }
 
     /// Records new deliveries read from `from`; `next` is the offset after the last record
-    /// examined. `None` if the read is stale (ownership or cursor moved meanwhile).
+    /// examined. Returns the generation and each record's attempt number, or `None` if the read
+    /// is stale (ownership or cursor moved meanwhile).
     pub fn register_read(
         &mut self,
         id: MemberId,
@@ -500,7 +506,7 @@ impl GroupState {
         next: u64,
         picks: &[Pick],
         now: Instant,
-    ) -> Option<u64> {
+    ) -> Option<(u64, Vec<(u64, u32)>)> {
         if !self.may_deliver(id, tp) {
             return None;
         }
@@ -510,10 +516,15 @@ impl GroupState {
             return None;
         }
         let member = self.members.get_mut(&id)?;
+        let mut delivered = Vec::with_capacity(picks.len());
         for pick in picks {
             let delivery = Delivery::InFlight { member: id, deadline };
+            let attempts = partition.prior_attempts.remove(&pick.offset).map_or(1, |before| before + 1);
+            if attempts > 1 {
+                self.redeliveries += 1;
+            }
             let pending = Pending {
-                attempts: 1,
+                attempts,
                 delivery,
                 bytes: pick.bytes,
                 timestamp: pick.timestamp,
@@ -523,10 +534,11 @@ impl GroupState {
             partition.pending.insert(pick.offset, pending);
             member.in_flight_records += 1;
             member.in_flight_bytes += pick.bytes;
+            delivered.push((pick.offset, attempts));
         }
         partition.in_flight += picks.len() as u32;
         partition.cursor = next;
-        Some(self.generation)
+        Some((self.generation, delivered))
     }
 
     /// Records redeliveries; returns the offsets actually taken with their attempt numbers.
@@ -858,6 +870,7 @@ impl GroupState {
             }
             partition.in_flight = 0;
             partition.ready = 0;
+            partition.prior_attempts.clear();
             partition.acks.reset_to(*position);
             partition.cursor = *position;
             partition.oldest_unacked_timestamp = None;
