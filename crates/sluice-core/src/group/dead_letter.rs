@@ -174,7 +174,30 @@ async fn move_partition(
 }
 
 /// Moves every queued record of every group; returns false if any failed (they stay queued).
-async fn pass(broker: &Broker) -> bool {
+/// Lets a repeating failure be logged once per interval, with how often it was suppressed.
+#[derive(Debug)]
+struct WarnLimit {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+/// How often the same kind of failure is logged at most.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+impl WarnLimit {
+    /// Whether to log now, and how many were suppressed since the last one.
+    fn allow(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < WARN_EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+async fn pass(broker: &Broker, warn: &mut WarnLimit) -> bool {
     let mut all_moved = true;
     for group in broker.groups().all() {
         let jobs: Vec<DeadLetterJob> = group.lock().dead_letter_jobs.drain(..).collect();
@@ -197,7 +220,9 @@ async fn pass(broker: &Broker) -> bool {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(group = %group.id, topic = %tp.topic, records = chunk.len(), cause = %e, "dead-lettering failed; will retry");
+                        if let Some(suppressed) = warn.allow() {
+                            tracing::warn!(group = %group.id, topic = %tp.topic, records = chunk.len(), cause = %e, suppressed, "dead-lettering failed; will retry");
+                        }
                         group.lock().dead_letter_jobs.extend(chunk.iter().cloned());
                         all_moved = false;
                     }
@@ -215,8 +240,9 @@ const GATHER: Duration = Duration::from_millis(20);
 /// Runs until the broker shuts down; queued records left then stay pending in their groups.
 pub(crate) async fn run(broker: Broker) {
     let shutdown = broker.shutdown_token();
+    let mut warn = WarnLimit { last: None, suppressed: 0 };
     loop {
-        let pause = if pass(&broker).await { Duration::from_millis(500) } else { Duration::from_secs(1) };
+        let pause = if pass(&broker, &mut warn).await { Duration::from_millis(500) } else { Duration::from_secs(1) };
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = broker.groups().dead_letter_wake.notified() => {}
