@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Payloads decode as `Bytes` slices of the receive buffer instead of copied `Vec`s.
         .bytes(".")
+        // prost's codec, but each message's send buffer is allocated once (see src/codec.rs).
+        .codec_path("crate::codec::SizedCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -1,8 +1,11 @@
 //! Generated code for the `sluice.v1` gRPC protocol defined in `proto/sluice/v1/*.proto`.
 //!
-//! Nothing here is written by hand except this file: messages come from prost, services from
-//! tonic, and [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection.
+//! Nothing here is written by hand except this file and [`codec`]: messages come from prost,
+//! services from tonic (using [`codec::SizedCodec`]), and [`FILE_DESCRIPTOR_SET`] feeds gRPC
+//! server reflection.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+pub mod codec;
 
 /// The `sluice.v1` package.
 pub mod v1 {
