@@ -2,6 +2,7 @@
 //! (every tick), rebalancing when subscribed topics gain partitions or disappear, and writing
 //! changed offsets plus refreshing lag ages every `commit_interval`.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::Group;
@@ -50,9 +51,16 @@ fn prune_dead_letters(broker: &Broker, group: &Group) {
         return;
     }
     let before = state.dead_letters.len();
+    // Each dead-letter partition's start is looked up once, not once per dead letter.
+    let mut starts: BTreeMap<TopicPartition, Option<u64>> = BTreeMap::new();
+    for (tp, _) in state.dead_letters.keys() {
+        if !starts.contains_key(tp) {
+            starts.insert(tp.clone(), broker.partition_offsets(tp).map(|(start, _)| start));
+        }
+    }
     state
         .dead_letters
-        .retain(|(tp, offset), _| broker.partition_offsets(tp).is_some_and(|(start, _)| *offset >= start));
+        .retain(|(tp, offset), _| starts.get(tp).copied().flatten().is_some_and(|start| *offset >= start));
     if state.dead_letters.len() != before {
         state.dirty = true;
         tracing::info!(group = %group.id, removed = before - state.dead_letters.len(), "forgot dead letters deleted by retention");
