@@ -51,10 +51,14 @@ async fn channel(broker: &Broker) -> Channel {
     Endpoint::from_shared(format!("http://{}", broker.server.grpc)).unwrap().connect().await.unwrap()
 }
 
-fn committed_on_disk(data_dir: &Path, group: &str) -> Option<u64> {
+/// The group's file as on disk, if it exists and decodes.
+fn group_file(data_dir: &Path, group: &str) -> Option<snapshot::GroupSnapshot> {
     let bytes = std::fs::read(data_dir.join("groups").join(format!("{group}.group"))).ok()?;
-    let defaults = sluice_core::GroupDefaults::default().settings();
-    Some(snapshot::decode(&bytes, &defaults).ok()?.partitions.first()?.acks.committed())
+    snapshot::decode(&bytes, &sluice_core::GroupDefaults::default().settings()).ok()
+}
+
+fn committed_on_disk(data_dir: &Path, group: &str) -> Option<u64> {
+    Some(group_file(data_dir, group)?.partitions.first()?.acks.committed())
 }
 
 #[tokio::test]
@@ -97,9 +101,7 @@ async fn kill_9_loses_at_most_the_acks_of_the_last_commit_interval() -> TestResu
 }
 
 fn durable_dead_letters(data_dir: &Path, group: &str) -> usize {
-    let Ok(bytes) = std::fs::read(data_dir.join("groups").join(format!("{group}.group"))) else { return 0 };
-    let defaults = sluice_core::GroupDefaults::default().settings();
-    snapshot::decode(&bytes, &defaults).map_or(0, |s| s.dead_letters.len())
+    group_file(data_dir, group).map_or(0, |s| s.dead_letters.len())
 }
 
 fn rss_bytes(pid: u32) -> u64 {
@@ -269,11 +271,6 @@ async fn kill_9_while_dead_lettering_loses_no_failed_record() -> TestResult {
     restarted.child.kill()?;
     restarted.child.wait()?;
     Ok(())
-}
-
-fn group_file(data_dir: &Path, group: &str) -> Option<snapshot::GroupSnapshot> {
-    let bytes = std::fs::read(data_dir.join("groups").join(format!("{group}.group"))).ok()?;
-    snapshot::decode(&bytes, &sluice_core::GroupDefaults::default().settings()).ok()
 }
 
 #[tokio::test]

@@ -1,8 +1,6 @@
 //! Operating on groups: list, describe (with lag), reset offsets, delete.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use super::state::Delivery;
+use super::state::{Delivery, now_ms};
 use super::types::{GroupSettings, MemberId, SessionEnd, TopicPartition};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -113,10 +111,6 @@ pub struct ResetSpec {
     pub target: ResetTarget,
     /// Reset even while members are connected (their in-flight records are forgotten).
     pub force: bool,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Broker {

@@ -148,10 +148,11 @@ async fn move_partition(
     let name = group.lock().settings.dead_letter_topic_for(&tp.topic, own.as_deref(), broker_default);
     let topic = dead_letter_topic(broker, &name, &source).await?;
     let partition = tp.partition % topic.partitions().len().max(1) as u32;
+    let found: Vec<bool> = records.iter().map(Option::is_some).collect();
     let mut copies = Vec::with_capacity(jobs.len());
-    for (job, record) in jobs.iter().zip(records.iter()) {
+    for (job, record) in jobs.iter().zip(records) {
         if let Some(record) = record {
-            copies.push(dead_letter_copy(&group.id, job, record.clone())?);
+            copies.push(dead_letter_copy(&group.id, job, record)?);
         }
     }
     let mut base = 0;
@@ -162,10 +163,10 @@ async fn move_partition(
     }
     let dead_letter = TopicPartition::new(topic.name.clone(), partition);
     let mut next = base;
-    Ok(records
-        .iter()
-        .map(|record| {
-            record.as_ref().map(|_| {
+    Ok(found
+        .into_iter()
+        .map(|found| {
+            found.then(|| {
                 next += 1;
                 (dead_letter.clone(), next - 1)
             })

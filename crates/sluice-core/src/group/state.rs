@@ -103,7 +103,8 @@ impl Pending {
     }
 }
 
-fn now_ms() -> i64 {
+/// Wall-clock time in ms since the Unix epoch (record timestamps and failure times use it).
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -322,39 +323,36 @@ impl GroupState {
         self.publish_views();
     }
 
-    /// Passes `tp` to its desired member (at the current generation) if its owner is gone or
-    /// has nothing of it in flight. Returns true if it moved; the caller publishes views.
-    fn try_handover(&mut self, tp: &TopicPartition) -> bool {
+    /// True if `tp` should pass to its desired member now: it is not there yet, and its owner
+    /// is gone or has nothing of it in flight.
+    fn can_hand_over(&self, tp: &TopicPartition) -> bool {
         let want = self.desired.get(tp).copied();
-        let Some(partition) = self.partitions.get_mut(tp) else { return false };
-        if partition.owner == want {
-            return false;
+        self.partitions.get(tp).is_some_and(|p| {
+            let owner_alive = p.owner.is_some_and(|o| self.members.contains_key(&o));
+            p.owner != want && !(owner_alive && p.in_flight > 0)
+        })
+    }
+
+    /// Passes `tp` to its desired member at the current generation if it may move now; the
+    /// caller publishes views.
+    fn try_handover(&mut self, tp: &TopicPartition) {
+        if !self.can_hand_over(tp) {
+            return;
         }
-        let owner_alive = partition.owner.is_some_and(|o| self.members.contains_key(&o));
-        if owner_alive && partition.in_flight > 0 {
-            return false;
+        let want = self.desired.get(tp).copied();
+        if let Some(partition) = self.partitions.get_mut(tp) {
+            partition.owner = want;
+            partition.owner_since = self.generation;
         }
-        partition.owner = want;
-        partition.owner_since = self.generation;
-        true
     }
 
     /// A handover outside a rebalance gets its own generation, so that in generation order the
     /// old owner's loss comes strictly before the new owner's gain.
     fn handover_later(&mut self, tps: &[TopicPartition]) {
-        let ready: Vec<&TopicPartition> = tps
-            .iter()
-            .filter(|tp| {
-                let want = self.desired.get(*tp).copied();
-                self.partitions.get(*tp).is_some_and(|p| {
-                    p.owner != want && (p.in_flight == 0 || !p.owner.is_some_and(|o| self.members.contains_key(&o)))
-                })
-            })
-            .collect();
+        let ready: Vec<TopicPartition> = tps.iter().filter(|tp| self.can_hand_over(tp)).cloned().collect();
         if ready.is_empty() {
             return;
         }
-        let ready: Vec<TopicPartition> = ready.into_iter().cloned().collect();
         self.generation += 1;
         for tp in &ready {
             self.try_handover(tp);
@@ -680,8 +678,6 @@ impl GroupState {
     /// session timed out (the caller removes them).
     pub fn expire(&mut self, now: Instant) -> Vec<MemberId> {
         let mut drained = Vec::new();
-        let reason: Arc<str> =
-            Arc::from(format!("not acked within the ack timeout of {:?}", self.settings.ack_timeout));
         let tps: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
         for tp in tps {
             let Some(partition) = self.partitions.get_mut(&tp) else { continue };
@@ -699,10 +695,13 @@ impl GroupState {
                     _ => {}
                 }
             }
-            for (offset, member) in &expired {
-                self.release(&tp, *offset, *member);
-                let nack = NackSpec { reason: reason.clone(), retryable: true, delay: None };
-                self.fail(&tp, *offset, &nack, now);
+            if !expired.is_empty() {
+                let reason = format!("not acked within the ack timeout of {:?}", self.settings.ack_timeout);
+                let nack = NackSpec { reason: Arc::from(reason), retryable: true, delay: None };
+                for (offset, member) in &expired {
+                    self.release(&tp, *offset, *member);
+                    self.fail(&tp, *offset, &nack, now);
+                }
             }
             if !expired.is_empty() {
                 drained.push(tp);
