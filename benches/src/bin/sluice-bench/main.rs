@@ -430,14 +430,17 @@ async fn run_latency(
         .into_inner();
     let drain = tokio::spawn(async move { while responses.next().await.is_some() {} });
     let value = Bytes::from(vec![0x5a; record_size.saturating_sub(8)]);
-    let per_tick = rate.div_ceil(1000).max(1);
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 * per_tick / rate.max(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut sent = 0;
+    let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let started = Instant::now();
-    while sent < expected {
-        tick.tick().await;
-        for _ in 0..per_tick.min(expected - sent) {
+    // Records are sent one by one, evenly spaced, from a thread of their own: tokio's timers
+    // tick in whole milliseconds, which would send them in bursts and measure the queueing of
+    // each burst rather than the broker.
+    let pacer = std::thread::spawn(move || {
+        for sent in 0..expected {
+            let due = started + period * u32::try_from(sent).unwrap_or(u32::MAX);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
             let header =
                 pb::Header { name: "sent-at-ns".into(), value: Bytes::copy_from_slice(&now_nanos().to_le_bytes()) };
             let record = pb::Record { value: value.clone(), headers: vec![header], ..pb::Record::default() };
@@ -448,12 +451,13 @@ async fn run_latency(
                 records: vec![record],
                 ..Default::default()
             };
-            tx.send(request).await?;
-            sent += 1;
+            if tx.blocking_send(request).is_err() {
+                return;
+            }
         }
-    }
+    });
     let histogram = receiver.await??;
-    drop(tx);
+    let _sender_done = pacer.join();
     drain.abort();
     let secs = started.elapsed().as_secs_f64();
     let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
@@ -476,9 +480,18 @@ async fn run_latency(
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> BenchResult {
+fn main() -> BenchResult {
     let cli = Cli::parse();
+    // The latency probe sends a few records per millisecond: one thread keeps each hop between
+    // its tasks a local wake instead of a cross-thread one, which is what it would measure.
+    let mut runtime = match cli.command {
+        Command::Latency { .. } => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    runtime.enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> BenchResult {
     match cli.command {
         Command::Produce { topic, partitions, producers, record_size, batch, total, mode, in_flight, fsync } => {
             run_produce(&cli.server, topic, partitions, producers, record_size, batch, total, mode, in_flight, fsync)
