@@ -480,18 +480,9 @@ async fn run_latency(
     Ok(())
 }
 
-fn main() -> BenchResult {
+#[tokio::main]
+async fn main() -> BenchResult {
     let cli = Cli::parse();
-    // The latency probe sends a few records per millisecond: one thread keeps each hop between
-    // its tasks a local wake instead of a cross-thread one, which is what it would measure.
-    let mut runtime = match cli.command {
-        Command::Latency { .. } => tokio::runtime::Builder::new_multi_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    };
-    runtime.enable_all().build()?.block_on(run(cli))
-}
-
-async fn run(cli: Cli) -> BenchResult {
     match cli.command {
         Command::Produce { topic, partitions, producers, record_size, batch, total, mode, in_flight, fsync } => {
             run_produce(&cli.server, topic, partitions, producers, record_size, batch, total, mode, in_flight, fsync)
