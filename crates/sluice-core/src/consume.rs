@@ -106,6 +106,15 @@ impl Broker {
         Ok(fetched)
     }
 
+    /// The first offset of a partition whose record timestamp is at or after `timestamp`, or
+    /// the end offset when no record is.
+    pub async fn offset_for_timestamp(&self, topic: &str, partition: u32, timestamp: i64) -> Result<u64> {
+        self.check_open()?;
+        let handle = self.topic(topic)?.partition(partition)?;
+        let end = handle.offsets().1;
+        Ok(handle.offset_for_timestamp(timestamp).await?.unwrap_or(end))
+    }
+
     /// Starts following a partition from `start`.
     pub async fn subscribe(
         &self,

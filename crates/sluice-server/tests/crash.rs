@@ -93,6 +93,7 @@ async fn every_acknowledged_record_survives_kill_9() -> TestResult {
                 offset,
                 max_bytes: 1 << 20,
                 max_wait_ms: 0,
+                timestamp_ms: None,
             })
             .await?
             .into_inner();
@@ -145,7 +146,14 @@ async fn sigterm_shuts_down_cleanly_and_keeps_everything() -> TestResult {
     let mut total = 0;
     for partition in 0..2 {
         let response = consumer
-            .fetch(pb::FetchRequest { topic: "t".into(), partition, offset: 0, max_bytes: 1 << 20, max_wait_ms: 0 })
+            .fetch(pb::FetchRequest {
+                topic: "t".into(),
+                partition,
+                offset: 0,
+                max_bytes: 1 << 20,
+                max_wait_ms: 0,
+                timestamp_ms: None,
+            })
             .await?
             .into_inner();
         total += response.end_offset;

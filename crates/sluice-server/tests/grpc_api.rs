@@ -108,6 +108,7 @@ async fn a_waiting_fetch_wakes_when_records_are_appended() -> TestResult {
                 offset: 0,
                 max_bytes: 0,
                 max_wait_ms: 60_000,
+                timestamp_ms: None,
             })
             .await
     });
@@ -143,6 +144,20 @@ async fn subscribe_follows_new_records_and_can_start_at_a_timestamp() -> TestRes
     let live = stream.next().await.unwrap()?;
     assert_eq!(live.records[0].value, b"live".to_vec());
     assert_eq!(live.records[0].offset, 10);
+    let at = |timestamp_ms| pb::FetchRequest {
+        topic: "clicks".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 0,
+        max_wait_ms: 0,
+        timestamp_ms: Some(timestamp_ms),
+    };
+    let fetched = server.consumer().await.fetch(at(4500)).await?.into_inner();
+    assert_eq!(fetched.records.iter().map(|r| r.offset).collect::<Vec<_>>(), (5..=10).collect::<Vec<_>>());
+    let live_ts = fetched.records[5].timestamp_ms.unwrap();
+    let past_all = server.consumer().await.fetch(at(live_ts + 1)).await?.into_inner();
+    assert!(past_all.records.is_empty(), "no record is that new");
+    assert_eq!(past_all.next_offset, 11, "reading goes on at the end");
     server.stop().await;
     Ok(())
 }
@@ -204,7 +219,14 @@ async fn retention_deletes_old_segments_and_reads_below_start_are_out_of_range()
     let err = server
         .consumer()
         .await
-        .fetch(pb::FetchRequest { topic: "logs".into(), partition: 0, offset: 0, max_bytes: 0, max_wait_ms: 0 })
+        .fetch(pb::FetchRequest {
+            topic: "logs".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 0,
+            max_wait_ms: 0,
+            timestamp_ms: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange);
@@ -295,8 +317,14 @@ async fn bad_input_gets_a_clear_status_never_a_panic() -> TestResult {
     no_partition.producer_id = Some(5);
     assert_eq!(producer.produce(no_partition).await.unwrap_err().code(), Code::InvalidArgument);
 
-    let fetch =
-        |partition, offset| pb::FetchRequest { topic: "t".into(), partition, offset, max_bytes: 0, max_wait_ms: 0 };
+    let fetch = |partition, offset| pb::FetchRequest {
+        topic: "t".into(),
+        partition,
+        offset,
+        max_bytes: 0,
+        max_wait_ms: 0,
+        timestamp_ms: None,
+    };
     assert_eq!(consumer.fetch(fetch(9, 0)).await.unwrap_err().code(), Code::InvalidArgument);
     let err = consumer.fetch(fetch(0, 5)).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange);

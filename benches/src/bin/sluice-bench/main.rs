@@ -336,6 +336,7 @@ async fn run_consume(server: &str, topic: String, mode: ConsumeMode, max_bytes: 
                             offset: next,
                             max_bytes,
                             max_wait_ms: 0,
+                            timestamp_ms: None,
                         };
                         let response = consumer.fetch(request).await?.into_inner();
                         next = response.next_offset;

@@ -64,9 +64,13 @@ impl pb::consumer_server::Consumer for ConsumerService {
         let r = request.into_inner();
         let wait = Duration::from_millis(u64::from(r.max_wait_ms));
         let fetch = async {
+            let offset = match r.timestamp_ms {
+                Some(ts) => self.broker.offset_for_timestamp(&r.topic, r.partition, ts).await.map_err(to_status)?,
+                None => r.offset,
+            };
             let fetched = self
                 .broker
-                .fetch(&r.topic, r.partition, r.offset, r.max_bytes as usize, wait)
+                .fetch(&r.topic, r.partition, offset, r.max_bytes as usize, wait)
                 .await
                 .map_err(to_status)?;
             Ok(pb::FetchResponse {

@@ -138,7 +138,14 @@ pub async fn fetch_all(server: &TestServer, topic: &str, partition: u32, mut off
     let mut out = Vec::new();
     loop {
         let response = consumer
-            .fetch(pb::FetchRequest { topic: topic.into(), partition, offset, max_bytes: 64 << 10, max_wait_ms: 0 })
+            .fetch(pb::FetchRequest {
+                topic: topic.into(),
+                partition,
+                offset,
+                max_bytes: 64 << 10,
+                max_wait_ms: 0,
+                timestamp_ms: None,
+            })
             .await
             .unwrap()
             .into_inner();
