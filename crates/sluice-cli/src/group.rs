@@ -1,0 +1,357 @@
+//! `sluice group …`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use sluice_client::{Client, pb};
+
+use crate::error::CliError;
+use crate::output::Printer;
+use crate::units;
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// List consumer groups with their total lag.
+    List,
+    /// Show a group's members, assignment, committed and end offsets, and lag.
+    Describe { group: String },
+    /// Move a group's committed offsets; previews unless --execute is given.
+    Reset(ResetArgs),
+    /// Delete a group and its committed offsets.
+    Delete {
+        group: String,
+        /// Delete even while members are connected.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    group: String,
+    /// The topic whose offsets move.
+    #[arg(long)]
+    topic: String,
+    /// Only these partitions (repeatable; default: all).
+    #[arg(long = "partition", short)]
+    partitions: Vec<u32>,
+    #[command(flatten)]
+    target: Target,
+    /// Apply the reset (without it, only the preview is printed).
+    #[arg(long)]
+    execute: bool,
+    /// Apply even while members are connected.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct Target {
+    /// To each partition's first retained record.
+    #[arg(long)]
+    to_earliest: bool,
+    /// To each partition's end (skip everything there now).
+    #[arg(long)]
+    to_latest: bool,
+    /// To this offset.
+    #[arg(long, value_name = "OFFSET")]
+    to_offset: Option<u64>,
+    /// To the first record at or after a time: `1h` (ago) or `2026-11-23T08:00:00Z`.
+    #[arg(long, value_name = "TIME", value_parser = units::parse_since)]
+    to_time: Option<i64>,
+}
+
+async fn describe_group(client: &Client, group: &str) -> Result<pb::DescribeGroupResponse, CliError> {
+    Ok(client.admin().describe_group(pb::DescribeGroupRequest { group: group.to_owned() }).await?.into_inner())
+}
+
+fn total_lag(described: &pb::DescribeGroupResponse) -> u64 {
+    described.partitions.iter().map(|p| p.lag).sum()
+}
+
+fn refs(partitions: &[pb::TopicPartitionRef]) -> String {
+    let mut by_topic: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for p in partitions {
+        by_topic.entry(&p.topic).or_default().push(p.partition.to_string());
+    }
+    let parts: Vec<String> = by_topic.iter().map(|(t, ps)| format!("{t}[{}]", ps.join(","))).collect();
+    if parts.is_empty() { "-".into() } else { parts.join(" ") }
+}
+
+fn describe_json(d: &pb::DescribeGroupResponse) -> Value {
+    let members: Vec<Value> = d
+        .members
+        .iter()
+        .map(|m| {
+            let tps = |list: &[pb::TopicPartitionRef]| -> Vec<Value> {
+                list.iter().map(|p| json!({ "topic": p.topic, "partition": p.partition })).collect()
+            };
+            json!({
+                "member_id": m.member_id,
+                "name": m.name,
+                "topics": m.topics,
+                "partitions": tps(&m.partitions),
+                "revoking": tps(&m.revoking),
+                "in_flight": m.in_flight,
+            })
+        })
+        .collect();
+    let partitions: Vec<Value> = d
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "topic": p.topic,
+                "partition": p.partition,
+                "owner": p.owner,
+                "committed_offset": p.committed_offset,
+                "end_offset": p.end_offset,
+                "lag": p.lag,
+                "lag_seconds": p.lag_seconds,
+                "in_flight": p.in_flight,
+                "awaiting_redelivery": p.awaiting_redelivery,
+            })
+        })
+        .collect();
+    json!({
+        "group": d.group,
+        "generation": d.generation,
+        "lag": total_lag(d),
+        "members": members,
+        "partitions": partitions,
+        "acks": d.acks,
+        "nacks": d.nacks,
+        "redeliveries": d.redeliveries,
+        "dead_lettered": d.dead_lettered,
+        "dead_letter_depth": d.dead_letter_depth,
+        "dead_letter_topic": d.dead_letter_topic,
+        "max_delivery_attempts": d.max_delivery_attempts,
+        "strict_ordering": d.strict_ordering,
+        "rebalances": d.rebalances,
+    })
+}
+
+async fn describe(client: &Client, printer: &Printer, group: &str) -> Result<(), CliError> {
+    let d = describe_group(client, group).await?;
+    if printer.json_mode() {
+        return printer.json(&describe_json(&d));
+    }
+    let or_default = |text: &str| if text.is_empty() { "per topic".to_owned() } else { text.to_owned() };
+    printer.pairs(&[
+        ("group", d.group.clone()),
+        ("generation", d.generation.to_string()),
+        ("members", d.members.len().to_string()),
+        ("lag", format!("{} records", total_lag(&d))),
+        ("dead letters", format!("{} waiting, {} in all", d.dead_letter_depth, d.dead_lettered)),
+        ("dead-letter topic", or_default(&d.dead_letter_topic)),
+        (
+            "max attempts",
+            if d.max_delivery_attempts == 0 { "per topic".into() } else { d.max_delivery_attempts.to_string() },
+        ),
+        ("ordering", if d.strict_ordering { "strict".into() } else { "relaxed".into() }),
+    ])?;
+    if !d.members.is_empty() {
+        printer.line("")?;
+        let rows: Vec<Vec<String>> = d
+            .members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.member_id.to_string(),
+                    m.name.clone(),
+                    refs(&m.partitions),
+                    refs(&m.revoking),
+                    m.in_flight.to_string(),
+                ]
+            })
+            .collect();
+        printer.table(&["MEMBER", "NAME", "PARTITIONS", "REVOKING", "IN-FLIGHT"], &rows)?;
+    }
+    printer.line("")?;
+    let rows: Vec<Vec<String>> = d
+        .partitions
+        .iter()
+        .map(|p| {
+            vec![
+                p.topic.clone(),
+                p.partition.to_string(),
+                p.owner.map_or("-".into(), |o| o.to_string()),
+                p.committed_offset.to_string(),
+                p.end_offset.to_string(),
+                p.lag.to_string(),
+                if p.lag == 0 || p.lag_seconds <= 0.0 {
+                    "-".into()
+                } else {
+                    units::format_age((p.lag_seconds * 1000.0) as i64)
+                },
+                p.in_flight.to_string(),
+            ]
+        })
+        .collect();
+    printer.table(&["TOPIC", "PARTITION", "OWNER", "COMMITTED", "END", "LAG", "LAG AGE", "IN-FLIGHT"], &rows)
+}
+
+async fn list(client: &Client, printer: &Printer) -> Result<(), CliError> {
+    let mut groups = client.admin().list_groups(pb::ListGroupsRequest {}).await?.into_inner().groups;
+    groups.sort_by(|a, b| a.group.cmp(&b.group));
+    let mut described = Vec::with_capacity(groups.len());
+    for g in &groups {
+        described.push(describe_group(client, &g.group).await?);
+    }
+    if printer.json_mode() {
+        let rows: Vec<Value> = groups
+            .iter()
+            .zip(&described)
+            .map(|(g, d)| {
+                json!({
+                    "group": g.group,
+                    "members": g.members,
+                    "partitions": g.partitions,
+                    "generation": g.generation,
+                    "lag": total_lag(d),
+                    "dead_letter_depth": d.dead_letter_depth,
+                })
+            })
+            .collect();
+        return printer.json(&Value::Array(rows));
+    }
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .zip(&described)
+        .map(|(g, d)| {
+            vec![
+                g.group.clone(),
+                g.members.to_string(),
+                g.partitions.to_string(),
+                g.generation.to_string(),
+                total_lag(d).to_string(),
+                d.dead_letter_depth.to_string(),
+            ]
+        })
+        .collect();
+    printer.table(&["GROUP", "MEMBERS", "PARTITIONS", "GENERATION", "LAG", "DEAD LETTERS"], &rows)
+}
+
+/// Where each chosen partition would move, computed from the same reads the broker makes.
+async fn preview(
+    client: &Client,
+    args: &ResetArgs,
+    group: &pb::DescribeGroupResponse,
+) -> Result<Vec<(u32, Option<u64>, u64)>, CliError> {
+    let topic = client.describe_topic(&args.topic).await?;
+    let mut out = Vec::new();
+    for p in &topic.partitions {
+        if !args.partitions.is_empty() && !args.partitions.contains(&p.partition) {
+            continue;
+        }
+        let current = group
+            .partitions
+            .iter()
+            .find(|gp| gp.topic == args.topic && gp.partition == p.partition)
+            .map(|gp| gp.committed_offset);
+        let t = &args.target;
+        let target = if t.to_earliest {
+            p.start_offset
+        } else if t.to_latest {
+            p.end_offset
+        } else if let Some(offset) = t.to_offset {
+            offset
+        } else {
+            let at =
+                pb::StartPosition { position: Some(pb::start_position::Position::TimestampMs(t.to_time.unwrap_or(0))) };
+            let fetched = client.fetch(&args.topic, p.partition, at, Duration::ZERO).await?;
+            fetched.records.first().map_or(fetched.next_offset, |r| r.offset)
+        };
+        out.push((p.partition, current, target));
+    }
+    for wanted in &args.partitions {
+        if !out.iter().any(|(p, _, _)| p == wanted) {
+            return Err(CliError::Usage(format!("topic {} has no partition {wanted}", args.topic)));
+        }
+    }
+    Ok(out)
+}
+
+async fn reset(client: &Client, printer: &Printer, args: ResetArgs) -> Result<(), CliError> {
+    let group = describe_group(client, &args.group).await?;
+    let plan = preview(client, &args, &group).await?;
+    let mut applied: BTreeMap<u32, u64> = BTreeMap::new();
+    if args.execute {
+        use pb::reset_group_offsets_request::Target as T;
+        let t = &args.target;
+        let target = if t.to_earliest {
+            T::Earliest(pb::Earliest {})
+        } else if t.to_latest {
+            T::Latest(pb::Latest {})
+        } else if let Some(offset) = t.to_offset {
+            T::Offset(offset)
+        } else {
+            T::TimestampMs(t.to_time.unwrap_or(0))
+        };
+        let request = pb::ResetGroupOffsetsRequest {
+            group: args.group.clone(),
+            topic: args.topic.clone(),
+            partitions: args.partitions.clone(),
+            target: Some(target),
+            force: args.force,
+        };
+        let response = client.admin().reset_group_offsets(request).await?.into_inner();
+        applied.extend(response.offsets.iter().map(|o| (o.partition, o.offset)));
+    }
+    let rows: Vec<(u32, Option<u64>, u64)> =
+        plan.iter().map(|&(p, current, target)| (p, current, applied.get(&p).copied().unwrap_or(target))).collect();
+    if printer.json_mode() {
+        let partitions: Vec<Value> = rows
+            .iter()
+            .map(|(p, current, target)| json!({ "partition": p, "current": current, "target": target }))
+            .collect();
+        return printer.json(&json!({
+            "group": args.group,
+            "topic": args.topic,
+            "executed": args.execute,
+            "partitions": partitions,
+        }));
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(p, current, target)| {
+            let change = current.map_or("-".into(), |c| format!("{:+}", *target as i128 - c as i128));
+            vec![
+                args.topic.clone(),
+                p.to_string(),
+                current.map_or("-".into(), |c| c.to_string()),
+                target.to_string(),
+                change,
+            ]
+        })
+        .collect();
+    printer.table(&["TOPIC", "PARTITION", "CURRENT", "NEW", "CHANGE"], &table)?;
+    if args.execute {
+        printer.line(&format!("reset group {} on {}", args.group, args.topic))
+    } else {
+        let members = if group.members.is_empty() {
+            String::new()
+        } else {
+            format!("; the group has {} members connected, so --force is needed too", group.members.len())
+        };
+        printer.line(&format!("dry run: nothing changed (add --execute to apply{members})"))
+    }
+}
+
+pub async fn run(client: &Client, printer: &Printer, command: GroupCommand) -> Result<(), CliError> {
+    match command {
+        GroupCommand::List => list(client, printer).await,
+        GroupCommand::Describe { group } => describe(client, printer, &group).await,
+        GroupCommand::Reset(args) => reset(client, printer, args).await,
+        GroupCommand::Delete { group, force } => {
+            client.admin().delete_group(pb::DeleteGroupRequest { group: group.clone(), force }).await?;
+            if printer.json_mode() {
+                return printer.json(&json!({ "deleted": group }));
+            }
+            printer.line(&format!("deleted group {group}"))
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `sluice`: operate a Sluice broker from the terminal, over its gRPC API only.
+//!
+//! Exit codes: 0 success, 1 the broker refused or could not be reached, 2 bad usage.
+#![deny(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+#![warn(clippy::expect_used)]
+
+mod consume;
+mod dlq;
+mod error;
+mod group;
+mod output;
+mod produce;
+mod status;
+mod topic;
+mod units;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use sluice_client::Client;
+
+use crate::error::CliError;
+use crate::output::{Output, Printer};
+
+/// Operate a Sluice broker: topics, produce, consume, consumer groups and dead letters.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Broker gRPC address.
+    #[arg(long, global = true, env = "SLUICE_SERVER", default_value = "127.0.0.1:7140")]
+    server: String,
+    /// How reading commands print: aligned tables, or JSON for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Append records: from arguments, one per stdin line, or a whole file.
+    Produce(produce::ProduceArgs),
+    /// Print records from a topic, or consume them as a group member.
+    Consume(consume::ConsumeArgs),
+    /// List, describe, reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
+    /// Inspect and redrive dead-lettered records.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Broker version, uptime, addresses, topics, data size and health.
+    Status,
+    /// Print a shell completion script (e.g. `sluice completions bash > /etc/bash_completion.d/sluice`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+async fn run(cli: Cli, printer: Printer) -> Result<(), CliError> {
+    let connect = || Client::connect(&cli.server);
+    match cli.command {
+        Command::Topic(command) => topic::run(&connect().await?, &printer, command).await,
+        Command::Produce(args) => produce::run(&connect().await?, &printer, args).await,
+        Command::Consume(args) => consume::run(&connect().await?, &printer, args).await,
+        Command::Group(command) => group::run(&connect().await?, &printer, command).await,
+        Command::Dlq(command) => dlq::run(&connect().await?, &printer, command).await,
+        Command::Status => status::run(&connect().await?, &printer).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2, --help and --version with 0 (clap's convention).
+    let cli = Cli::parse();
+    let printer = Printer::new(cli.output);
+    let server = cli.server.clone();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli, printer)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let line = error.render(&server, output::stderr_color());
+            if !line.is_empty() {
+                eprintln!("{line}");
+            }
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
