@@ -129,3 +129,7 @@ impl Drop for Broker {
         }
     }
 }
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
