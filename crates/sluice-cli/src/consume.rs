@@ -64,9 +64,9 @@ pub struct ConsumeArgs {
     /// Stop after this many records.
     #[arg(long, short = 'n')]
     count: Option<u64>,
-    /// Record format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    /// Record format (default: text, or json with `-o json`).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
     /// With --group and without --follow: leave once nothing has arrived for this long.
     #[arg(long, value_parser = units::parse_duration, default_value = "1s")]
     wait: Duration,
@@ -312,10 +312,11 @@ async fn consume_group(client: &Client, args: &ConsumeArgs, group: &str, sink: &
     Ok(())
 }
 
-pub async fn run(client: &Client, _printer: &Printer, args: ConsumeArgs) -> Result<(), CliError> {
+pub async fn run(client: &Client, printer: &Printer, args: ConsumeArgs) -> Result<(), CliError> {
+    let default = if printer.json_mode() { Format::Json } else { Format::Text };
     let mut sink = Sink {
         out: std::io::BufWriter::new(std::io::stdout()),
-        format: args.format,
+        format: args.format.unwrap_or(default),
         topic: args.topic.clone(),
         printed: 0,
         limit: args.count.unwrap_or(u64::MAX),

@@ -64,6 +64,11 @@ fn produced_records_come_back_with_keys_headers_and_timestamps() {
         "{line}"
     );
 
+    assert_eq!(
+        broker.sluice(&["consume", "orders", "-o", "json"]).ok().json_lines(),
+        records,
+        "-o json means --format json"
+    );
     let raw = broker.sluice(&["consume", "orders", "--format", "raw", "-n", "1"]).ok().stdout;
     assert_eq!(raw, "one\n");
     assert!(broker.sluice(&["consume", "orders", "--offset", "latest"]).ok().stdout.is_empty());
