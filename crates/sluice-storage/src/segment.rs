@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::codec::{BATCH_HEADER_BYTES, Batch, BatchHeader};
 use crate::error::{Error, Result};
@@ -73,6 +73,23 @@ impl SegmentView {
 
     fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<()> {
         self.file.read_exact_at(buf, position).map_err(|e| Error::io("reading segment", self.path.to_path_buf(), e))
+    }
+
+    /// `len` bytes from `position`, read into fresh memory that is not zero-filled first (a
+    /// read of a few MiB would otherwise write every byte twice).
+    fn read_bytes(&self, len: usize, position: u64) -> Result<Bytes> {
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        while buf.len() < len {
+            let at = position + buf.len() as u64;
+            let read = rustix::io::pread(&*self.file, rustix::buffer::spare_capacity(&mut buf), at)
+                .map_err(|e| Error::io("reading segment", self.path.to_path_buf(), e.into()))?;
+            if read == 0 {
+                return Err(self.corrupt(at, "segment ends before its visible length"));
+            }
+        }
+        // The spare capacity may have been larger than asked; bytes past `len` are not visible yet.
+        buf.truncate(len);
+        Ok(Bytes::from(buf))
     }
 
     /// Reads and checks the header of the batch at `position`, which must start at `expected`.
@@ -146,9 +163,8 @@ impl SegmentView {
         if at + 4 + len > self.len {
             return Err(self.corrupt(at, "record runs past the segment"));
         }
-        let mut buf = BytesMut::zeroed(usize::try_from(4 + len).unwrap_or(usize::MAX));
-        self.read_exact_at(&mut buf, at)?;
-        crate::codec::RecordIter::single(buf.freeze(), offset, position).map_err(|reason| self.corrupt(at, reason))
+        let buf = self.read_bytes(usize::try_from(4 + len).unwrap_or(usize::MAX), at)?;
+        crate::codec::RecordIter::single(buf, offset, position).map_err(|reason| self.corrupt(at, reason))
     }
 
     /// Whole batches starting with the one holding `offset`, up to `max_bytes` (but always the
@@ -160,9 +176,8 @@ impl SegmentView {
             return Ok(Vec::new());
         };
         let want = (max_bytes.min(MAX_READ_BYTES) as u64).max(first.total_len()).min(self.len - start);
-        let mut buf = BytesMut::zeroed(usize::try_from(want).unwrap_or(usize::MAX));
-        self.read_exact_at(&mut buf, start)?;
-        self.split_batches(buf.freeze(), start, first.base_offset)
+        let buf = self.read_bytes(usize::try_from(want).unwrap_or(usize::MAX), start)?;
+        self.split_batches(buf, start, first.base_offset)
     }
 
     /// Cuts a buffer that starts at a batch boundary into verified batches, dropping a partial
@@ -195,9 +210,8 @@ impl SegmentView {
         let Some((position, header)) = self.walk_from(hit, |h| h.max_timestamp >= timestamp)? else {
             return Ok(None);
         };
-        let mut buf = BytesMut::zeroed(usize::try_from(header.total_len()).unwrap_or(usize::MAX));
-        self.read_exact_at(&mut buf, position)?;
-        let batch = Batch::from_verified_bytes(buf.freeze()).map_err(|reason| self.corrupt(position, reason))?;
+        let buf = self.read_bytes(usize::try_from(header.total_len()).unwrap_or(usize::MAX), position)?;
+        let batch = Batch::from_verified_bytes(buf).map_err(|reason| self.corrupt(position, reason))?;
         for record in batch.records() {
             let record = record.map_err(|reason| self.corrupt(position, reason))?;
             if record.timestamp >= timestamp {
