@@ -44,6 +44,7 @@ pub mod io;
 pub mod layout;
 mod log;
 mod open;
+mod read_buffers;
 pub mod recovery;
 pub mod retention;
 mod segment;

@@ -75,10 +75,10 @@ impl SegmentView {
         self.file.read_exact_at(buf, position).map_err(|e| Error::io("reading segment", self.path.to_path_buf(), e))
     }
 
-    /// `len` bytes from `position`, read into fresh memory that is not zero-filled first (a
-    /// read of a few MiB would otherwise write every byte twice).
+    /// `len` bytes from `position`, read into memory that is not zero-filled first (a read of a
+    /// few MiB would otherwise write every byte twice); large reads reuse pooled buffers.
     fn read_bytes(&self, len: usize, position: u64) -> Result<Bytes> {
-        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        let mut buf = crate::read_buffers::SHARED.take(len);
         while buf.len() < len {
             let at = position + buf.len() as u64;
             let read = rustix::io::pread(&*self.file, rustix::buffer::spare_capacity(&mut buf), at)
@@ -89,7 +89,7 @@ impl SegmentView {
         }
         // The spare capacity may have been larger than asked; bytes past `len` are not visible yet.
         buf.truncate(len);
-        Ok(Bytes::from(buf))
+        Ok(crate::read_buffers::SHARED.freeze(buf))
     }
 
     /// Reads and checks the header of the batch at `position`, which must start at `expected`.
