@@ -201,8 +201,12 @@ impl PartitionHandle {
     ) -> Result<u64> {
         let log = self.inner.log.clone();
         let inline = size <= INLINE_APPEND_BYTES && !matches!(log.config_fsync(), FsyncPolicy::Always);
+        // Encoded here, not on the blocking pool: its buffer then comes from (and returns to)
+        // the runtime threads' allocator caches. A blocking-pool thread, one of many, often
+        // had to take fresh memory for it, and fresh memory costs a zero-filled page fault.
+        let batch = encode()?;
         let written =
-            if inline { log.append_keep(encode()?) } else { blocking(move || Ok(log.append_keep(encode()?))).await? }
+            if inline { log.append_keep(batch) } else { blocking(move || Ok(log.append_keep(batch))).await? }
                 .map_err(|e| self.map_storage(e))?;
         let base_offset = written.appended.base_offset;
         self.inner.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(written.batch);

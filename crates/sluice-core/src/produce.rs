@@ -37,10 +37,16 @@ fn route(topic: &Topic, request: &ProduceRequest, partitions: u32) -> Result<Vec
         .collect())
 }
 
+/// The exact encoded size of a batch of `records`.
+fn encoded_size(records: &[NewRecord]) -> usize {
+    let per_record = |r: &NewRecord| r.size() + sluice_storage::codec::RECORD_OVERHEAD_BYTES + 6 * r.headers.len();
+    sluice_storage::codec::BATCH_HEADER_BYTES + records.iter().map(per_record).sum::<usize>()
+}
+
 fn encode(records: &[NewRecord], producer: Option<ProducerRef>) -> Result<sluice_storage::EncodedBatch> {
     let now = now_ms();
-    let bytes: usize = records.iter().map(|r| r.size() + 64).sum();
-    let mut builder = BatchBuilder::with_capacity(bytes + 64);
+    // Sized exactly: a batch that outgrew its buffer would be copied to a larger one.
+    let mut builder = BatchBuilder::with_capacity(encoded_size(records));
     let mut headers: Vec<HeaderRef<'_>> = Vec::new();
     for record in records {
         headers.clear();
@@ -145,5 +151,24 @@ impl Broker {
             topic.counters.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
         }
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn batches_are_sized_exactly_before_encoding() {
+        let record = |key: Option<&str>, headers: usize| NewRecord {
+            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            value: Bytes::from_static(b"a value"),
+            headers: (0..headers).map(|i| (format!("__dlq.errors.{i}"), Bytes::from(i.to_string()))).collect(),
+            timestamp: Some(1),
+        };
+        let records = vec![record(None, 0), record(Some("key"), 8), record(Some(""), 1)];
+        assert_eq!(encode(&records, None).unwrap().len(), encoded_size(&records));
     }
 }
