@@ -121,6 +121,9 @@ impl Landed {
 }
 
 async fn produce_lines(client: &Client, printer: &Printer, args: &ProduceArgs) -> Result<(), CliError> {
+    if std::io::stdin().is_terminal() {
+        eprintln!("reading records from stdin, one per line; end with Ctrl-D");
+    }
     let started = Instant::now();
     let progress = std::io::stderr().is_terminal();
     let mut last_progress = started;

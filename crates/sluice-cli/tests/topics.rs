@@ -39,7 +39,10 @@ fn topics_are_created_described_altered_grown_and_deleted() {
     assert_eq!(config["fsync"], "interval:100ms");
 
     let table = broker.sluice(&["topic", "list"]).ok().stdout;
-    assert!(table.starts_with("TOPIC") && !table.contains('\x1b'), "no colors when stdout is not a terminal: {table:?}");
+    assert!(
+        table.starts_with("TOPIC") && !table.contains('\x1b'),
+        "no colors when stdout is not a terminal: {table:?}"
+    );
     let row = table.lines().find(|l| l.starts_with("orders")).expect("orders listed");
     assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["orders", "3", "7d", "10.0", "GiB", "interval:100ms"]);
 
