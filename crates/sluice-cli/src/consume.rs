@@ -67,7 +67,8 @@ pub struct ConsumeArgs {
     /// Record format (default: text, or json with `-o json`).
     #[arg(long, value_enum)]
     format: Option<Format>,
-    /// With --group and without --follow: leave once nothing has arrived for this long.
+    /// With --group and without --follow: leave once nothing has arrived for this long and the
+    /// member's partitions have nothing left to deliver.
     #[arg(long, value_parser = units::parse_duration, default_value = "1s")]
     wait: Duration,
 }
@@ -260,6 +261,14 @@ fn ranges(offsets: &[u64]) -> Vec<(u64, u64)> {
     out
 }
 
+/// True when no partition this member owns has records left to deliver, so a quiet spell means
+/// the member has read everything rather than that the broker is slow.
+async fn caught_up(client: &Client, group: &str, member_id: u64) -> Result<bool, CliError> {
+    let request = pb::DescribeGroupRequest { group: group.to_owned() };
+    let described = client.admin().describe_group(request).await?.into_inner();
+    Ok(described.partitions.iter().filter(|p| p.owner == Some(member_id)).all(|p| p.lag == 0))
+}
+
 async fn consume_group(client: &Client, args: &ConsumeArgs, group: &str, sink: &mut Sink) -> Result<(), CliError> {
     let join = pb::Join {
         group: group.to_owned(),
@@ -305,7 +314,12 @@ async fn consume_group(client: &Client, args: &ConsumeArgs, group: &str, sink: &
                 }
             },
             _ = heartbeat.tick() => member.heartbeat().await?,
-            () = &mut idle, if !args.follow => break,
+            () = &mut idle, if !args.follow => {
+                if caught_up(client, group, member.member_id()).await? {
+                    break;
+                }
+                idle.as_mut().reset(tokio::time::Instant::now() + args.wait);
+            }
         }
     }
     member.leave().await?;

@@ -65,6 +65,20 @@ fn a_group_consumer_acks_what_it_prints_and_resets_preview_before_they_apply() {
     assert!(gone.stderr.contains("NOT_FOUND"), "{}", gone.stderr);
 }
 
+#[test]
+fn a_group_consumer_leaves_only_once_its_partitions_are_caught_up() {
+    let broker = Broker::start();
+    broker.sluice(&["topic", "create", "clicks", "-p", "4", "--fsync", "never"]).ok();
+    let input: String = (0..5000).map(|i| format!("{i}\n")).collect();
+    broker.sluice_with_stdin(&["produce", "clicks"], input.as_bytes()).ok();
+    // A 1 ms quiet spell happens long before 5,000 records are through; leaving then would
+    // print only some of them.
+    let run = broker.sluice(&["consume", "clicks", "--group", "fast", "--wait", "1ms", "--format", "raw"]).ok();
+    let mut got: Vec<u32> = run.stdout.lines().map(|l| l.parse().unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..5000).collect::<Vec<_>>());
+}
+
 /// Joins `group` on `topic`, nacks `poison` without retry, acks the rest of `count` records,
 /// and leaves.
 async fn nack_one(addr: &str, group: &str, topic: &str, poison: u64, count: usize) {
