@@ -197,6 +197,33 @@ async fn produce_stream_acknowledges_every_pipelined_request_by_id() -> TestResu
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_stream_keeps_a_keys_records_in_the_order_they_were_sent() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "ledger", 4, None).await;
+    // 300 requests of one keyed record each, all sent before any is acknowledged.
+    let requests: Vec<pb::ProduceRequest> = (0..300u64)
+        .map(|id| pb::ProduceRequest {
+            request_id: id,
+            ..produce_request("ledger", vec![record(Some("account-7"), &id.to_string())])
+        })
+        .collect();
+    let mut responses = server.producer().await.produce_stream(tokio_stream::iter(requests)).await?.into_inner();
+    let mut placed = Vec::new();
+    while let Some(response) = responses.next().await {
+        let response = response?;
+        placed.push((response.request_id, response.appends[0].partition, response.appends[0].base_offset));
+    }
+    placed.sort_unstable();
+    let partition = placed[0].1;
+    assert!(placed.iter().all(|p| p.1 == partition), "one key, one partition");
+    let offsets: Vec<u64> = placed.iter().map(|p| p.2).collect();
+    assert_eq!(offsets, (0..300).collect::<Vec<_>>(), "request n got offset n: appended in the order sent");
+    server.stop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn retention_deletes_old_segments_and_reads_below_start_are_out_of_range() -> TestResult {
     let dir = tempfile::tempdir()?;

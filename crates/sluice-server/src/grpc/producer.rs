@@ -7,7 +7,6 @@ use std::time::Instant;
 use sluice_core::Broker;
 use sluice_proto::v1 as pb;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -17,7 +16,7 @@ use crate::convert;
 use crate::metrics::Metrics;
 use crate::status::to_status;
 
-/// Requests of one ProduceStream being appended at once; bounds the memory a stream can hold.
+/// Responses of one ProduceStream buffered ahead of the client.
 pub const MAX_IN_FLIGHT_PER_STREAM: usize = 32;
 
 /// The Producer service.
@@ -44,6 +43,10 @@ fn stream_response(request_id: u64, result: Result<pb::ProduceResponse, Status>)
     })
 }
 
+/// Appends a stream's requests one at a time, in arrival order, as Kafka does per connection:
+/// two pipelined requests for one partition must not swap places, or records of one key would
+/// lose their order. Pipelining still pays: the next requests are received and decoded (by the
+/// connection's task) while one is appended, and appends of other streams share fsyncs.
 async fn run_stream(
     broker: Broker,
     metrics: Arc<Metrics>,
@@ -51,35 +54,19 @@ async fn run_stream(
     outbound: mpsc::Sender<Result<pb::ProduceResponse, Status>>,
 ) {
     let shutdown = broker.shutdown_token();
-    let mut in_flight: JoinSet<(u64, Instant, Result<pb::ProduceResponse, Status>)> = JoinSet::new();
-    let send = |(request_id, started, result): (u64, Instant, Result<pb::ProduceResponse, Status>)| {
-        observe(&metrics, "ProduceStream", started, &result);
-        stream_response(request_id, result)
-    };
     loop {
         let request = tokio::select! {
             biased;
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let Ok(done) = done else { continue };
-                if outbound.send(Ok(send(done))).await.is_err() { return }
-                continue;
-            }
             () = shutdown.cancelled() => break,
-            next = inbound.message(), if in_flight.len() < MAX_IN_FLIGHT_PER_STREAM => next,
+            next = inbound.message() => next,
         };
         match request {
             Ok(Some(request)) => {
                 let (request_id, started) = (request.request_id, Instant::now());
-                if request.producer_id.is_some() {
-                    // Idempotent requests are appended in arrival order, so pipelined sequence
-                    // numbers are checked in the order the producer sent them.
-                    let result = produce(broker.clone(), request).await;
-                    if outbound.send(Ok(send((request_id, started, result)))).await.is_err() {
-                        return;
-                    }
-                } else {
-                    let broker = broker.clone();
-                    in_flight.spawn(async move { (request_id, started, produce(broker, request).await) });
+                let result = produce(broker.clone(), request).await;
+                observe(&metrics, "ProduceStream", started, &result);
+                if outbound.send(Ok(stream_response(request_id, result))).await.is_err() {
+                    return;
                 }
             }
             Ok(None) => break,
@@ -87,12 +74,6 @@ async fn run_stream(
                 let _client_gone = outbound.send(Err(status)).await;
                 break;
             }
-        }
-    }
-    while let Some(done) = in_flight.join_next().await {
-        let Ok(done) = done else { continue };
-        if outbound.send(Ok(send(done))).await.is_err() {
-            return;
         }
     }
 }
