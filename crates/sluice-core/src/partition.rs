@@ -113,6 +113,50 @@ struct Inner {
     tail: std::sync::Mutex<TailCache>,
 }
 
+/// An append queued with [`PartitionHandle::enqueue`]. Dropped without
+/// [`QueuedAppend::complete`], it is completed in the background, so its batch is still
+/// written in its turn and the queue forgets it.
+#[derive(Debug)]
+pub struct QueuedAppend {
+    partition: PartitionHandle,
+    ticket: Option<sluice_storage::AppendTicket>,
+    inline: bool,
+}
+
+impl QueuedAppend {
+    /// Waits until the batch is durable per the topic's fsync policy and visible to readers;
+    /// returns its base offset.
+    pub async fn complete(mut self) -> Result<u64> {
+        let Some(ticket) = self.ticket.take() else {
+            return Err(Error::Internal("append completed twice".into()));
+        };
+        let log = self.partition.inner.log.clone();
+        let written = if self.inline {
+            log.complete_append(ticket)
+        } else {
+            blocking(move || Ok(log.complete_append(ticket))).await?
+        }
+        .map_err(|e| self.partition.map_storage(e))?;
+        Ok(self.partition.publish(written))
+    }
+}
+
+impl Drop for QueuedAppend {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else { return };
+        let partition = self.partition.clone();
+        let finish = move || {
+            if let Ok(written) = partition.inner.log.complete_append(ticket) {
+                partition.publish(written);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(finish)),
+            Err(_) => finish(),
+        }
+    }
+}
+
 /// A cheap-clone handle to one partition.
 #[derive(Debug, Clone)]
 pub struct PartitionHandle {
@@ -199,15 +243,23 @@ impl PartitionHandle {
         size: usize,
         encode: impl FnOnce() -> Result<EncodedBatch> + Send + 'static,
     ) -> Result<u64> {
-        let log = self.inner.log.clone();
-        let inline = size <= INLINE_APPEND_BYTES && !matches!(log.config_fsync(), FsyncPolicy::Always);
         // Encoded here, not on the blocking pool: its buffer then comes from (and returns to)
         // the runtime threads' allocator caches. A blocking-pool thread, one of many, often
         // had to take fresh memory for it, and fresh memory costs a zero-filled page fault.
-        let batch = encode()?;
-        let written =
-            if inline { log.append_keep(batch) } else { blocking(move || Ok(log.append_keep(batch))).await? }
-                .map_err(|e| self.map_storage(e))?;
+        self.enqueue(encode()?, size).complete().await
+    }
+
+    /// Queues `batch` (of `size` record bytes) behind every append queued before it, without
+    /// waiting: offsets follow the order of these calls, however the completions are scheduled.
+    /// Crash guarantee: none until [`QueuedAppend::complete`] returns; then that of the
+    /// topic's fsync policy.
+    pub fn enqueue(&self, batch: EncodedBatch, size: usize) -> QueuedAppend {
+        let inline = size <= INLINE_APPEND_BYTES && !matches!(self.inner.log.config_fsync(), FsyncPolicy::Always);
+        QueuedAppend { partition: self.clone(), ticket: Some(self.inner.log.enqueue_append(batch)), inline }
+    }
+
+    /// Makes a completed append visible: the tail cache and the end-offset watch.
+    fn publish(&self, written: sluice_storage::Written) -> u64 {
         let base_offset = written.appended.base_offset;
         self.inner.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(written.batch);
         let visible_end = self.inner.log.offsets().1;
@@ -216,7 +268,7 @@ impl PartitionHandle {
             *end = (*end).max(visible_end);
             advanced
         });
-        Ok(base_offset)
+        base_offset
     }
 
     /// Appends the batch `encode` builds (on the blocking pool) once it is durable per the

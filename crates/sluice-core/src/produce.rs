@@ -7,6 +7,7 @@ use sluice_storage::{BatchBuilder, HeaderRef, RecordRef};
 
 use crate::broker::{Broker, Topic};
 use crate::error::{Error, Result};
+use crate::partition::QueuedAppend;
 use crate::partitioner;
 use crate::record::{NewRecord, PartitionAppend, ProduceOutcome, ProduceRequest, ProducerRef};
 
@@ -98,58 +99,121 @@ impl Broker {
     /// Appends a request's records and returns where they went, once durable per each
     /// partition's fsync policy. Records for different partitions are appended concurrently.
     pub async fn produce(&self, request: ProduceRequest) -> Result<ProduceOutcome> {
+        if request.producer.is_none() {
+            return self.produce_enqueue(request)?.finish().await;
+        }
         self.check_open()?;
         let topic = self.topic(&request.topic)?;
         self.validate_produce(&topic, &request)?;
         let partitions = topic.partitions();
-        let routes = route(&topic, &request, partitions.len() as u32)?;
+        let Some(partition) = request.partition.filter(|&p| (p as usize) < partitions.len()) else {
+            // validate_produce requires a partition with a producer id; route() names a bad one.
+            route(&topic, &request, partitions.len() as u32)?;
+            return Err(Error::InvalidArgument("an idempotent produce must name its partition".into()));
+        };
         let bytes: usize = request.records.iter().map(NewRecord::size).sum();
-        let record_total = request.records.len();
-        let mut outcome = ProduceOutcome { appends: Vec::with_capacity(routes.len()) };
-        let producer = request.producer;
-        if let [(partition, _)] = routes.as_slice() {
-            // One partition (the common case): append on this task, with no extra hand-off.
-            let (partition, count) = (*partition, request.records.len() as u32);
-            let records = request.records;
-            let appended = partitions[partition as usize]
-                .append(count, bytes, producer, move || encode(&records, producer))
-                .await?;
-            outcome.appends.push(PartitionAppend {
+        let (count, producer, records) = (request.records.len() as u32, request.producer, request.records);
+        let appended =
+            partitions[partition as usize].append(count, bytes, producer, move || encode(&records, producer)).await?;
+        let outcome = ProduceOutcome {
+            appends: vec![PartitionAppend {
                 partition,
                 base_offset: appended.base_offset,
                 record_count: count,
                 record_indexes: Vec::new(),
                 duplicate: appended.duplicate,
-            });
-        } else {
-            let mut records = request.records;
-            let mut pending = Vec::with_capacity(routes.len());
-            for (partition, indexes) in routes {
-                let handle = partitions[partition as usize].clone();
-                let group: Vec<NewRecord> = indexes.iter().map(|&i| std::mem::take(&mut records[i as usize])).collect();
-                let count = group.len() as u32;
-                let size = group.iter().map(NewRecord::size).sum();
-                // Partitions are appended concurrently; each shares fsyncs with its own group.
-                let append = tokio::spawn(async move {
-                    handle.append(count, size, producer, move || encode(&group, producer)).await
-                });
-                pending.push((partition, indexes, count, append));
-            }
-            for (partition, record_indexes, record_count, append) in pending {
-                let appended = append.await.map_err(|e| Error::Internal(format!("append task failed: {e}")))??;
-                outcome.appends.push(PartitionAppend {
-                    partition,
-                    base_offset: appended.base_offset,
-                    record_count,
-                    record_indexes,
-                    duplicate: appended.duplicate,
-                });
-            }
-        }
-        if outcome.appends.iter().any(|a| !a.duplicate) {
-            topic.counters.records_in.fetch_add(record_total as u64, Ordering::Relaxed);
+            }],
+        };
+        if !appended.duplicate {
+            topic.counters.records_in.fetch_add(u64::from(count), Ordering::Relaxed);
             topic.counters.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
         }
+        Ok(outcome)
+    }
+
+    /// The first half of [`Broker::produce`] for a request without a producer id: validates,
+    /// routes and encodes it, and queues its batches on their partitions without waiting.
+    /// Requests queued one after another take offsets in that order on every partition, which
+    /// is what keeps a pipelining producer's records of one key in order.
+    pub fn produce_enqueue(&self, request: ProduceRequest) -> Result<QueuedProduce> {
+        self.check_open()?;
+        let topic = self.topic(&request.topic)?;
+        self.validate_produce(&topic, &request)?;
+        if request.producer.is_some() {
+            return Err(Error::Internal("idempotent requests are appended by produce".into()));
+        }
+        let partitions = topic.partitions();
+        let routes = route(&topic, &request, partitions.len() as u32)?;
+        let bytes: usize = request.records.iter().map(NewRecord::size).sum();
+        let record_total = request.records.len();
+        let mut records = request.records;
+        let mut encoded = Vec::with_capacity(routes.len());
+        for (partition, indexes) in routes {
+            let group: Vec<NewRecord> = if indexes.is_empty() {
+                std::mem::take(&mut records)
+            } else {
+                indexes.iter().map(|&i| std::mem::take(&mut records[i as usize])).collect()
+            };
+            let size = group.iter().map(NewRecord::size).sum::<usize>();
+            // Every batch is encoded before any is queued, so a request that fails to encode
+            // leaves nothing behind.
+            encoded.push((partition, indexes, group.len() as u32, size, encode(&group, None)?));
+        }
+        let parts = encoded
+            .into_iter()
+            .map(|(partition, indexes, count, size, batch)| {
+                (partition, indexes, count, partitions[partition as usize].enqueue(batch, size))
+            })
+            .collect();
+        Ok(QueuedProduce { topic, parts, record_total, bytes })
+    }
+}
+
+/// A produce request whose batches are queued on their partitions (see
+/// [`Broker::produce_enqueue`]); [`QueuedProduce::finish`] waits until they are durable.
+/// Dropped unfinished, its batches are still written, in their turn.
+#[derive(Debug)]
+pub struct QueuedProduce {
+    topic: std::sync::Arc<Topic>,
+    parts: Vec<(u32, Vec<u32>, u32, QueuedAppend)>,
+    record_total: usize,
+    bytes: usize,
+}
+
+impl QueuedProduce {
+    /// Waits until every batch is durable per its partition's fsync policy; returns where the
+    /// records went. Partitions complete concurrently.
+    pub async fn finish(self) -> Result<ProduceOutcome> {
+        let QueuedProduce { topic, parts, record_total, bytes } = self;
+        let mut outcome = ProduceOutcome { appends: Vec::with_capacity(parts.len()) };
+        let mut waiting = Vec::with_capacity(parts.len());
+        let single = parts.len() == 1;
+        for (partition, record_indexes, record_count, queued) in parts {
+            if single {
+                let base_offset = queued.complete().await?;
+                outcome.appends.push(PartitionAppend {
+                    partition,
+                    base_offset,
+                    record_count,
+                    record_indexes,
+                    duplicate: false,
+                });
+            } else {
+                waiting.push((partition, record_indexes, record_count, tokio::spawn(queued.complete())));
+            }
+        }
+        for (partition, record_indexes, record_count, completion) in waiting {
+            let base_offset = completion.await.map_err(|e| Error::Internal(format!("append task failed: {e}")))??;
+            outcome.appends.push(PartitionAppend {
+                partition,
+                base_offset,
+                record_count,
+                record_indexes,
+                duplicate: false,
+            });
+        }
+        topic.counters.records_in.fetch_add(record_total as u64, Ordering::Relaxed);
+        topic.counters.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
         Ok(outcome)
     }
 }

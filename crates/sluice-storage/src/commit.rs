@@ -92,12 +92,32 @@ impl CommitQueue {
     pub fn submit(
         &self,
         batch: EncodedBatch,
-        mut write: impl FnMut(Vec<EncodedBatch>) -> Vec<Result<Written>>,
+        write: impl FnMut(Vec<EncodedBatch>) -> Vec<Result<Written>>,
     ) -> Result<Written> {
+        let ticket = self.enqueue(batch);
+        self.wait(ticket, write)
+    }
+
+    /// Queues `batch` behind every batch queued before it and returns its ticket at once.
+    /// Batches are written in ticket order, so a caller that queues in order gets offsets in
+    /// that order however its waits are scheduled. Every ticket must be passed to
+    /// [`CommitQueue::wait`], or its result is kept forever.
+    pub fn enqueue(&self, batch: EncodedBatch) -> u64 {
         let mut state = lock(&self.state);
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.pending.push((ticket, batch));
+        ticket
+    }
+
+    /// Returns the result of `ticket`'s batch once it is written, leading the write of the
+    /// queued batches (with `write`) when no other appender is.
+    pub fn wait(
+        &self,
+        ticket: u64,
+        mut write: impl FnMut(Vec<EncodedBatch>) -> Vec<Result<Written>>,
+    ) -> Result<Written> {
+        let mut state = lock(&self.state);
         let mut groups_led = 0;
         loop {
             let done = state.results.contains_key(&ticket);

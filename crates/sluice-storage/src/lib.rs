@@ -57,4 +57,4 @@ pub use commit::{Appended, Written};
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Error, Result};
 pub use io::{Clock, DiskIo, OsDisk, SystemClock};
-pub use log::{LogEnv, LogStats, PartitionLog, ReadResult};
+pub use log::{AppendTicket, LogEnv, LogStats, PartitionLog, ReadResult};

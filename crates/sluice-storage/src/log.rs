@@ -13,6 +13,11 @@ use crate::open::OpenContext;
 use crate::view::LogView;
 use crate::writer::{Counters, Writer};
 
+/// A batch queued with [`PartitionLog::enqueue_append`], not yet known to be durable.
+#[derive(Debug)]
+#[must_use = "a queued append must be completed"]
+pub struct AppendTicket(u64);
+
 /// The operating-system seams a log uses; tests replace them.
 #[derive(Debug, Clone)]
 pub struct LogEnv {
@@ -156,6 +161,19 @@ impl PartitionLog {
     /// copied), for callers that serve recent batches from memory.
     pub fn append_keep(&self, batch: EncodedBatch) -> Result<Written> {
         self.inner.commit.submit(batch, |group| self.writer().append_group(group))
+    }
+
+    /// The first half of [`PartitionLog::append_keep`]: queues `batch` behind every batch
+    /// queued before it, without waiting. Batches get offsets in the order they were queued.
+    /// The returned ticket must be passed to [`PartitionLog::complete_append`].
+    pub fn enqueue_append(&self, batch: EncodedBatch) -> AppendTicket {
+        AppendTicket(self.inner.commit.enqueue(batch))
+    }
+
+    /// The second half: waits until the ticket's batch is durable per the fsync policy (the
+    /// same guarantee as [`PartitionLog::append`]), writing queued batches if no one else is.
+    pub fn complete_append(&self, ticket: AppendTicket) -> Result<Written> {
+        self.inner.commit.wait(ticket.0, |group| self.writer().append_group(group))
     }
 
     /// Appends waiting behind the one being written (for observing group commit).

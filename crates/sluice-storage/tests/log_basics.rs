@@ -26,6 +26,24 @@ fn appended_records_read_back_intact_with_dense_offsets() -> TestResult {
 }
 
 #[test]
+fn queued_appends_take_offsets_in_queue_order_whichever_completes_first() -> TestResult {
+    for policy in ALL_POLICIES {
+        let dir = tempfile::tempdir()?;
+        let log = PartitionLog::open(dir.path(), small_segments(policy))?;
+        let first = log.enqueue_append(encode(&records("first", 2, 1)));
+        let second = log.enqueue_append(encode(&records("second", 3, 2)));
+        // The later ticket is completed first: it writes both queued batches, in queue order.
+        let b = log.complete_append(second)?.appended;
+        let a = log.complete_append(first)?.appended;
+        assert_eq!((a.base_offset, a.next_offset, b.base_offset, b.next_offset), (0, 2, 2, 5), "{policy:?}");
+        let values: Vec<Vec<u8>> = read_all(&log, 0, 1 << 20)?.into_iter().map(|(_, r)| r.value).collect();
+        assert_eq!(values[0], records("first", 2, 1)[0].value);
+        assert_eq!(values[2], records("second", 3, 2)[0].value);
+    }
+    Ok(())
+}
+
+#[test]
 fn a_record_read_alone_at_its_position_equals_the_one_read_with_its_batch() -> TestResult {
     let dir = tempfile::tempdir()?;
     let log = PartitionLog::open(dir.path(), small_segments(FsyncPolicy::Never))?;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use sluice_core::Broker;
 use sluice_proto::v1 as pb;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -16,7 +17,8 @@ use crate::convert;
 use crate::metrics::Metrics;
 use crate::status::to_status;
 
-/// Responses of one ProduceStream buffered ahead of the client.
+/// Requests of one ProduceStream waiting to be durable at once; bounds the memory a stream can
+/// hold.
 pub const MAX_IN_FLIGHT_PER_STREAM: usize = 32;
 
 /// The Producer service.
@@ -43,10 +45,10 @@ fn stream_response(request_id: u64, result: Result<pb::ProduceResponse, Status>)
     })
 }
 
-/// Appends a stream's requests one at a time, in arrival order, as Kafka does per connection:
-/// two pipelined requests for one partition must not swap places, or records of one key would
-/// lose their order. Pipelining still pays: the next requests are received and decoded (by the
-/// connection's task) while one is appended, and appends of other streams share fsyncs.
+/// Runs a ProduceStream. Requests are queued on their partitions in the order they arrive, so
+/// two pipelined requests for one partition cannot swap places (records of one key keep their
+/// order); only the waits for durability overlap. Idempotent requests are appended one at a
+/// time, so their sequence numbers are checked in the order the producer sent them.
 async fn run_stream(
     broker: Broker,
     metrics: Arc<Metrics>,
@@ -54,19 +56,50 @@ async fn run_stream(
     outbound: mpsc::Sender<Result<pb::ProduceResponse, Status>>,
 ) {
     let shutdown = broker.shutdown_token();
+    let mut in_flight: JoinSet<(u64, Instant, Result<pb::ProduceResponse, Status>)> = JoinSet::new();
+    let send = |(request_id, started, result): (u64, Instant, Result<pb::ProduceResponse, Status>)| {
+        observe(&metrics, "ProduceStream", started, &result);
+        stream_response(request_id, result)
+    };
     loop {
         let request = tokio::select! {
             biased;
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                let Ok(done) = done else { continue };
+                if outbound.send(Ok(send(done))).await.is_err() {
+                    // Queued appends still complete (they are in line on their partitions).
+                    in_flight.detach_all();
+                    return;
+                }
+                continue;
+            }
             () = shutdown.cancelled() => break,
-            next = inbound.message() => next,
+            next = inbound.message(), if in_flight.len() < MAX_IN_FLIGHT_PER_STREAM => next,
         };
         match request {
             Ok(Some(request)) => {
                 let (request_id, started) = (request.request_id, Instant::now());
-                let result = produce(broker.clone(), request).await;
-                observe(&metrics, "ProduceStream", started, &result);
-                if outbound.send(Ok(stream_response(request_id, result))).await.is_err() {
-                    return;
+                if request.producer_id.is_some() {
+                    let result = produce(broker.clone(), request).await;
+                    if outbound.send(Ok(send((request_id, started, result)))).await.is_err() {
+                        in_flight.detach_all();
+                        return;
+                    }
+                    continue;
+                }
+                match queue(&broker, request) {
+                    Ok(queued) => {
+                        in_flight.spawn(async move {
+                            let result = queued.finish().await.map_err(to_status);
+                            (request_id, started, result.map(|outcome| convert::produce_response(request_id, outcome)))
+                        });
+                    }
+                    Err(status) => {
+                        if outbound.send(Ok(send((request_id, started, Err(status))))).await.is_err() {
+                            in_flight.detach_all();
+                            return;
+                        }
+                    }
                 }
             }
             Ok(None) => break,
@@ -76,6 +109,20 @@ async fn run_stream(
             }
         }
     }
+    while let Some(done) = in_flight.join_next().await {
+        let Ok(done) = done else { continue };
+        if outbound.send(Ok(send(done))).await.is_err() {
+            in_flight.detach_all();
+            return;
+        }
+    }
+}
+
+/// Validates, routes, encodes and queues a request without a producer id, on the caller's
+/// task: the order of these calls is the order of the records in the log.
+fn queue(broker: &Broker, request: pb::ProduceRequest) -> Result<sluice_core::produce::QueuedProduce, Status> {
+    let request = convert::produce_request(request)?;
+    broker.produce_enqueue(request).map_err(to_status)
 }
 
 #[tonic::async_trait]
