@@ -185,33 +185,32 @@ impl QueuedProduce {
     /// records went. Partitions complete concurrently.
     pub async fn finish(self) -> Result<ProduceOutcome> {
         let QueuedProduce { topic, parts, record_total, bytes } = self;
-        let mut outcome = ProduceOutcome { appends: Vec::with_capacity(parts.len()) };
-        let mut waiting = Vec::with_capacity(parts.len());
-        let single = parts.len() == 1;
-        for (partition, record_indexes, record_count, queued) in parts {
-            if single {
-                let base_offset = queued.complete().await?;
-                outcome.appends.push(PartitionAppend {
-                    partition,
-                    base_offset,
-                    record_count,
-                    record_indexes,
-                    duplicate: false,
-                });
-            } else {
-                waiting.push((partition, record_indexes, record_count, tokio::spawn(queued.complete())));
+        let (places, mut queued): (Vec<_>, Vec<_>) =
+            parts.into_iter().map(|(partition, indexes, count, q)| ((partition, indexes, count), q)).unzip();
+        let base_offsets = match queued.pop() {
+            // One partition (the common case): waited for on this task, with no extra hand-off.
+            Some(only) if queued.is_empty() => vec![only.complete().await?],
+            last => {
+                let tasks: Vec<_> = queued.into_iter().chain(last).map(|q| tokio::spawn(q.complete())).collect();
+                let mut offsets = Vec::with_capacity(tasks.len());
+                for task in tasks {
+                    offsets.push(task.await.map_err(|e| Error::Internal(format!("append task failed: {e}")))??);
+                }
+                offsets
             }
-        }
-        for (partition, record_indexes, record_count, completion) in waiting {
-            let base_offset = completion.await.map_err(|e| Error::Internal(format!("append task failed: {e}")))??;
-            outcome.appends.push(PartitionAppend {
+        };
+        let appends = places
+            .into_iter()
+            .zip(base_offsets)
+            .map(|((partition, record_indexes, record_count), base_offset)| PartitionAppend {
                 partition,
                 base_offset,
                 record_count,
                 record_indexes,
                 duplicate: false,
-            });
-        }
+            })
+            .collect();
+        let outcome = ProduceOutcome { appends };
         topic.counters.records_in.fetch_add(record_total as u64, Ordering::Relaxed);
         topic.counters.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
         Ok(outcome)
