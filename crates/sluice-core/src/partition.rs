@@ -271,7 +271,7 @@ impl PartitionHandle {
         base_offset
     }
 
-    /// Appends the batch `encode` builds (on the blocking pool) once it is durable per the
+    /// Appends the batch `encode` builds (on the calling task) once it is durable per the
     /// topic's fsync policy. With `producer`, a retry of an already written batch returns the
     /// original offsets instead (the batch must carry the same producer id and sequence).
     pub async fn append(
