@@ -1,9 +1,10 @@
 //! One partition of a topic: its log, the end-offset watch that wakes readers, and its
 //! idempotent producers.
 //!
-//! Storage is synchronous; every call into it runs on tokio's blocking pool from here, so the
-//! async runtime's threads never wait on the disk. Concurrent appends meet in the storage's
-//! group-commit queue and share fsyncs.
+//! Storage is synchronous; calls into it that may wait on the disk (reads, appends that fsync
+//! or are large) run on tokio's blocking pool, and only small page-cache appends run on the
+//! calling task (see [`INLINE_APPEND_BYTES`]). Appends are queued in call order and meet in the
+//! storage's group-commit queue, where they share fsyncs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
