@@ -64,6 +64,19 @@ struct Target {
     to_time: Option<i64>,
 }
 
+impl Target {
+    /// The reset target as the broker takes it (clap guarantees exactly one flag is set).
+    fn to_proto(&self) -> pb::reset_group_offsets_request::Target {
+        use pb::reset_group_offsets_request::Target as T;
+        match (self.to_offset, self.to_time) {
+            _ if self.to_earliest => T::Earliest(pb::Earliest {}),
+            _ if self.to_latest => T::Latest(pb::Latest {}),
+            (Some(offset), _) => T::Offset(offset),
+            (None, time) => T::TimestampMs(time.unwrap_or(0)),
+        }
+    }
+}
+
 async fn describe_group(client: &Client, group: &str) -> Result<pb::DescribeGroupResponse, CliError> {
     Ok(client.admin().describe_group(pb::DescribeGroupRequest { group: group.to_owned() }).await?.into_inner())
 }
@@ -252,18 +265,16 @@ async fn preview(
             .iter()
             .find(|gp| gp.topic == args.topic && gp.partition == p.partition)
             .map(|gp| gp.committed_offset);
-        let t = &args.target;
-        let target = if t.to_earliest {
-            p.start_offset
-        } else if t.to_latest {
-            p.end_offset
-        } else if let Some(offset) = t.to_offset {
-            offset
-        } else {
-            let at =
-                pb::StartPosition { position: Some(pb::start_position::Position::TimestampMs(t.to_time.unwrap_or(0))) };
-            let fetched = client.fetch(&args.topic, p.partition, at, Duration::ZERO).await?;
-            fetched.records.first().map_or(fetched.next_offset, |r| r.offset)
+        use pb::reset_group_offsets_request::Target as T;
+        let target = match args.target.to_proto() {
+            T::Earliest(_) => p.start_offset,
+            T::Latest(_) => p.end_offset,
+            T::Offset(offset) => offset,
+            T::TimestampMs(ts) => {
+                let at = pb::StartPosition { position: Some(pb::start_position::Position::TimestampMs(ts)) };
+                let fetched = client.fetch(&args.topic, p.partition, at, Duration::ZERO).await?;
+                fetched.records.first().map_or(fetched.next_offset, |r| r.offset)
+            }
         };
         out.push((p.partition, current, target));
     }
@@ -280,17 +291,7 @@ async fn reset(client: &Client, printer: &Printer, args: ResetArgs) -> Result<()
     let plan = preview(client, &args, &group).await?;
     let mut applied: BTreeMap<u32, u64> = BTreeMap::new();
     if args.execute {
-        use pb::reset_group_offsets_request::Target as T;
-        let t = &args.target;
-        let target = if t.to_earliest {
-            T::Earliest(pb::Earliest {})
-        } else if t.to_latest {
-            T::Latest(pb::Latest {})
-        } else if let Some(offset) = t.to_offset {
-            T::Offset(offset)
-        } else {
-            T::TimestampMs(t.to_time.unwrap_or(0))
-        };
+        let target = args.target.to_proto();
         let request = pb::ResetGroupOffsetsRequest {
             group: args.group.clone(),
             topic: args.topic.clone(),

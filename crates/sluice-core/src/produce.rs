@@ -106,10 +106,10 @@ impl Broker {
         let topic = self.topic(&request.topic)?;
         self.validate_produce(&topic, &request)?;
         let partitions = topic.partitions();
-        let Some(partition) = request.partition.filter(|&p| (p as usize) < partitions.len()) else {
-            // validate_produce requires a partition with a producer id; route() names a bad one.
-            route(&topic, &request, partitions.len() as u32)?;
-            return Err(Error::InvalidArgument("an idempotent produce must name its partition".into()));
+        // validate_produce made the partition required, so this is its one route (or the error
+        // naming a partition that does not exist).
+        let [(partition, _)] = route(&topic, &request, partitions.len() as u32)?[..] else {
+            return Err(Error::Internal("an idempotent produce routes to one partition".into()));
         };
         let bytes: usize = request.records.iter().map(NewRecord::size).sum();
         let (count, producer, records) = (request.records.len() as u32, request.producer, request.records);
