@@ -112,6 +112,8 @@ struct Inner {
     producers: Mutex<ProducerTable>,
     /// Recent batches; a std mutex held only to insert or clone a few `Bytes` handles.
     tail: std::sync::Mutex<TailCache>,
+    /// Reads the tail cache could not serve, which went to the segment files.
+    log_reads: std::sync::atomic::AtomicU64,
 }
 
 /// An append queued with [`PartitionHandle::enqueue`]. Dropped without
@@ -131,14 +133,14 @@ impl QueuedAppend {
         let Some(ticket) = self.ticket.take() else {
             return Err(Error::Internal("append completed twice".into()));
         };
-        let log = self.partition.inner.log.clone();
+        let partition = self.partition.clone();
         let written = if self.inline {
-            log.complete_append(ticket)
+            partition.complete(ticket)
         } else {
-            blocking(move || Ok(log.complete_append(ticket))).await?
+            blocking(move || Ok(partition.complete(ticket))).await?
         }
         .map_err(|e| self.partition.map_storage(e))?;
-        Ok(self.partition.publish(written))
+        Ok(written.appended.base_offset)
     }
 }
 
@@ -146,11 +148,7 @@ impl Drop for QueuedAppend {
     fn drop(&mut self) {
         let Some(ticket) = self.ticket.take() else { return };
         let partition = self.partition.clone();
-        let finish = move || {
-            if let Ok(written) = partition.inner.log.complete_append(ticket) {
-                partition.publish(written);
-            }
-        };
+        let finish = move || drop(partition.complete(ticket));
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn_blocking(finish)),
             Err(_) => finish(),
@@ -191,6 +189,7 @@ impl PartitionHandle {
                 end,
                 producers: Mutex::new(producers),
                 tail,
+                log_reads: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -259,17 +258,25 @@ impl PartitionHandle {
         QueuedAppend { partition: self.clone(), ticket: Some(self.inner.log.enqueue_append(batch)), inline }
     }
 
-    /// Makes a completed append visible: the tail cache and the end-offset watch.
-    fn publish(&self, written: sluice_storage::Written) -> u64 {
-        let base_offset = written.appended.base_offset;
-        self.inner.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(written.batch);
+    /// Waits for a queued append (blocking); whichever appender writes a group publishes it.
+    fn complete(&self, ticket: sluice_storage::AppendTicket) -> sluice_storage::Result<sluice_storage::Written> {
+        self.inner.log.complete_append_with(ticket, |group| self.publish(group))
+    }
+
+    /// Makes a written group visible to readers: first the tail cache, then the end-offset
+    /// watch, so a reader woken by the watch finds every batch of the group in memory.
+    fn publish(&self, group: &[sluice_storage::Result<sluice_storage::Written>]) {
+        let mut tail = self.inner.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for written in group.iter().flatten() {
+            tail.insert(written.batch.clone());
+        }
+        drop(tail);
         let visible_end = self.inner.log.offsets().1;
         self.inner.end.send_if_modified(|end| {
             let advanced = visible_end > *end;
             *end = (*end).max(visible_end);
             advanced
         });
-        base_offset
     }
 
     /// Appends the batch `encode` builds (on the calling task) once it is durable per the
@@ -305,8 +312,16 @@ impl PartitionHandle {
         if let Some(batches) = cached.filter(|_| offset >= start_offset) {
             return Ok(ReadResult { batches, start_offset, end_offset });
         }
+        self.inner.log_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.inner.log.clone();
         blocking(move || Ok(log.read(offset, max_bytes))).await?.map_err(|e| self.map_storage(e))
+    }
+
+    /// Reads since open that the tail cache could not serve (readers behind the recent
+    /// batches, or batches larger than the cache): each cost a blocking-pool hop and a read
+    /// of the segment files.
+    pub fn log_reads(&self) -> u64 {
+        self.inner.log_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Records read alone from their positions in their batches (see

@@ -89,6 +89,19 @@ impl BrokerCollector {
         }
         Ok(())
     }
+
+    fn partition_log_reads(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let help = "Reads of the segment files: readers the in-memory tail of recent batches could not serve";
+        let mut family = encoder.encode_descriptor("sluice_partition_log_reads", help, None, MetricType::Counter)?;
+        for topic in self.broker.topics() {
+            for partition in topic.partitions().iter() {
+                let id = partition.id().to_string();
+                let labels = [("topic", topic.name()), ("partition", id.as_str())];
+                ConstCounter::new(partition.log_reads()).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Collector for BrokerCollector {
@@ -105,6 +118,7 @@ impl Collector for BrokerCollector {
             s.end_offset
         })?;
         self.partition_gauge(&mut encoder, "sluice_partition_segments", "Segment files", |s| s.segment_count as u64)?;
+        self.partition_log_reads(&mut encoder)?;
         let metric = encoder.encode_descriptor("sluice_topics", "Topics", None, MetricType::Gauge)?;
         ConstGauge::new(self.broker.topics().len() as i64).encode(metric)?;
         Ok(())

@@ -409,6 +409,7 @@ async fn metrics_health_and_reflection_are_served() -> TestResult {
     }
     assert!(status.contains("200"), "{status}");
     assert!(body.contains(r#"sluice_records_in_total{topic="m"} 2"#), "{body}");
+    assert!(body.contains(r#"sluice_partition_log_reads_total{topic="m",partition="0"} 0"#), "{body}");
     assert!(body.contains("sluice_rpc_duration_seconds"), "{body}");
     assert!(body.contains("sluice_connections"), "{body}");
     assert!(server.http_get("/healthz").await.0.contains("200"));

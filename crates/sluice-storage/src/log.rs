@@ -173,7 +173,24 @@ impl PartitionLog {
     /// The second half: waits until the ticket's batch is durable per the fsync policy (the
     /// same guarantee as [`PartitionLog::append`]), writing queued batches if no one else is.
     pub fn complete_append(&self, ticket: AppendTicket) -> Result<Written> {
-        self.inner.commit.wait(ticket.0, |group| self.writer().append_group(group))
+        self.complete_append_with(ticket, |_| {})
+    }
+
+    /// [`PartitionLog::complete_append`], calling `on_group` with the results of every group
+    /// this appender writes, in offset order, once its batches are durable and visible and
+    /// before their appenders are told. A caller that serves recent batches from memory uses it
+    /// to publish a whole group at once: readers woken by the group's first batch then find
+    /// the others in memory too, instead of waiting for each appender to publish its own.
+    pub fn complete_append_with(
+        &self,
+        ticket: AppendTicket,
+        mut on_group: impl FnMut(&[Result<Written>]),
+    ) -> Result<Written> {
+        self.inner.commit.wait(ticket.0, |group| {
+            let results = self.writer().append_group(group);
+            on_group(&results);
+            results
+        })
     }
 
     /// Appends waiting behind the one being written (for observing group commit).
