@@ -109,6 +109,10 @@ enum Command {
         record_size: usize,
         #[arg(long, default_value = "never")]
         fsync: String,
+        /// Also write every sample to this file, one `sent_ns latency_ns` line each, to see
+        /// when the slow ones happened.
+        #[arg(long)]
+        samples: Option<std::path::PathBuf>,
     },
 }
 
@@ -397,6 +401,7 @@ async fn run_latency(
     duration: Duration,
     record_size: usize,
     fsync: String,
+    samples: Option<std::path::PathBuf>,
 ) -> BenchResult {
     let channel = connect(server).await?;
     ensure_topic(&channel, &topic, 1, &fsync).await?;
@@ -404,8 +409,10 @@ async fn run_latency(
     let request = pb::SubscribeRequest { topic: topic.clone(), partition: 0, start: Some(latest), max_bytes: 0 };
     let mut stream = ConsumerClient::new(connect(server).await?).subscribe(request).await?.into_inner();
     let expected = rate * duration.as_secs();
+    let keep_samples = samples.is_some();
     let receiver = tokio::spawn(async move {
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+        let mut kept = Vec::with_capacity(if keep_samples { expected as usize } else { 0 });
         let mut received = 0;
         while received < expected {
             let Some(message) = stream.next().await else { break };
@@ -418,11 +425,14 @@ async fn run_latency(
                     .map(u64::from_le_bytes);
                 if let Some(sent) = sent {
                     histogram.record(now.saturating_sub(sent).max(1))?;
+                    if keep_samples {
+                        kept.push((sent, now.saturating_sub(sent)));
+                    }
                     received += 1;
                 }
             }
         }
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(histogram)
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((histogram, kept))
     });
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let mut responses = ProducerClient::new(connect(server).await?)
@@ -457,8 +467,12 @@ async fn run_latency(
             }
         }
     });
-    let histogram = receiver.await??;
+    let (histogram, kept) = receiver.await??;
     let _sender_done = pacer.join();
+    if let Some(path) = samples {
+        let text: String = kept.iter().map(|(sent, latency)| format!("{sent} {latency}\n")).collect();
+        std::fs::write(path, text)?;
+    }
     drain.abort();
     let secs = started.elapsed().as_secs_f64();
     let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
@@ -491,8 +505,8 @@ async fn main() -> BenchResult {
         }
         Command::Consume { topic, mode, max_bytes } => run_consume(&cli.server, topic, mode, max_bytes).await,
         Command::Group(spec) => group::run(&cli.server, spec).await,
-        Command::Latency { topic, rate, duration, record_size, fsync } => {
-            run_latency(&cli.server, topic, rate, duration.into(), record_size, fsync).await
+        Command::Latency { topic, rate, duration, record_size, fsync, samples } => {
+            run_latency(&cli.server, topic, rate, duration.into(), record_size, fsync, samples).await
         }
     }
 }
