@@ -484,7 +484,7 @@ async fn a_slow_subscriber_does_not_make_the_broker_read_ahead_without_bound() -
         assert!(tokio::time::Instant::now() < deadline, "read-out never settled (at {last} bytes)");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // Measured: ~8 MB (the 8 MiB HTTP/2 stream window plus two buffered messages).
+    // Measured: ~8 MB (the 8 MiB HTTP/2 stream window plus the message being encoded).
     assert!(last < 16 << 20, "a stalled subscriber made the broker read {last} bytes");
     // It still gets everything, in order, once it reads again.
     let mut next = first.records.last().unwrap().offset + 1;

@@ -6,19 +6,13 @@ use std::time::Duration;
 
 use sluice_core::{Broker, StartAt, Subscription};
 use sluice_proto::v1 as pb;
-use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::unary;
 use crate::convert;
 use crate::metrics::Metrics;
 use crate::status::to_status;
-
-/// Messages a subscription may have encoded ahead of the client; with HTTP/2 flow control this
-/// bounds what a slow subscriber can hold on the broker.
-pub const SUBSCRIBE_BUFFER: usize = 2;
 
 /// The Consumer service.
 #[derive(Debug, Clone)]
@@ -38,22 +32,14 @@ fn start_at(start: Option<pb::StartPosition>) -> StartAt {
     }
 }
 
-async fn follow(mut subscription: Subscription, outbound: mpsc::Sender<Result<pb::SubscribeResponse, Status>>) {
-    loop {
-        let next = tokio::select! {
-            next = subscription.next() => next,
-            () = outbound.closed() => return,
-        };
-        let message = match next {
-            Ok(Some(fetched)) => convert::records(&fetched)
-                .map(|records| pb::SubscribeResponse { records, end_offset: fetched.end_offset }),
-            Ok(None) => return,
-            Err(error) => Err(to_status(error)),
-        };
-        let failed = message.is_err();
-        if outbound.send(message).await.is_err() || failed {
-            return;
-        }
+/// The next message of a subscription; `None` ends the stream (the broker is shutting down).
+async fn next_message(subscription: &mut Subscription) -> Option<Result<pb::SubscribeResponse, Status>> {
+    match subscription.next().await {
+        Ok(Some(fetched)) => Some(
+            convert::records(&fetched).map(|records| pb::SubscribeResponse { records, end_offset: fetched.end_offset }),
+        ),
+        Ok(None) => None,
+        Err(error) => Some(Err(to_status(error))),
     }
 }
 
@@ -96,13 +82,18 @@ impl pb::consumer_server::Consumer for ConsumerService {
             .subscribe(&r.topic, r.partition, start_at(r.start), r.max_bytes as usize)
             .await
             .map_err(to_status)?;
-        let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER);
+        // The response body itself reads the subscription: HTTP/2 polls it only when the
+        // client's flow-control window has room, so a slow subscriber holds at most one
+        // message here, and a new record reaches the connection with no hand-off between tasks.
+        // The stream ends after an error; dropping it (the client left) ends the subscription.
         let serving = self.inflight.enter();
-        tokio::spawn(async move {
-            follow(subscription, tx).await;
-            drop(serving);
+        let stream = futures::stream::unfold(Some((subscription, serving)), |state| async move {
+            let (mut subscription, serving) = state?;
+            let message = next_message(&mut subscription).await?;
+            let more = message.is_ok().then_some((subscription, serving));
+            Some((message, more))
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type ConsumeStream = super::group::ConsumeStream;
