@@ -127,6 +127,12 @@ pub struct QueuedAppend {
 }
 
 impl QueuedAppend {
+    /// True when [`QueuedAppend::complete`] writes on the calling task (a small append without
+    /// fsync): it waits on no other thread unless another appender is writing.
+    pub fn is_inline(&self) -> bool {
+        self.inline
+    }
+
     /// Waits until the batch is durable per the topic's fsync policy and visible to readers;
     /// returns its base offset.
     pub async fn complete(mut self) -> Result<u64> {

@@ -181,6 +181,12 @@ pub struct QueuedProduce {
 }
 
 impl QueuedProduce {
+    /// True when [`QueuedProduce::finish`] spawns nothing and hands nothing to the blocking
+    /// pool: one partition, appended inline (see [`QueuedAppend::is_inline`]).
+    pub fn is_inline(&self) -> bool {
+        matches!(self.parts.as_slice(), [(_, _, _, only)] if only.is_inline())
+    }
+
     /// Waits until every batch is durable per its partition's fsync policy; returns where the
     /// records went. Partitions complete concurrently.
     pub async fn finish(self) -> Result<ProduceOutcome> {

@@ -88,6 +88,15 @@ async fn run_stream(
                     continue;
                 }
                 match queue(&broker, request) {
+                    // Alone in flight and written on this task: finishing it here saves a task
+                    // spawn and a wake-up per request, which is most of a lone record's latency.
+                    Ok(queued) if in_flight.is_empty() && queued.is_inline() => {
+                        let result = queued.finish().await.map_err(to_status);
+                        let response = result.map(|outcome| convert::produce_response(request_id, outcome));
+                        if outbound.send(Ok(send((request_id, started, response)))).await.is_err() {
+                            return;
+                        }
+                    }
                     Ok(queued) => {
                         in_flight.spawn(async move {
                             let result = queued.finish().await.map_err(to_status);
