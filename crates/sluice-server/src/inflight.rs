@@ -11,6 +11,8 @@ use tokio::sync::Notify;
 pub struct Inflight {
     count: AtomicUsize,
     idle: Notify,
+    /// The same count, exported as `sluice_requests_in_flight`.
+    gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// Held while a request or stream is served.
@@ -20,9 +22,15 @@ pub struct InflightGuard {
 }
 
 impl Inflight {
+    /// A counter that also keeps `gauge` up to date.
+    pub fn with_gauge(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        Inflight { gauge, ..Inflight::default() }
+    }
+
     /// Marks a request as started until the guard drops.
     pub fn enter(self: &Arc<Self>) -> InflightGuard {
         self.count.fetch_add(1, Ordering::AcqRel);
+        self.gauge.inc();
         InflightGuard { inflight: Arc::clone(self) }
     }
 
@@ -45,6 +53,7 @@ impl Inflight {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
+        self.inflight.gauge.dec();
         if self.inflight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.inflight.idle.notify_waiters();
         }

@@ -45,6 +45,7 @@ pub struct Metrics {
     rpc_total: Family<RpcCodeLabels, Counter>,
     connections: Gauge,
     connections_total: Counter,
+    requests_in_flight: Gauge,
 }
 
 /// Reads the broker's counters at scrape time.
@@ -133,19 +134,27 @@ impl Metrics {
         let rpc_total = Family::<RpcCodeLabels, Counter>::default();
         let connections = Gauge::default();
         let connections_total = Counter::default();
+        let requests_in_flight = Gauge::default();
         registry.register("sluice_rpc_duration_seconds", "Time to serve an RPC", rpc_latency.clone());
         registry.register("sluice_rpc", "RPCs served, by outcome", rpc_total.clone());
         registry.register("sluice_connections", "Open gRPC connections", connections.clone());
         registry.register("sluice_connections_accepted", "gRPC connections accepted", connections_total.clone());
+        let in_flight_help = "gRPC requests and streams being served (open Subscribe and Consume streams included)";
+        registry.register("sluice_requests_in_flight", in_flight_help, requests_in_flight.clone());
         registry.register_collector(Box::new(BrokerCollector { broker: broker.clone() }));
         registry.register_collector(Box::new(crate::group_metrics::GroupCollector { broker }));
-        Arc::new(Metrics { registry, rpc_latency, rpc_total, connections, connections_total })
+        Arc::new(Metrics { registry, rpc_latency, rpc_total, connections, connections_total, requests_in_flight })
     }
 
     /// Records one RPC.
     pub fn observe_rpc(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
         self.rpc_latency.get_or_create(&RpcLabels { method: method.to_owned() }).observe(elapsed.as_secs_f64());
         self.rpc_total.get_or_create(&RpcCodeLabels { method: method.to_owned(), code: format!("{code:?}") }).inc();
+    }
+
+    /// The gauge of requests in flight, kept by the server's [`crate::inflight::Inflight`].
+    pub fn requests_in_flight(&self) -> Gauge {
+        self.requests_in_flight.clone()
     }
 
     /// A connection opened.

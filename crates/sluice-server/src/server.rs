@@ -112,7 +112,7 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
 
-        let inflight = Arc::new(Inflight::default());
+        let inflight = Arc::new(Inflight::with_gauge(metrics.requests_in_flight()));
         let admin = AdminService {
             broker: broker.clone(),
             metrics: Arc::clone(&metrics),

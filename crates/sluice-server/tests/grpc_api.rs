@@ -496,3 +496,35 @@ async fn a_slow_subscriber_does_not_make_the_broker_read_ahead_without_bound() -
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_subscriber_that_cancels_its_stream_is_no_longer_served() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "s", 1, None).await;
+    let in_flight = |body: &str| -> Option<i64> {
+        body.lines()
+            .find(|l| l.starts_with("sluice_requests_in_flight "))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+    };
+    let mut consumer = server.consumer().await;
+    let latest = pb::StartPosition { position: Some(pb::start_position::Position::Latest(pb::Latest {})) };
+    let request = pb::SubscribeRequest { topic: "s".into(), partition: 0, start: Some(latest), max_bytes: 0 };
+    let mut stream = consumer.subscribe(request).await?.into_inner();
+    assert_eq!(in_flight(&server.http_get("/metrics").await.1), Some(1), "the open subscription is served");
+    server.producer().await.produce(produce_request("s", vec![record(None, "x")])).await?;
+    assert_eq!(stream.next().await.unwrap()?.records.len(), 1);
+
+    // The client cancels the stream while it waits for the next record, and keeps its
+    // connection: the broker must drop the subscription, not wait on it forever.
+    drop(stream);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while in_flight(&server.http_get("/metrics").await.1) != Some(0) {
+        assert!(tokio::time::Instant::now() < deadline, "the cancelled subscription is still served");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(consumer);
+    server.stop().await;
+    Ok(())
+}
