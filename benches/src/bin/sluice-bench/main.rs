@@ -4,7 +4,7 @@
 //! sluice-bench produce  --server 127.0.0.1:7140 --topic bench --partitions 1 --producers 1 \
 //!                       --record-size 1024 --batch 1000 --total 2000000 --mode stream --fsync never
 //! sluice-bench consume  --topic bench --mode subscribe
-//! sluice-bench latency  --topic bench-latency --rate 5000 --duration 10s --fsync never
+//! sluice-bench latency  --topic bench-latency --rate 5000 --duration 10s --warmup 1s --fsync never
 //! sluice-bench group    --topic bench --members 2 --leave-after 500000
 //! ```
 //! Each run prints one JSON line (for scripts) and a readable summary; long runs show progress
@@ -12,11 +12,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
-use hdrhistogram::Histogram;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_proto::v1::consumer_client::ConsumerClient;
@@ -25,6 +24,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
 mod group;
+mod latency;
 
 // The broker uses mimalloc too; a client measuring it should not be slowed by its own allocator.
 #[global_allocator]
@@ -97,23 +97,7 @@ enum Command {
     /// ranges; optionally time the rebalance after a member leaves.
     Group(group::GroupSpec),
     /// Produce at a fixed rate while a subscriber measures publish-to-delivery latency.
-    Latency {
-        #[arg(long, default_value = "bench-latency")]
-        topic: String,
-        /// Records per second.
-        #[arg(long, default_value_t = 5000)]
-        rate: u64,
-        #[arg(long, default_value = "10s")]
-        duration: humantime::Duration,
-        #[arg(long, default_value_t = 1024)]
-        record_size: usize,
-        #[arg(long, default_value = "never")]
-        fsync: String,
-        /// Also write every sample to this file, one `sent_ns latency_ns` line each, to see
-        /// when the slow ones happened.
-        #[arg(long)]
-        samples: Option<std::path::PathBuf>,
-    },
+    Latency(latency::LatencySpec),
 }
 
 async fn connect(server: &str) -> BenchResult<Channel> {
@@ -390,111 +374,6 @@ fn count(records: &[pb::Record], done: &AtomicU64, bytes: &AtomicU64) {
     );
 }
 
-fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
-async fn run_latency(
-    server: &str,
-    topic: String,
-    rate: u64,
-    duration: Duration,
-    record_size: usize,
-    fsync: String,
-    samples: Option<std::path::PathBuf>,
-) -> BenchResult {
-    let channel = connect(server).await?;
-    ensure_topic(&channel, &topic, 1, &fsync).await?;
-    let latest = pb::StartPosition { position: Some(pb::start_position::Position::Latest(pb::Latest {})) };
-    let request = pb::SubscribeRequest { topic: topic.clone(), partition: 0, start: Some(latest), max_bytes: 0 };
-    let mut stream = ConsumerClient::new(connect(server).await?).subscribe(request).await?.into_inner();
-    let expected = rate * duration.as_secs();
-    let keep_samples = samples.is_some();
-    let receiver = tokio::spawn(async move {
-        let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-        let mut kept = Vec::with_capacity(if keep_samples { expected as usize } else { 0 });
-        let mut received = 0;
-        while received < expected {
-            let Some(message) = stream.next().await else { break };
-            let now = now_nanos();
-            for record in message?.records {
-                let sent = record
-                    .headers
-                    .first()
-                    .and_then(|h| <[u8; 8]>::try_from(h.value.as_ref()).ok())
-                    .map(u64::from_le_bytes);
-                if let Some(sent) = sent {
-                    histogram.record(now.saturating_sub(sent).max(1))?;
-                    if keep_samples {
-                        kept.push((sent, now.saturating_sub(sent)));
-                    }
-                    received += 1;
-                }
-            }
-        }
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((histogram, kept))
-    });
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    let mut responses = ProducerClient::new(connect(server).await?)
-        .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let drain = tokio::spawn(async move { while responses.next().await.is_some() {} });
-    let value = Bytes::from(vec![0x5a; record_size.saturating_sub(8)]);
-    let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
-    let started = Instant::now();
-    // Records are sent one by one, evenly spaced, from a thread of their own: tokio's timers
-    // tick in whole milliseconds, which would send them in bursts and measure the queueing of
-    // each burst rather than the broker.
-    let pacer = std::thread::spawn(move || {
-        for sent in 0..expected {
-            let due = started + period * u32::try_from(sent).unwrap_or(u32::MAX);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let header =
-                pb::Header { name: "sent-at-ns".into(), value: Bytes::copy_from_slice(&now_nanos().to_le_bytes()) };
-            let record = pb::Record { value: value.clone(), headers: vec![header], ..pb::Record::default() };
-            let request = pb::ProduceRequest {
-                request_id: sent,
-                topic: topic.clone(),
-                partition: Some(0),
-                records: vec![record],
-                ..Default::default()
-            };
-            if tx.blocking_send(request).is_err() {
-                return;
-            }
-        }
-    });
-    let (histogram, kept) = receiver.await??;
-    let _sender_done = pacer.join();
-    if let Some(path) = samples {
-        let text: String = kept.iter().map(|(sent, latency)| format!("{sent} {latency}\n")).collect();
-        std::fs::write(path, text)?;
-    }
-    drain.abort();
-    let secs = started.elapsed().as_secs_f64();
-    let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "{{\"bench\":\"latency\",\"fsync\":\"{fsync}\",\"rate\":{rate},\"records\":{},\"seconds\":{secs:.2},\"p50_us\":{:.0},\"p99_us\":{:.0},\"p999_us\":{:.0},\"max_us\":{:.0}}}",
-        histogram.len(),
-        us(0.5),
-        us(0.99),
-        us(0.999),
-        histogram.max() as f64 / 1000.0
-    );
-    println!(
-        "publish-to-subscriber latency at {rate} records/s (fsync {fsync}): p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us ({} records)",
-        us(0.5),
-        us(0.99),
-        us(0.999),
-        histogram.max() as f64 / 1000.0,
-        histogram.len()
-    );
-    Ok(())
-}
-
 fn main() -> BenchResult {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -516,8 +395,6 @@ async fn run(cli: Cli) -> BenchResult {
         }
         Command::Consume { topic, mode, max_bytes } => run_consume(&cli.server, topic, mode, max_bytes).await,
         Command::Group(spec) => group::run(&cli.server, spec).await,
-        Command::Latency { topic, rate, duration, record_size, fsync, samples } => {
-            run_latency(&cli.server, topic, rate, duration.into(), record_size, fsync, samples).await
-        }
+        Command::Latency(spec) => latency::run(&cli.server, spec).await,
     }
 }

@@ -1,0 +1,165 @@
+//! `sluice-bench latency`: records produced one at a time at a fixed rate, each stamped with
+//! its send time, while a subscriber on another connection measures publish-to-delivery
+//! latency.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::consumer_client::ConsumerClient;
+use sluice_proto::v1::producer_client::ProducerClient;
+use tokio_stream::StreamExt;
+
+use super::{BenchResult, connect, ensure_topic};
+
+/// Header carrying a record's send time (ns since the Unix epoch, little-endian).
+const SENT_AT: &str = "sent-at-ns";
+/// Header marking a warm-up record, delivered but not measured.
+const WARMUP: &str = "warmup";
+
+/// What one run of the latency bench does (the `latency` subcommand's flags).
+#[derive(Debug, clap::Args)]
+pub struct LatencySpec {
+    #[arg(long, default_value = "bench-latency")]
+    topic: String,
+    /// Records per second.
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// How long to measure (after the warm-up).
+    #[arg(long, default_value = "10s")]
+    duration: humantime::Duration,
+    /// Records are sent at the same rate for this long first and not measured: the first
+    /// ones pay for connection buffers, first-touch memory and cold caches on both sides, which
+    /// is start-up cost, not the steady latency this bench reports.
+    #[arg(long, default_value = "1s")]
+    warmup: humantime::Duration,
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+    #[arg(long, default_value = "never")]
+    fsync: String,
+    /// Also write every measured sample to this file, one `sent_ns latency_ns` line each, to
+    /// see when the slow ones happened.
+    #[arg(long)]
+    samples: Option<PathBuf>,
+}
+
+pub fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Measured latencies, and every sample when asked to keep them.
+struct Measured {
+    histogram: Histogram<u64>,
+    samples: Vec<(u64, u64)>,
+}
+
+/// Reads `total` stamped records from `stream`, measuring those not marked as warm-up.
+async fn receive(
+    mut stream: tonic::Streaming<pb::SubscribeResponse>,
+    total: u64,
+    keep_samples: bool,
+) -> BenchResult<Measured> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let mut samples = Vec::with_capacity(if keep_samples { total as usize } else { 0 });
+    let mut received = 0;
+    while received < total {
+        let Some(message) = stream.next().await else { break };
+        let now = now_nanos();
+        for record in message?.records {
+            let sent = record
+                .headers
+                .iter()
+                .find(|h| h.name == SENT_AT)
+                .and_then(|h| <[u8; 8]>::try_from(h.value.as_ref()).ok())
+                .map(u64::from_le_bytes);
+            let Some(sent) = sent else { continue };
+            received += 1;
+            if record.headers.iter().any(|h| h.name == WARMUP) {
+                continue;
+            }
+            let latency = now.saturating_sub(sent).max(1);
+            histogram.record(latency)?;
+            if keep_samples {
+                samples.push((sent, latency));
+            }
+        }
+    }
+    Ok(Measured { histogram, samples })
+}
+
+pub async fn run(server: &str, spec: LatencySpec) -> BenchResult {
+    let LatencySpec { topic, rate, duration, warmup, record_size, fsync, samples } = spec;
+    let channel = connect(server).await?;
+    ensure_topic(&channel, &topic, 1, &fsync).await?;
+    let latest = pb::StartPosition { position: Some(pb::start_position::Position::Latest(pb::Latest {})) };
+    let request = pb::SubscribeRequest { topic: topic.clone(), partition: 0, start: Some(latest), max_bytes: 0 };
+    let stream = ConsumerClient::new(connect(server).await?).subscribe(request).await?.into_inner();
+    let warm = (rate as f64 * Duration::from(warmup).as_secs_f64()) as u64;
+    let total = warm + rate * Duration::from(duration).as_secs();
+    let receiver = tokio::spawn(receive(stream, total, samples.is_some()));
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let mut responses = ProducerClient::new(connect(server).await?)
+        .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let drain = tokio::spawn(async move { while responses.next().await.is_some() {} });
+    let value = Bytes::from(vec![0x5a; record_size.saturating_sub(8)]);
+    let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let started = Instant::now();
+    // Records are sent one by one, evenly spaced, from a thread of their own: tokio's timers
+    // tick in whole milliseconds, which would send them in bursts and measure the queueing of
+    // each burst rather than the broker. The send time is taken after the pacing sleep, so
+    // the pacer's own timer lateness is not counted, and the pacer never waits for acks, so a
+    // slow broker cannot delay (and hide) the sends behind it.
+    let pacer = std::thread::spawn(move || {
+        for sent in 0..total {
+            let due = started + period * u32::try_from(sent).unwrap_or(u32::MAX);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let mut headers =
+                vec![pb::Header { name: SENT_AT.into(), value: Bytes::copy_from_slice(&now_nanos().to_le_bytes()) }];
+            if sent < warm {
+                headers.push(pb::Header { name: WARMUP.into(), value: Bytes::new() });
+            }
+            let record = pb::Record { value: value.clone(), headers, ..pb::Record::default() };
+            let request = pb::ProduceRequest {
+                request_id: sent,
+                topic: topic.clone(),
+                partition: Some(0),
+                records: vec![record],
+                ..Default::default()
+            };
+            if tx.blocking_send(request).is_err() {
+                return;
+            }
+        }
+    });
+    let Measured { histogram, samples: kept } = receiver.await??;
+    let _sender_done = pacer.join();
+    drain.abort();
+    if let Some(path) = samples {
+        let text: String = kept.iter().map(|(sent, latency)| format!("{sent} {latency}\n")).collect();
+        std::fs::write(path, text)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let (warmup_s, max_us) = (Duration::from(warmup).as_secs_f64(), histogram.max() as f64 / 1000.0);
+    println!(
+        "{{\"bench\":\"latency\",\"fsync\":\"{fsync}\",\"rate\":{rate},\"warmup_s\":{warmup_s},\"records\":{},\"seconds\":{secs:.2},\"p50_us\":{:.0},\"p99_us\":{:.0},\"p999_us\":{:.0},\"max_us\":{max_us:.0}}}",
+        histogram.len(),
+        us(0.5),
+        us(0.99),
+        us(0.999),
+    );
+    println!(
+        "publish-to-subscriber latency at {rate} records/s (fsync {fsync}, after {warmup_s} s of warm-up): p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {max_us:.0} us ({} records)",
+        us(0.5),
+        us(0.99),
+        us(0.999),
+        histogram.len()
+    );
+    Ok(())
+}
