@@ -48,6 +48,10 @@ struct QueueState {
     results: HashMap<u64, Result<Written>>,
     next_ticket: u64,
     leader_active: bool,
+    /// Appenders blocked on `done`. A leader wakes them only if there are any: a condvar
+    /// notify is a futex syscall even with no one waiting, and the lone appender (the common
+    /// case at low rates) would pay it on every append.
+    waiters: usize,
 }
 
 /// The queue of appends waiting to be written.
@@ -82,7 +86,9 @@ impl Drop for LeaderGuard<'_> {
             state.results.insert(ticket, result);
         }
         state.leader_active = false;
-        self.queue.done.notify_all();
+        if state.waiters > 0 {
+            self.queue.done.notify_all();
+        }
     }
 }
 
@@ -126,7 +132,9 @@ impl CommitQueue {
                 return state.results.remove(&ticket).unwrap_or(Err(Error::Closed));
             }
             if !may_lead {
+                state.waiters += 1;
                 state = self.done.wait(state).unwrap_or_else(PoisonError::into_inner);
+                state.waiters -= 1;
                 continue;
             }
             groups_led += 1;

@@ -44,6 +44,30 @@ fn queued_appends_take_offsets_in_queue_order_whichever_completes_first() -> Tes
 }
 
 #[test]
+fn many_concurrent_appenders_all_return_with_distinct_contiguous_offsets() -> TestResult {
+    // Followers wait on the group-commit condvar and leaders wake them only when someone waits:
+    // a lost wake-up would hang this test.
+    for policy in ALL_POLICIES {
+        let dir = tempfile::tempdir()?;
+        let log = PartitionLog::open(dir.path(), small_segments(policy))?;
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    (0..100).map(|i| log.append(encode(&records(&format!("t{t}"), 1, i))).unwrap()).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut appended: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        appended.sort_by_key(|a| a.base_offset);
+        let offsets: Vec<u64> = appended.iter().map(|a| a.base_offset).collect();
+        assert_eq!(offsets, (0..800).collect::<Vec<u64>>(), "{policy:?}");
+        assert_eq!(log.offsets(), (0, 800));
+    }
+    Ok(())
+}
+
+#[test]
 fn a_record_read_alone_at_its_position_equals_the_one_read_with_its_batch() -> TestResult {
     let dir = tempfile::tempdir()?;
     let log = PartitionLog::open(dir.path(), small_segments(FsyncPolicy::Never))?;
