@@ -260,7 +260,7 @@ pub struct ServerConfig {
     pub http_listen: SocketAddr,
     /// How long a graceful shutdown may take before the broker is closed anyway.
     pub shutdown_timeout: Duration,
-    /// Async runtime worker threads; 0 means automatic (one per core but one, at least one).
+    /// Async runtime worker threads; 0 means one per core.
     pub worker_threads: usize,
     /// Log format.
     pub log_format: LogFormat,

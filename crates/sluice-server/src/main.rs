@@ -112,30 +112,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// The async runtime, with `server.worker_threads` workers (0: automatic, see
-/// [`automatic_workers`]).
+/// The async runtime, with `server.worker_threads` workers (0: one per core).
 fn runtime_builder(worker_threads: usize) -> tokio::runtime::Builder {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    builder.worker_threads(if worker_threads > 0 { worker_threads } else { automatic_workers(cores) });
-    builder
-}
-
-/// One worker per core but one, and at least one. The spare core is for what does not run on
-/// the workers: fsyncs and disk reads (tokio's blocking pool) and the kernel's network stack.
-/// On 2 cores, one worker against two measured: publish-to-subscriber latency at 5,000
-/// records/s p99 0.24-0.44 ms against 0.46-1.25 ms, with ~20% less CPU; produce, Subscribe and
-/// group throughput differed by no more than their run-to-run spread.
-fn automatic_workers(cores: usize) -> usize {
-    cores.saturating_sub(1).max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn automatic_workers_leave_one_core_and_keep_at_least_one() {
-        assert_eq!(super::automatic_workers(1), 1);
-        assert_eq!(super::automatic_workers(2), 1);
-        assert_eq!(super::automatic_workers(8), 7);
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
     }
+    builder
 }
