@@ -89,34 +89,40 @@ async fn receive(
     Ok(Measured { histogram, samples })
 }
 
-pub async fn run(server: &str, spec: LatencySpec) -> BenchResult {
-    let LatencySpec { topic, rate, duration, warmup, record_size, fsync, samples } = spec;
-    let channel = connect(server).await?;
-    ensure_topic(&channel, &topic, 1, &fsync).await?;
-    let latest = pb::StartPosition { position: Some(pb::start_position::Position::Latest(pb::Latest {})) };
-    let request = pb::SubscribeRequest { topic: topic.clone(), partition: 0, start: Some(latest), max_bytes: 0 };
-    let stream = ConsumerClient::new(connect(server).await?).subscribe(request).await?.into_inner();
-    let warm = (rate as f64 * Duration::from(warmup).as_secs_f64()) as u64;
-    let total = warm + rate * Duration::from(duration).as_secs();
-    let receiver = tokio::spawn(receive(stream, total, samples.is_some()));
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    let mut responses = ProducerClient::new(connect(server).await?)
-        .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let drain = tokio::spawn(async move { while responses.next().await.is_some() {} });
-    let value = Bytes::from(vec![0x5a; record_size.saturating_sub(8)]);
-    let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
-    let started = Instant::now();
-    // Records are sent one by one, evenly spaced, from a thread of their own: tokio's timers
-    // tick in whole milliseconds, which would send them in bursts and measure the queueing of
-    // each burst rather than the broker. The send time is taken after the pacing sleep, so
-    // the pacer's own timer lateness is not counted, and the pacer never waits for acks, so a
-    // slow broker cannot delay (and hide) the sends behind it.
-    let pacer = std::thread::spawn(move || {
+/// What the pacing thread sends.
+struct Pacing {
+    server: String,
+    topic: String,
+    total: u64,
+    warm: u64,
+    period: Duration,
+    value: Bytes,
+}
+
+/// Sends the records one by one, evenly spaced, from the calling thread, which also runs the
+/// producer's connection (a current-thread runtime of its own): a record goes from the pacing
+/// sleep to the socket without a hand-off to another thread.
+///
+/// tokio's timers tick in whole milliseconds, which would send records in bursts and measure
+/// the queueing of each burst rather than the broker, so the pacing is a thread sleep. The
+/// send time is taken after it, so the pacer's own timer lateness is not counted; the pacer
+/// never waits for acks, so a slow broker cannot delay (and hide) the sends behind it.
+fn produce_paced(pacing: Pacing) -> BenchResult {
+    let Pacing { server, topic, total, warm, period, value } = pacing;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let mut responses = ProducerClient::new(connect(&server).await?)
+            .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let drain = tokio::spawn(async move { while responses.next().await.is_some() {} });
+        let started = Instant::now();
         for sent in 0..total {
             let due = started + period * u32::try_from(sent).unwrap_or(u32::MAX);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                // Blocks this runtime on purpose: its only other work is reading acks, which
+                // wait in the socket buffer meanwhile.
                 std::thread::sleep(wait);
             }
             let mut headers =
@@ -132,14 +138,46 @@ pub async fn run(server: &str, spec: LatencySpec) -> BenchResult {
                 records: vec![record],
                 ..Default::default()
             };
-            if tx.blocking_send(request).is_err() {
-                return;
+            if tx.send(request).await.is_err() {
+                break;
             }
+            // The connection's tasks run before this one resumes: they encode the request and
+            // write it to the socket now, not after the next sleep.
+            tokio::task::yield_now().await;
         }
-    });
-    let Measured { histogram, samples: kept } = receiver.await??;
-    let _sender_done = pacer.join();
-    drain.abort();
+        // Every request is answered before the runtime (and the connection) is dropped.
+        drop(tx);
+        drain.await?;
+        Ok(())
+    })
+}
+
+pub async fn run(server: &str, spec: LatencySpec) -> BenchResult {
+    let LatencySpec { topic, rate, duration, warmup, record_size, fsync, samples } = spec;
+    let channel = connect(server).await?;
+    ensure_topic(&channel, &topic, 1, &fsync).await?;
+    let latest = pb::StartPosition { position: Some(pb::start_position::Position::Latest(pb::Latest {})) };
+    let request = pb::SubscribeRequest { topic: topic.clone(), partition: 0, start: Some(latest), max_bytes: 0 };
+    let stream = ConsumerClient::new(connect(server).await?).subscribe(request).await?.into_inner();
+    let warm = (rate as f64 * Duration::from(warmup).as_secs_f64()) as u64;
+    let total = warm + rate * Duration::from(duration).as_secs();
+    let mut receiver = tokio::spawn(receive(stream, total, samples.is_some()));
+    let value = Bytes::from(vec![0x5a; record_size.saturating_sub(8)]);
+    let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let started = Instant::now();
+    let pacing = Pacing { server: server.to_owned(), topic, total, warm, period, value };
+    let mut pacer = tokio::task::spawn_blocking(move || produce_paced(pacing));
+    // A producer that fails ends the run instead of leaving the receiver waiting.
+    let (Measured { histogram, samples: kept }, pacer_joined) = tokio::select! {
+        measured = &mut receiver => (measured??, false),
+        sent = &mut pacer => {
+            sent??;
+            (receiver.await??, true)
+        }
+    };
+    if !pacer_joined {
+        pacer.await??;
+    }
     if let Some(path) = samples {
         let text: String = kept.iter().map(|(sent, latency)| format!("{sent} {latency}\n")).collect();
         std::fs::write(path, text)?;
