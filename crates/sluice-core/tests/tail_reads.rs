@@ -14,14 +14,14 @@ fn batch(value: &[u8]) -> EncodedBatch {
     builder.finish().unwrap()
 }
 
-async fn open(dir: &std::path::Path) -> sluice_core::Result<PartitionHandle> {
+async fn open(dir: &std::path::Path, tail_cache_bytes: usize) -> sluice_core::Result<PartitionHandle> {
     PartitionHandle::open(PartitionSpec {
         topic: Arc::from("t"),
         id: 0,
         dir: dir.join("0"),
         snapshot: dir.join("0.producers"),
         config: LogConfig { fsync: FsyncPolicy::Never, ..LogConfig::default() },
-        tail_cache_bytes: 1 << 20,
+        tail_cache_bytes,
     })
     .await
 }
@@ -29,7 +29,7 @@ async fn open(dir: &std::path::Path) -> sluice_core::Result<PartitionHandle> {
 #[tokio::test]
 async fn a_group_written_by_one_appender_is_read_from_memory_before_the_others_return() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let partition = open(dir.path()).await?;
+    let partition = open(dir.path(), 1 << 20).await?;
     let first = partition.enqueue(batch(b"first"), 5);
     let second = partition.enqueue(batch(b"second"), 6);
     // Completing the second append first makes it write both batches as one group; the first
@@ -51,15 +51,7 @@ async fn a_group_written_by_one_appender_is_read_from_memory_before_the_others_r
 #[tokio::test]
 async fn a_reader_behind_the_tail_cache_reads_the_log_and_is_counted() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let partition = PartitionHandle::open(PartitionSpec {
-        topic: Arc::from("t"),
-        id: 0,
-        dir: dir.path().join("0"),
-        snapshot: dir.path().join("0.producers"),
-        config: LogConfig { fsync: FsyncPolicy::Never, ..LogConfig::default() },
-        tail_cache_bytes: 0,
-    })
-    .await?;
+    let partition = open(dir.path(), 0).await?;
     partition.enqueue(batch(b"only"), 4).complete().await?;
     let read = partition.read(0, usize::MAX).await?;
     assert_eq!(read.batches.len(), 1);
