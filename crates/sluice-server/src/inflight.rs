@@ -2,17 +2,17 @@
 //! connections, which clients keep open as long as they like).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
 /// Requests and streams being served.
 #[derive(Debug, Default)]
 pub struct Inflight {
-    count: AtomicUsize,
+    /// The count itself, also exported as `sluice_requests_in_flight` when made
+    /// [`Inflight::with_gauge`].
+    count: Gauge,
     idle: Notify,
-    /// The same count, exported as `sluice_requests_in_flight`.
-    gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// Held while a request or stream is served.
@@ -22,21 +22,20 @@ pub struct InflightGuard {
 }
 
 impl Inflight {
-    /// A counter that also keeps `gauge` up to date.
-    pub fn with_gauge(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
-        Inflight { gauge, ..Inflight::default() }
+    /// A counter kept in `gauge` (a metric registered elsewhere).
+    pub fn with_gauge(gauge: Gauge) -> Self {
+        Inflight { count: gauge, idle: Notify::new() }
     }
 
     /// Marks a request as started until the guard drops.
     pub fn enter(self: &Arc<Self>) -> InflightGuard {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        self.gauge.inc();
+        self.count.inc();
         InflightGuard { inflight: Arc::clone(self) }
     }
 
     /// Requests in progress.
     pub fn count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
+        usize::try_from(self.count.get()).unwrap_or(0)
     }
 
     /// Completes once no request is in progress.
@@ -53,8 +52,8 @@ impl Inflight {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.inflight.gauge.dec();
-        if self.inflight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // `dec` returns the count before it.
+        if self.inflight.count.dec() == 1 {
             self.inflight.idle.notify_waiters();
         }
     }
