@@ -1,0 +1,206 @@
+//! `peer-latency-redis`: the publish-to-consumer latency of Redis Streams, measured the way
+//! `sluice-bench latency` measures Sluice, so both can be run alternately on one machine and
+//! compared in the same conditions.
+//!
+//! ```text
+//! redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no --daemonize yes
+//! peer-latency-redis --server 127.0.0.1:6390 --rate 5000 --duration 10s
+//! ```
+//! Like `sluice-bench latency`: a pacing thread sends evenly spaced `XADD`s of one record each,
+//! stamped with the send time taken after its sleep, and never waits for replies (another
+//! thread drains them); a consumer on its own connection blocks in `XREAD` and stamps each
+//! entry on arrival. The first `--warmup` of entries are delivered but not measured. Redis's
+//! defaults match Sluice's fsync `never`: nothing is synced before the reply.
+//!
+//! The client speaks RESP over a plain socket (with TCP_NODELAY), with no client library, so
+//! it adds as little as it can to what it measures.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+
+type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "peer-latency-redis",
+    about = "Redis Streams publish-to-consumer latency, measured like sluice-bench latency"
+)]
+struct Cli {
+    /// Redis address.
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    server: String,
+    /// Records per second.
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// How long to measure (after the warm-up).
+    #[arg(long, default_value = "10s")]
+    duration: humantime::Duration,
+    /// Sent at the same rate first, and not measured.
+    #[arg(long, default_value = "1s")]
+    warmup: humantime::Duration,
+    /// Bytes of each entry's value field.
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A RESP reply, as far as XADD and XREAD need.
+#[derive(Debug)]
+enum Reply {
+    Bulk(Vec<u8>),
+    Array(Vec<Reply>),
+    Other,
+}
+
+fn read_reply(reader: &mut impl BufRead) -> BenchResult<Reply> {
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line)?;
+    let (Some(&kind), Some(body)) = (line.first(), line.get(1..line.len().saturating_sub(2))) else {
+        return Err("connection closed".into());
+    };
+    let number = || -> BenchResult<i64> { Ok(std::str::from_utf8(body)?.parse()?) };
+    Ok(match kind {
+        b'-' => return Err(format!("redis: {}", String::from_utf8_lossy(body)).into()),
+        b'$' => match usize::try_from(number()?) {
+            Ok(len) => {
+                let mut bytes = vec![0; len + 2];
+                reader.read_exact(&mut bytes)?;
+                bytes.truncate(len);
+                Reply::Bulk(bytes)
+            }
+            Err(_) => Reply::Other,
+        },
+        b'*' => match usize::try_from(number()?) {
+            Ok(len) => Reply::Array((0..len).map(|_| read_reply(reader)).collect::<BenchResult<_>>()?),
+            Err(_) => Reply::Other,
+        },
+        _ => Reply::Other,
+    })
+}
+
+fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn connect(server: &str) -> BenchResult<TcpStream> {
+    let stream = TcpStream::connect(server)?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The entries of an XREAD reply: `[[stream, [[id, [field, value, ...]], ...]]]`, as
+/// (id, first field's value).
+fn entries(reply: Reply) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Reply::Array(streams) = reply else { return Vec::new() };
+    let mut out = Vec::new();
+    for stream in streams {
+        let Reply::Array(mut parts) = stream else { continue };
+        let Some(Reply::Array(list)) = parts.pop() else { continue };
+        for entry in list {
+            let Reply::Array(mut entry) = entry else { continue };
+            let (Some(Reply::Array(mut fields)), Some(Reply::Bulk(id))) = (entry.pop(), entry.pop()) else { continue };
+            if fields.len() >= 2
+                && let Reply::Bulk(stamp) = fields.swap_remove(1)
+            {
+                out.push((id, stamp));
+            }
+        }
+    }
+    out
+}
+
+/// Reads `total` entries of `key` as they arrive; measures those after `warm`.
+fn consume(server: &str, key: &str, total: u64, warm: u64) -> BenchResult<Histogram<u64>> {
+    let mut writer = connect(server)?;
+    let mut reader = BufReader::new(writer.try_clone()?);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    // The key is new, so reading from its first entry misses none sent before this blocks.
+    let mut last_id = b"0".to_vec();
+    let mut received = 0;
+    while received < total {
+        writer.write_all(&command(&[b"XREAD", b"BLOCK", b"0", b"STREAMS", key.as_bytes(), &last_id]))?;
+        let reply = read_reply(&mut reader)?;
+        let now = now_nanos();
+        for (id, stamp) in entries(reply) {
+            last_id = id;
+            received += 1;
+            let sent: u64 = std::str::from_utf8(&stamp)?.parse()?;
+            if received > warm {
+                histogram.record(now.saturating_sub(sent).max(1))?;
+            }
+        }
+    }
+    Ok(histogram)
+}
+
+/// Sends `total` XADDs to `key`, `period` apart, from this thread.
+fn produce(server: &str, key: &str, total: u64, period: Duration, value: &[u8]) -> BenchResult {
+    let mut writer = connect(server)?;
+    let mut replies = BufReader::new(writer.try_clone()?);
+    let drain = std::thread::spawn(move || -> BenchResult {
+        for _ in 0..total {
+            read_reply(&mut replies)?;
+        }
+        Ok(())
+    });
+    let started = Instant::now();
+    for sent in 0..total {
+        let due = started + period * u32::try_from(sent).unwrap_or(u32::MAX);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let stamp = now_nanos().to_string();
+        writer.write_all(&command(&[b"XADD", key.as_bytes(), b"*", b"sent-at-ns", stamp.as_bytes(), b"v", value]))?;
+    }
+    drain.join().map_err(|_| "reply reader panicked")?
+}
+
+fn main() -> BenchResult {
+    let Cli { server, rate, duration, warmup, record_size } = Cli::parse();
+    let rate = rate.max(1);
+    let warm = (rate as f64 * Duration::from(warmup).as_secs_f64()) as u64;
+    let total = warm + rate * Duration::from(duration).as_secs();
+    let key = format!("peer-latency-{}", now_nanos());
+    let consumer = {
+        let (server, key) = (server.clone(), key.clone());
+        std::thread::spawn(move || consume(&server, &key, total, warm))
+    };
+    let value = vec![0x5a; record_size.saturating_sub(8)];
+    produce(&server, &key, total, Duration::from_nanos(1_000_000_000 / rate), &value)?;
+    let histogram = consumer.join().map_err(|_| "consumer panicked")??;
+    connect(&server)?.write_all(&command(&[b"DEL", key.as_bytes()]))?;
+    let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let max_us = histogram.max() as f64 / 1000.0;
+    // Written, not printed: a closed pipe (`| head -1`) is an error to return, not a panic.
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{{\"bench\":\"peer-latency-redis\",\"rate\":{rate},\"records\":{},\"p50_us\":{:.0},\"p99_us\":{:.0},\"p999_us\":{:.0},\"max_us\":{max_us:.0}}}",
+        histogram.len(),
+        us(0.5),
+        us(0.99),
+        us(0.999)
+    )?;
+    writeln!(
+        out,
+        "Redis Streams publish-to-consumer latency at {rate} records/s: p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {max_us:.0} us ({} records)",
+        us(0.5),
+        us(0.99),
+        us(0.999),
+        histogram.len()
+    )?;
+    Ok(())
+}
