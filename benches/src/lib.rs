@@ -69,3 +69,14 @@ pub fn rss_mib() -> (f64, f64) {
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
+
+/// CPU time the hypervisor has taken from this VM's vCPUs since boot (`steal` in /proc/stat,
+/// all vCPUs together), in ms; `None` where the kernel does not report it. Latency runs report
+/// the difference across the run: on a shared host a vCPU that is descheduled stalls whatever
+/// runs on it, and the runs with the most steal are the ones with the worst tail.
+pub fn steal_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: u64 = stat.lines().next()?.split_whitespace().nth(8)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux architecture the kernel exports it for.
+    Some(ticks * 10)
+}

@@ -165,6 +165,7 @@ pub async fn run(server: &str, spec: LatencySpec) -> BenchResult {
     let value = Bytes::from(vec![0x5a; record_size.saturating_sub(8)]);
     let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let started = Instant::now();
+    let steal_before = sluice_benches::steal_ms();
     let pacing = Pacing { server: server.to_owned(), topic, total, warm, period, value };
     let mut pacer = tokio::task::spawn_blocking(move || produce_paced(pacing));
     // A producer that fails ends the run instead of leaving the receiver waiting.
@@ -183,21 +184,24 @@ pub async fn run(server: &str, spec: LatencySpec) -> BenchResult {
         std::fs::write(path, text)?;
     }
     let secs = started.elapsed().as_secs_f64();
+    let steal = steal_before.zip(sluice_benches::steal_ms()).map(|(before, after)| after.saturating_sub(before));
     let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     let (warmup_s, max_us) = (Duration::from(warmup).as_secs_f64(), histogram.max() as f64 / 1000.0);
     println!(
-        "{{\"bench\":\"latency\",\"fsync\":\"{fsync}\",\"rate\":{rate},\"warmup_s\":{warmup_s},\"records\":{},\"seconds\":{secs:.2},\"p50_us\":{:.0},\"p99_us\":{:.0},\"p999_us\":{:.0},\"max_us\":{max_us:.0}}}",
+        "{{\"bench\":\"latency\",\"fsync\":\"{fsync}\",\"rate\":{rate},\"warmup_s\":{warmup_s},\"records\":{},\"seconds\":{secs:.2},\"p50_us\":{:.0},\"p99_us\":{:.0},\"p999_us\":{:.0},\"max_us\":{max_us:.0},\"steal_ms\":{}}}",
         histogram.len(),
         us(0.5),
         us(0.99),
         us(0.999),
+        steal.map_or("null".to_owned(), |ms| ms.to_string()),
     );
     println!(
-        "publish-to-subscriber latency at {rate} records/s (fsync {fsync}, after {warmup_s} s of warm-up): p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {max_us:.0} us ({} records)",
+        "publish-to-subscriber latency at {rate} records/s (fsync {fsync}, after {warmup_s} s of warm-up): p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {max_us:.0} us ({} records){}",
         us(0.5),
         us(0.99),
         us(0.999),
-        histogram.len()
+        histogram.len(),
+        steal.map_or(String::new(), |ms| format!("; the host took {ms} ms of CPU from the VM meanwhile")),
     );
     Ok(())
 }
