@@ -70,6 +70,12 @@ pub fn rss_mib() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Wall-clock time in ns since the Unix epoch: the send stamp of latency records, comparable
+/// across processes on one machine.
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// CPU time the hypervisor has taken from this VM's vCPUs since boot (`steal` in /proc/stat,
 /// all vCPUs together), in ms; `None` where the kernel does not report it. Latency runs report
 /// the difference across the run: on a shared host a vCPU that is descheduled stalls whatever

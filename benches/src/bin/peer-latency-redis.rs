@@ -17,10 +17,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use sluice_benches::now_nanos;
 
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -42,13 +43,10 @@ struct Cli {
     /// Sent at the same rate first, and not measured.
     #[arg(long, default_value = "1s")]
     warmup: humantime::Duration,
-    /// Bytes of each entry's value field.
+    /// Record size: the value field gets this less 8 bytes, as the value of a `sluice-bench
+    /// latency` record does (its 8-byte send stamp travels beside it).
     #[arg(long, default_value_t = 1024)]
     record_size: usize,
-}
-
-fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A RESP reply, as far as XADD and XREAD need.

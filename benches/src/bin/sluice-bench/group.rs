@@ -174,7 +174,7 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
         .into_inner();
     let total: u64 = description.partitions.iter().map(|p| p.end_offset - p.start_offset).sum();
     let partitions = description.partitions.len();
-    let group = spec.group.clone().unwrap_or_else(|| format!("bench-{}", super::latency::now_nanos()));
+    let group = spec.group.clone().unwrap_or_else(|| format!("bench-{}", sluice_benches::now_nanos()));
     let done = Arc::new(AtomicU64::new(0));
     let shared = Arc::new(Shared {
         done: Arc::clone(&done),

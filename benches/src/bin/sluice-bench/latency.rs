@@ -3,10 +3,11 @@
 //! latency.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use sluice_benches::now_nanos;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::consumer_client::ConsumerClient;
 use sluice_proto::v1::producer_client::ProducerClient;
@@ -43,10 +44,6 @@ pub struct LatencySpec {
     /// see when the slow ones happened.
     #[arg(long)]
     samples: Option<PathBuf>,
-}
-
-pub fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Measured latencies, and every sample when asked to keep them.
