@@ -86,3 +86,45 @@ pub fn steal_ms() -> Option<u64> {
     // USER_HZ is 100 on every Linux architecture the kernel exports it for.
     Some(ticks * 10)
 }
+
+/// The load of a latency run: one record per send, evenly spaced. Shared by `sluice-bench
+/// latency` and the peer probes, so that both sides of a comparison are driven alike.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LatencyLoad {
+    /// Records per second.
+    #[arg(long, default_value_t = 5000)]
+    pub rate: u64,
+    /// How long to measure (after the warm-up).
+    #[arg(long, default_value = "10s")]
+    pub duration: humantime::Duration,
+    /// Records are sent at the same rate for this long first and not measured: the first
+    /// ones pay for connection buffers, first-touch memory and cold caches on both sides, which
+    /// is start-up cost, not the steady latency this bench reports.
+    #[arg(long, default_value = "1s")]
+    pub warmup: humantime::Duration,
+    /// Bytes per record: a value of this size less 8, plus the 8-byte send stamp.
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+}
+
+impl LatencyLoad {
+    /// Records sent during the warm-up.
+    pub fn warm_records(&self) -> u64 {
+        (self.rate as f64 * Duration::from(self.warmup).as_secs_f64()) as u64
+    }
+
+    /// Records sent in all (warm-up included).
+    pub fn total_records(&self) -> u64 {
+        self.warm_records() + self.rate * Duration::from(self.duration).as_secs()
+    }
+
+    /// Time between two sends.
+    pub fn period(&self) -> Duration {
+        Duration::from_nanos(1_000_000_000 / self.rate.max(1))
+    }
+
+    /// The value every record carries.
+    pub fn value(&self) -> Vec<u8> {
+        vec![0x5a; self.record_size.saturating_sub(8)]
+    }
+}

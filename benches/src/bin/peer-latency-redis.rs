@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use sluice_benches::now_nanos;
+use sluice_benches::{LatencyLoad, now_nanos};
 
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -34,19 +34,8 @@ struct Cli {
     /// Redis address.
     #[arg(long, default_value = "127.0.0.1:6379")]
     server: String,
-    /// Records per second.
-    #[arg(long, default_value_t = 5000)]
-    rate: u64,
-    /// How long to measure (after the warm-up).
-    #[arg(long, default_value = "10s")]
-    duration: humantime::Duration,
-    /// Sent at the same rate first, and not measured.
-    #[arg(long, default_value = "1s")]
-    warmup: humantime::Duration,
-    /// Record size: the value field gets this less 8 bytes, as the value of a `sluice-bench
-    /// latency` record does (its 8-byte send stamp travels beside it).
-    #[arg(long, default_value_t = 1024)]
-    record_size: usize,
+    #[command(flatten)]
+    load: LatencyLoad,
 }
 
 /// A RESP reply, as far as XADD and XREAD need.
@@ -167,18 +156,15 @@ fn produce(server: &str, key: &str, total: u64, period: Duration, value: &[u8]) 
 }
 
 fn main() -> BenchResult {
-    let Cli { server, rate, duration, warmup, record_size } = Cli::parse();
-    let rate = rate.max(1);
-    let warm = (rate as f64 * Duration::from(warmup).as_secs_f64()) as u64;
-    let total = warm + rate * Duration::from(duration).as_secs();
+    let Cli { server, load } = Cli::parse();
+    let (rate, warm, total) = (load.rate, load.warm_records(), load.total_records());
     let key = format!("peer-latency-{}", now_nanos());
     let consumer = {
         let (server, key) = (server.clone(), key.clone());
         std::thread::spawn(move || consume(&server, &key, total, warm))
     };
-    let value = vec![0x5a; record_size.saturating_sub(8)];
     let steal_before = sluice_benches::steal_ms();
-    produce(&server, &key, total, Duration::from_nanos(1_000_000_000 / rate), &value)?;
+    produce(&server, &key, total, load.period(), &load.value())?;
     let histogram = consumer.join().map_err(|_| "consumer panicked")??;
     let steal = steal_before.zip(sluice_benches::steal_ms()).map(|(before, after)| after.saturating_sub(before));
     connect(&server)?.write_all(&command(&[b"DEL", key.as_bytes()]))?;

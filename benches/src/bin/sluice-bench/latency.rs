@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use sluice_benches::now_nanos;
+use sluice_benches::{LatencyLoad, now_nanos};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::consumer_client::ConsumerClient;
 use sluice_proto::v1::producer_client::ProducerClient;
@@ -25,19 +25,8 @@ const WARMUP: &str = "warmup";
 pub struct LatencySpec {
     #[arg(long, default_value = "bench-latency")]
     topic: String,
-    /// Records per second.
-    #[arg(long, default_value_t = 5000)]
-    rate: u64,
-    /// How long to measure (after the warm-up).
-    #[arg(long, default_value = "10s")]
-    duration: humantime::Duration,
-    /// Records are sent at the same rate for this long first and not measured: the first
-    /// ones pay for connection buffers, first-touch memory and cold caches on both sides, which
-    /// is start-up cost, not the steady latency this bench reports.
-    #[arg(long, default_value = "1s")]
-    warmup: humantime::Duration,
-    #[arg(long, default_value_t = 1024)]
-    record_size: usize,
+    #[command(flatten)]
+    load: LatencyLoad,
     #[arg(long, default_value = "never")]
     fsync: String,
     /// Also write every measured sample to this file, one `sent_ns latency_ns` line each, to
@@ -150,17 +139,16 @@ fn produce_paced(pacing: Pacing) -> BenchResult {
 }
 
 pub async fn run(server: &str, spec: LatencySpec) -> BenchResult {
-    let LatencySpec { topic, rate, duration, warmup, record_size, fsync, samples } = spec;
+    let LatencySpec { topic, load, fsync, samples } = spec;
+    let (rate, warmup) = (load.rate, load.warmup);
     let channel = connect(server).await?;
     ensure_topic(&channel, &topic, 1, &fsync).await?;
     let latest = pb::StartPosition { position: Some(pb::start_position::Position::Latest(pb::Latest {})) };
     let request = pb::SubscribeRequest { topic: topic.clone(), partition: 0, start: Some(latest), max_bytes: 0 };
     let stream = ConsumerClient::new(connect(server).await?).subscribe(request).await?.into_inner();
-    let warm = (rate as f64 * Duration::from(warmup).as_secs_f64()) as u64;
-    let total = warm + rate * Duration::from(duration).as_secs();
+    let (warm, total) = (load.warm_records(), load.total_records());
     let mut receiver = tokio::spawn(receive(stream, total, samples.is_some()));
-    let value = Bytes::from(vec![0x5a; record_size.saturating_sub(8)]);
-    let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let (value, period) = (Bytes::from(load.value()), load.period());
     let started = Instant::now();
     let steal_before = sluice_benches::steal_ms();
     let pacing = Pacing { server: server.to_owned(), topic, total, warm, period, value };
