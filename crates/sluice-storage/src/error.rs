@@ -55,6 +55,21 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// Offsets `from..to` cannot be read: a batch there failed its checks, or the segment that
+    /// held them is missing. Readers can go on at `to`; the log's other offsets are intact.
+    #[error("offsets {from}..{to} cannot be read{}: {reason}", location(path.as_deref(), *position))]
+    DataLoss {
+        /// First unreadable offset (the start of the damaged batch or of the missing range).
+        from: u64,
+        /// First offset known to be readable again after the damage.
+        to: u64,
+        /// The damaged file, if the damage is in one (not for a missing segment).
+        path: Option<PathBuf>,
+        /// Byte position of the damage in `path`.
+        position: Option<u64>,
+        /// What was wrong.
+        reason: String,
+    },
     /// An earlier write or fsync failed; the log refuses appends and stays readable up to the
     /// last good batch. Reopening the partition recovers it.
     #[error("partition log is read-only after an earlier write failure: {cause}")]
@@ -65,6 +80,14 @@ pub enum Error {
     /// The log was closed.
     #[error("partition log is closed")]
     Closed,
+}
+
+fn location(path: Option<&std::path::Path>, position: Option<u64>) -> String {
+    match (path, position) {
+        (Some(path), Some(position)) => format!(" (in {} at byte {position})", path.display()),
+        (Some(path), None) => format!(" (in {})", path.display()),
+        _ => String::new(),
+    }
 }
 
 impl Error {

@@ -165,6 +165,12 @@ impl IndexEntries {
         idx.checked_sub(1).map_or(IndexHit::START, |i| self.times[i].into())
     }
 
+    /// The first offset entry at a byte position after `position`, if any.
+    pub fn next_after(&self, position: u64) -> Option<IndexHit> {
+        let idx = self.offsets.partition_point(|e| u64::from(e.position) <= position);
+        self.offsets.get(idx).map(|&e| e.into())
+    }
+
     /// Writes both index files for a segment and fsyncs them.
     pub fn write_files(&self, offset_path: &Path, time_path: &Path) -> Result<()> {
         let mut bytes = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY_BYTES + TRAILER_BYTES);
@@ -293,6 +299,21 @@ impl SealedIndex {
     pub fn lookup_timestamp(&self, timestamp: i64) -> IndexHit {
         let idx = partition_point(self.times.entries, |i| self.time_entry(i).max_timestamp < timestamp);
         idx.checked_sub(1).map_or(IndexHit::START, |i| self.time_entry(i).into())
+    }
+
+    /// The first offset entry at a byte position after `position` (a batch known to start
+    /// there), if any.
+    pub fn next_after(&self, position: u64) -> Option<IndexHit> {
+        let idx = partition_point(self.offsets.entries, |i| u64::from(self.offset_entry(i).position) <= position);
+        (idx < self.offsets.entries).then(|| self.offset_entry(idx).into())
+    }
+
+    /// The entry (of either index) furthest into the segment: walking batch headers from it to
+    /// the end of the file finds where the segment's offsets end.
+    pub fn last_hit(&self) -> IndexHit {
+        let offset = self.offsets.entries.checked_sub(1).map(|i| IndexHit::from(self.offset_entry(i)));
+        let time = self.times.entries.checked_sub(1).map(|i| IndexHit::from(self.time_entry(i)));
+        offset.into_iter().chain(time).max_by_key(|hit| hit.position).unwrap_or(IndexHit::START)
     }
 
     /// The segment's largest timestamp (the last time entry), if it has entries.

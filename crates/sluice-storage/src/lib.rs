@@ -58,3 +58,4 @@ pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Error, Result};
 pub use io::{Clock, DiskIo, OsDisk, SystemClock};
 pub use log::{AppendTicket, LogEnv, LogStats, PartitionLog, ReadResult};
+pub use view::MissingRange;

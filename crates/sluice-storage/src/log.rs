@@ -237,12 +237,36 @@ impl PartitionLog {
     /// Calls `visit` with the header of each batch holding offsets at or after `offset`, in order.
     /// Reads 56 bytes per batch, so it suits rebuilding state kept in batch headers (such as
     /// idempotent producers' sequences) without reading records.
-    pub fn visit_batch_headers(&self, offset: u64, mut visit: impl FnMut(&crate::codec::BatchHeader)) -> Result<()> {
+    /// Damaged batches are passed over (each logged): the visit goes on after them, and returns
+    /// the ranges it could not read.
+    pub fn visit_batch_headers(
+        &self,
+        offset: u64,
+        mut visit: impl FnMut(&crate::codec::BatchHeader),
+    ) -> Result<Vec<crate::MissingRange>> {
         let view = self.view();
+        let mut skipped = Vec::new();
         for segment in view.segments().filter(|s| s.next_offset > offset) {
-            segment.visit_headers(offset.max(segment.base_offset), &mut visit)?;
+            let mut from = offset.max(segment.base_offset);
+            while from < segment.next_offset {
+                match segment.visit_headers(from, &mut visit) {
+                    Ok(()) => break,
+                    Err(Error::DataLoss { from: bad, to, reason, .. }) => {
+                        tracing::warn!(segment = %segment.path.display(), from = bad, to, %reason, "damaged batches passed over while reading batch headers");
+                        skipped.push(crate::MissingRange { from: bad, to });
+                        from = to;
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
         }
-        Ok(())
+        Ok(skipped)
+    }
+
+    /// Offset ranges that no segment holds because a segment file was lost (see
+    /// [`Error::DataLoss`]); reads there fail, reads elsewhere work.
+    pub fn missing_ranges(&self) -> Vec<crate::MissingRange> {
+        self.view().gaps()
     }
 
     /// Start and end offsets.

@@ -78,7 +78,7 @@ fn open_sealed(cx: &OpenContext<'_>, base: u64, next_base: u64) -> Result<Segmen
             let target = ScanTarget { file: &file, path: &path, base_offset: base, file_len: len };
             let scanned = recovery::scan(&target, IndexHit::START, &mut entries, &mut builder, Tail::MustBeIntact)?;
             cx.counters.recovery_scanned_bytes.fetch_add(scanned.scanned_bytes, Ordering::Relaxed);
-            if scanned.next_offset != next_base {
+            if scanned.next_offset > next_base {
                 return Err(Error::Corrupt {
                     path,
                     position: len,
@@ -97,7 +97,8 @@ fn open_sealed(cx: &OpenContext<'_>, base: u64, next_base: u64) -> Result<Segmen
             })?
         }
     };
-    Ok(SegmentView {
+    let last_hit = index.last_hit();
+    let mut view = SegmentView {
         base_offset: base,
         next_offset: next_base,
         len,
@@ -105,7 +106,27 @@ fn open_sealed(cx: &OpenContext<'_>, base: u64, next_base: u64) -> Result<Segmen
         file: Arc::new(file),
         path: Arc::from(path),
         index: SegmentIndex::Sealed(Arc::new(index)),
-    })
+    };
+    // The next segment's name says where this one should end; its own last batches say where it
+    // does. Less means the segments between were lost: the log then has a gap, which readers
+    // are told of, instead of this segment claiming offsets it does not hold.
+    match view.end_from(last_hit) {
+        Ok(end) if end > next_base => {
+            return Err(Error::Corrupt {
+                path: view.path.to_path_buf(),
+                position: len,
+                reason: format!("segment ends at offset {end} but the next one starts at {next_base}"),
+            });
+        }
+        Ok(end) => view.next_offset = end,
+        Err(e) => {
+            tracing::warn!(segment = %view.path.display(), cause = %e, "cannot find where the segment ends; trusting the next segment's name")
+        }
+    }
+    if view.next_offset < next_base {
+        tracing::warn!(segment = %view.path.display(), missing_from = view.next_offset, missing_to = next_base, "offsets missing after this segment (a segment file was lost)");
+    }
+    Ok(view)
 }
 
 /// Opens the last segment. After a clean shutdown its index files are trusted and only the

@@ -40,6 +40,13 @@ impl SegmentIndex {
         }
     }
 
+    fn next_after(&self, position: u64) -> Option<IndexHit> {
+        match self {
+            SegmentIndex::Sealed(index) => index.next_after(position),
+            SegmentIndex::Active(entries) => entries.read().ok().and_then(|entries| entries.next_after(position)),
+        }
+    }
+
     fn lookup_timestamp(&self, timestamp: i64) -> IndexHit {
         match self {
             SegmentIndex::Sealed(index) => index.lookup_timestamp(timestamp),
@@ -49,6 +56,13 @@ impl SegmentIndex {
             },
         }
     }
+}
+
+/// The first intact batch after damage: its offset and byte position.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    offset: u64,
+    position: u64,
 }
 
 /// A readable snapshot of one segment.
@@ -69,6 +83,61 @@ pub(crate) struct SegmentView {
 impl SegmentView {
     fn corrupt(&self, position: u64, reason: impl Into<String>) -> Error {
         Error::Corrupt { path: self.path.to_path_buf(), position, reason: reason.into() }
+    }
+
+    /// The error for damage at byte `position`, where a batch starting at offset `from` was
+    /// expected: the damaged range runs from there to the next batch known to be intact.
+    fn damaged(&self, position: u64, from: u64, reason: impl Into<String>) -> Error {
+        let to = self.resume_after(position, from).offset.max(from + 1);
+        Error::DataLoss {
+            from,
+            to,
+            path: Some(self.path.to_path_buf()),
+            position: Some(position),
+            reason: reason.into(),
+        }
+    }
+
+    /// Where reading can go on after damage at `position` (batch offset `from`): right after the
+    /// damaged batch when its header is plausible and the batch after it confirms where it
+    /// ends, else at the next index entry, else at the end of the segment.
+    fn resume_after(&self, position: u64, from: u64) -> Resume {
+        let mut buf = [0u8; BATCH_HEADER_BYTES];
+        let plausible = (position + BATCH_HEADER_BYTES as u64 <= self.len)
+            .then(|| self.read_exact_at(&mut buf, position).ok())
+            .flatten()
+            .and_then(|()| BatchHeader::parse(&buf))
+            .filter(|h| h.base_offset == from && h.record_count > 0 && position + h.total_len() <= self.len);
+        if let Some(header) = plausible {
+            let next = position + header.total_len();
+            let confirmed = if next == self.len {
+                header.next_offset() == self.next_offset
+            } else {
+                matches!(self.try_header_at(next, header.next_offset()), Ok(Ok(_)))
+            };
+            if confirmed {
+                return Resume { offset: header.next_offset(), position: next };
+            }
+        }
+        match self.index.next_after(position) {
+            Some(hit) => {
+                Resume { offset: self.base_offset + u64::from(hit.relative_offset), position: u64::from(hit.position) }
+            }
+            None => Resume { offset: self.next_offset, position: self.len },
+        }
+    }
+
+    /// The offset after the last batch, found by walking batch headers from `hit` to the end of
+    /// the visible data.
+    pub fn end_from(&self, hit: IndexHit) -> Result<u64> {
+        let mut position = u64::from(hit.position);
+        let mut expected = self.base_offset + u64::from(hit.relative_offset);
+        while position < self.len {
+            let header = self.header_at(position, expected)?;
+            position += header.total_len();
+            expected = header.next_offset();
+        }
+        Ok(expected)
     }
 
     fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<()> {
@@ -94,27 +163,46 @@ impl SegmentView {
 
     /// Reads and checks the header of the batch at `position`, which must start at `expected`.
     fn header_at(&self, position: u64, expected: u64) -> Result<BatchHeader> {
+        self.try_header_at(position, expected)?.map_err(|reason| self.damaged(position, expected, reason))
+    }
+
+    /// [`SegmentView::header_at`], with damage as the inner error's reason (io errors outside).
+    fn try_header_at(&self, position: u64, expected: u64) -> Result<Result<BatchHeader, String>> {
         let mut buf = [0u8; BATCH_HEADER_BYTES];
         if position + BATCH_HEADER_BYTES as u64 > self.len {
-            return Err(self.corrupt(position, "batch header runs past the end of the segment"));
+            return Ok(Err("batch header runs past the end of the segment".into()));
         }
         self.read_exact_at(&mut buf, position)?;
-        let header = BatchHeader::parse(&buf).ok_or_else(|| self.corrupt(position, "short header"))?;
-        header.check(Some(expected), self.len - position).map_err(|reason| self.corrupt(position, reason))?;
-        Ok(header)
+        let Some(header) = BatchHeader::parse(&buf) else { return Ok(Err("short header".into())) };
+        Ok(header.check(Some(expected), self.len - position).map(|()| header))
     }
 
     /// Walks batch headers from `hit` until `stop(header)` is true; returns that batch's position
     /// and header, or `None` at the end of the visible data.
+    ///
+    /// Damage that ends at or before offset `past` is walked over (a reader that skips damage
+    /// asks for the offset after it, and the index may point before it); other damage is
+    /// [`Error::DataLoss`].
     fn walk_from(
         &self,
         hit: IndexHit,
+        past: u64,
         mut stop: impl FnMut(&BatchHeader) -> bool,
     ) -> Result<Option<(u64, BatchHeader)>> {
         let mut position = u64::from(hit.position);
         let mut expected = self.base_offset + u64::from(hit.relative_offset);
         while position < self.len {
-            let header = self.header_at(position, expected)?;
+            let header = match self.try_header_at(position, expected)? {
+                Ok(header) => header,
+                Err(reason) => {
+                    let resume = self.resume_after(position, expected);
+                    if resume.offset > expected && resume.offset <= past && resume.position > position {
+                        (position, expected) = (resume.position, resume.offset);
+                        continue;
+                    }
+                    return Err(self.damaged(position, expected, reason));
+                }
+            };
             if stop(&header) {
                 return Ok(Some((position, header)));
             }
@@ -129,7 +217,7 @@ impl SegmentView {
     pub fn visit_headers(&self, offset: u64, visit: &mut impl FnMut(&BatchHeader)) -> Result<()> {
         let relative = u32::try_from(offset.saturating_sub(self.base_offset)).unwrap_or(u32::MAX);
         let hit = self.index.lookup_offset(relative);
-        self.walk_from(hit, |h| {
+        self.walk_from(hit, offset, |h| {
             if h.next_offset() > offset {
                 visit(h);
             }
@@ -142,7 +230,7 @@ impl SegmentView {
     pub fn batch_start(&self, offset: u64) -> Result<(u64, u64)> {
         let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
         let hit = self.index.lookup_offset(relative);
-        match self.walk_from(hit, |h| h.next_offset() > offset)? {
+        match self.walk_from(hit, offset, |h| h.next_offset() > offset)? {
             Some((position, header)) => Ok((position, header.base_offset)),
             None => Err(self.corrupt(self.len, format!("offset {offset} not found in its segment"))),
         }
@@ -172,7 +260,7 @@ impl SegmentView {
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Batch>> {
         let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
         let hit = self.index.lookup_offset(relative);
-        let Some((start, first)) = self.walk_from(hit, |h| h.next_offset() > offset)? else {
+        let Some((start, first)) = self.walk_from(hit, offset, |h| h.next_offset() > offset)? else {
             return Ok(Vec::new());
         };
         let want = (max_bytes.min(MAX_READ_BYTES) as u64).max(first.total_len()).min(self.len - start);
@@ -187,13 +275,19 @@ impl SegmentView {
         let mut position = start;
         let mut expected = first_offset;
         while let Some(header) = BatchHeader::parse(&buf) {
-            header.check(Some(expected), self.len - position).map_err(|reason| self.corrupt(position, reason))?;
-            let Ok(total) = usize::try_from(header.total_len()) else { break };
-            if total > buf.len() {
+            let checked = header.check(Some(expected), self.len - position);
+            let total = usize::try_from(header.total_len()).unwrap_or(usize::MAX);
+            if checked.is_ok() && total > buf.len() {
                 break;
             }
-            let batch =
-                Batch::from_verified_bytes(buf.split_to(total)).map_err(|reason| self.corrupt(position, reason))?;
+            let batch = checked.and_then(|()| Batch::from_verified_bytes(buf.split_to(total)));
+            let batch = match batch {
+                Ok(batch) => batch,
+                // The intact batches before the damage are returned; the next read starts at
+                // the damaged one and reports it.
+                Err(_) if !batches.is_empty() => break,
+                Err(reason) => return Err(self.damaged(position, expected, reason)),
+            };
             expected = batch.next_offset();
             position += header.total_len();
             batches.push(batch);
@@ -207,7 +301,7 @@ impl SegmentView {
             return Ok(None);
         }
         let hit = self.index.lookup_timestamp(timestamp);
-        let Some((position, header)) = self.walk_from(hit, |h| h.max_timestamp >= timestamp)? else {
+        let Some((position, header)) = self.walk_from(hit, 0, |h| h.max_timestamp >= timestamp)? else {
             return Ok(None);
         };
         let buf = self.read_bytes(usize::try_from(header.total_len()).unwrap_or(usize::MAX), position)?;

@@ -44,6 +44,36 @@ impl LogView {
             return Ok(&self.active);
         }
         let idx = self.sealed.partition_point(|s| s.base_offset <= offset);
-        idx.checked_sub(1).and_then(|i| self.sealed.get(i)).ok_or_else(|| self.out_of_range(offset))
+        let segment = idx.checked_sub(1).and_then(|i| self.sealed.get(i)).ok_or_else(|| self.out_of_range(offset))?;
+        if offset >= segment.next_offset {
+            let to = self.segments().nth(idx).map_or(self.end_offset(), |next| next.base_offset);
+            return Err(Error::DataLoss {
+                from: segment.next_offset,
+                to,
+                path: None,
+                position: None,
+                reason: "the segment holding these offsets is missing".into(),
+            });
+        }
+        Ok(segment)
     }
+
+    /// Offset ranges between segments that no segment holds (a segment file was lost), in order.
+    pub fn gaps(&self) -> Vec<MissingRange> {
+        self.sealed
+            .iter()
+            .zip(self.segments().skip(1))
+            .filter(|(segment, next)| segment.next_offset < next.base_offset)
+            .map(|(segment, next)| MissingRange { from: segment.next_offset, to: next.base_offset })
+            .collect()
+    }
+}
+
+/// Offsets `from..to` of a partition that no segment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingRange {
+    /// First missing offset.
+    pub from: u64,
+    /// First offset present again.
+    pub to: u64,
 }
