@@ -162,6 +162,11 @@ async fn describe(client: &Client, printer: &Printer, name: &str) -> Result<(), 
                     "size_bytes": p.size_bytes,
                     "segments": p.segments,
                     "poisoned": (!p.poisoned.is_empty()).then_some(&p.poisoned),
+                    "damaged": p.damaged.iter().map(|d| json!({
+                        "from_offset": d.from_offset,
+                        "to_offset": d.to_offset,
+                        "reason": d.reason,
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -204,11 +209,23 @@ async fn describe(client: &Client, printer: &Printer, name: &str) -> Result<(), 
                 (p.end_offset - p.start_offset).to_string(),
                 units::format_size(p.size_bytes),
                 p.segments.to_string(),
-                if p.poisoned.is_empty() { "ok".into() } else { format!("read-only: {}", p.poisoned) },
+                partition_status(p),
             ]
         })
         .collect();
     printer.table(&["PARTITION", "START", "END", "RECORDS", "SIZE", "SEGMENTS", "STATUS"], &rows)
+}
+
+/// "ok", or what is wrong with a partition: read-only, and offsets that cannot be read.
+fn partition_status(p: &pb::PartitionInfo) -> String {
+    let mut problems = Vec::new();
+    if !p.poisoned.is_empty() {
+        problems.push(format!("read-only: {}", p.poisoned));
+    }
+    problems.extend(
+        p.damaged.iter().map(|d| format!("offsets {}..{} unreadable ({})", d.from_offset, d.to_offset, d.reason)),
+    );
+    if problems.is_empty() { "ok".into() } else { problems.join("; ") }
 }
 
 pub async fn run(client: &Client, printer: &Printer, command: TopicCommand) -> Result<(), CliError> {

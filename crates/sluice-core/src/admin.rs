@@ -1,9 +1,11 @@
 //! Topic lifecycle: create, delete, reconfigure, add partitions.
 //!
 //! Crash guarantees: creation writes the metadata file (atomically) before the partition
-//! directories, and a restart creates any partition directory that is missing; deletion removes
-//! the metadata file first, and a restart removes a topic directory that has none. So a crash
-//! mid-way leaves either the whole topic or none of it.
+//! directories, and a restart creates any partition directory that is missing (or removes a
+//! topic directory with neither metadata nor partitions); deletion first writes the durable
+//! marker `topic.deleting`, and a restart removes a topic directory that has it. So a crash
+//! mid-way leaves either the whole topic or none of it, and a lost metadata file alone never
+//! makes the broker delete data (see [`crate::metadata`]).
 
 use std::sync::Arc;
 use std::sync::PoisonError;
@@ -21,8 +23,21 @@ pub struct TopicDescription {
     pub name: String,
     /// Settings.
     pub config: TopicConfig,
-    /// Per partition: id, log statistics, and the cause if it is read-only.
-    pub partitions: Vec<(u32, sluice_storage::LogStats, Option<String>)>,
+    /// Per partition state.
+    pub partitions: Vec<PartitionDescription>,
+}
+
+/// One partition's state for DescribeTopic.
+#[derive(Debug, Clone)]
+pub struct PartitionDescription {
+    /// Partition number.
+    pub id: u32,
+    /// Log statistics.
+    pub stats: sluice_storage::LogStats,
+    /// The cause, if a write failure made it read-only (no file paths).
+    pub poisoned: Option<String>,
+    /// Offset ranges that cannot be read.
+    pub damage: Vec<crate::partition::Damage>,
 }
 
 fn write_meta(dir: std::path::PathBuf, meta: TopicMeta) -> impl FnOnce() -> Result<()> + Send + 'static {
@@ -64,7 +79,7 @@ impl Broker {
         }
         let meta = TopicMeta { partitions, config };
         blocking(write_meta(metadata::topic_dir(&self.inner.config.data_dir, name), meta.clone())).await?;
-        let topic = Arc::new(open_topic(&self.topics_dir(), name, meta, self.inner.config.tail_cache_bytes).await?);
+        let topic = Arc::new(open_topic(&self.topics_dir(), name, meta, self.inner.config.partition_options()).await?);
         self.inner.topics.write().unwrap_or_else(PoisonError::into_inner).insert(name.to_owned(), Arc::clone(&topic));
         tracing::info!(topic = name, partitions, "topic created");
         Ok(topic)
@@ -79,15 +94,9 @@ impl Broker {
         let dir = topic.dir.clone();
         let logs: Vec<_> = topic.partitions().iter().map(|p| p.log().clone()).collect();
         blocking(move || {
-            let meta = dir.join(metadata::TOPIC_META_FILE);
-            std::fs::remove_file(&meta).map_err(|e| {
-                Error::Storage(sluice_storage::Error::Io {
-                    operation: "deleting topic metadata",
-                    path: meta,
-                    source: e,
-                })
-            })?;
-            sluice_storage::io::fsync_dir(&dir)?;
+            // The marker, durable before anything is removed, is what lets a restart after a
+            // crash here finish the deletion; nothing else does.
+            sluice_storage::store::write_atomic(&dir.join(metadata::TOPIC_DELETING_FILE), b"")?;
             for log in logs {
                 log.delete()?;
             }
@@ -138,8 +147,8 @@ impl Broker {
         blocking(write_meta(topic.dir.clone(), meta)).await?;
         let mut all = current.as_ref().clone();
         for id in current.len() as u32..partitions {
-            let cache = self.inner.config.tail_cache_bytes;
-            let spec = metadata::partition_spec(&topic.name, &topic.dir, id, config.log_config(), cache);
+            let options = self.inner.config.partition_options();
+            let spec = metadata::partition_spec(&topic.name, &topic.dir, id, config.log_config(), options);
             all.push(PartitionHandle::open(spec).await?);
         }
         *topic.partitions.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(all);
@@ -150,7 +159,11 @@ impl Broker {
     /// A topic's settings and per-partition state.
     pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
         let topic = self.topic(name)?;
-        let partitions = topic.partitions().iter().map(|p| (p.id(), p.stats(), p.poisoned())).collect();
+        let partitions = topic
+            .partitions()
+            .iter()
+            .map(|p| PartitionDescription { id: p.id(), stats: p.stats(), poisoned: p.poisoned(), damage: p.damage() })
+            .collect();
         Ok(TopicDescription { name: name.to_owned(), config: topic.config(), partitions })
     }
 

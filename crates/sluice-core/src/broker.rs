@@ -100,7 +100,7 @@ impl Broker {
         let found = crate::partition::blocking(move || list_topics(&dir)).await?;
         let mut topics = BTreeMap::new();
         for (name, meta) in found {
-            let topic = open_topic(&topics_dir, &name, meta, config.tail_cache_bytes).await?;
+            let topic = open_topic(&topics_dir, &name, meta, config.partition_options()).await?;
             topics.insert(name, Arc::new(topic));
         }
         let data_dir = config.data_dir.clone();
@@ -201,33 +201,51 @@ impl Broker {
     }
 }
 
-/// Topic directories with their metadata. Directories without metadata are the remains of an
-/// interrupted delete (metadata is removed first) and are removed.
+/// Topic directories with their metadata.
+///
+/// A directory with the deletion marker is the remains of an interrupted delete and is
+/// removed. One with neither metadata nor marker is removed only if it holds no partition
+/// directory (the remains of an interrupted creation, which writes the metadata before any
+/// partition); otherwise opening fails, naming the file, and nothing is deleted. Version 1
+/// metadata files are rewritten with a checksum.
 fn list_topics(topics_dir: &std::path::Path) -> Result<Vec<(String, TopicMeta)>> {
-    let io = |e| {
-        Error::Storage(sluice_storage::Error::Io {
-            operation: "listing topics",
-            path: topics_dir.to_path_buf(),
-            source: e,
-        })
+    let io = |operation: &'static str, path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Storage(sluice_storage::Error::Io { operation, path, source })
     };
-    std::fs::create_dir_all(topics_dir).map_err(io)?;
+    std::fs::create_dir_all(topics_dir).map_err(io("creating topics directory", topics_dir))?;
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(topics_dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
+    for entry in std::fs::read_dir(topics_dir).map_err(io("listing topics", topics_dir))? {
+        let entry = entry.map_err(io("listing topics", topics_dir))?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-        if crate::topic_name::validate(&name).is_err() || !entry.path().is_dir() {
+        let dir = entry.path();
+        if crate::topic_name::validate(&name).is_err() || !dir.is_dir() {
             continue;
         }
-        let meta_path = entry.path().join(metadata::TOPIC_META_FILE);
-        match std::fs::read_to_string(&meta_path) {
-            Ok(text) => found.push((name, TopicMeta::decode(&text, &meta_path)?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(topic = %name, "removing the remains of an interrupted topic deletion");
-                std::fs::remove_dir_all(entry.path()).map_err(io)?;
-            }
-            Err(e) => return Err(io(e)),
+        let meta_path = dir.join(metadata::TOPIC_META_FILE);
+        if dir.join(metadata::TOPIC_DELETING_FILE).exists() {
+            tracing::warn!(topic = %name, "finishing an interrupted topic deletion");
+            std::fs::remove_dir_all(&dir).map_err(io("deleting topic", &dir))?;
+            continue;
         }
+        if !meta_path.exists() {
+            let has_partitions = std::fs::read_dir(&dir)
+                .map_err(io("listing topic", &dir))?
+                .filter_map(|e| e.ok())
+                .any(|e| e.path().is_dir());
+            if has_partitions {
+                return Err(Error::MissingTopicMeta { path: meta_path, topic: name });
+            }
+            tracing::warn!(topic = %name, "removing the remains of an interrupted topic creation (no metadata, no partitions)");
+            std::fs::remove_dir_all(&dir).map_err(io("deleting topic", &dir))?;
+            continue;
+        }
+        let loaded = TopicMeta::load(&meta_path)?;
+        if loaded.legacy {
+            tracing::info!(topic = %name, "rewriting version 1 topic metadata with a checksum");
+            sluice_storage::store::write_atomic(&meta_path, loaded.meta.encode().as_bytes())?;
+        }
+        found.push((name, loaded.meta));
     }
     Ok(found)
 }
@@ -236,13 +254,13 @@ pub(crate) async fn open_topic(
     topics_dir: &std::path::Path,
     name: &str,
     meta: TopicMeta,
-    tail_cache_bytes: usize,
+    options: crate::partition::PartitionOptions,
 ) -> Result<Topic> {
     let name: Arc<str> = Arc::from(name);
     let dir = metadata::topic_dir(topics_dir.parent().unwrap_or(topics_dir), &name);
     let mut partitions = Vec::with_capacity(meta.partitions as usize);
     for id in 0..meta.partitions {
-        let spec = metadata::partition_spec(&name, &dir, id, meta.config.log_config(), tail_cache_bytes);
+        let spec = metadata::partition_spec(&name, &dir, id, meta.config.log_config(), options);
         partitions.push(PartitionHandle::open(spec).await?);
     }
     Ok(Topic {

@@ -116,6 +116,10 @@ pub struct BrokerConfig {
     pub tail_cache_bytes: usize,
     /// How often producer state is snapshotted (a restart replays at most this much of the log).
     pub producer_snapshot_interval: Duration,
+    /// Recent batches remembered per idempotent producer and partition: a resent batch older
+    /// than that is refused with `SequenceOutsideWindow` (at least
+    /// [`crate::producers::MIN_WINDOW`], the requests one ProduceStream may have in flight).
+    pub idempotence_window: usize,
     /// Consumer-group defaults.
     pub groups: GroupDefaults,
 }
@@ -171,6 +175,16 @@ impl Default for GroupDefaults {
     }
 }
 
+impl BrokerConfig {
+    /// The settings every partition opens with.
+    pub fn partition_options(&self) -> crate::partition::PartitionOptions {
+        crate::partition::PartitionOptions {
+            tail_cache_bytes: self.tail_cache_bytes,
+            idempotence_window: self.idempotence_window,
+        }
+    }
+}
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
@@ -184,6 +198,7 @@ impl Default for BrokerConfig {
             max_fetch_bytes: 16 << 20,
             tail_cache_bytes: 1 << 20,
             producer_snapshot_interval: Duration::from_secs(60),
+            idempotence_window: crate::producers::DEFAULT_WINDOW,
             groups: GroupDefaults::default(),
         }
     }

@@ -66,6 +66,21 @@ pub enum Error {
         /// The sequence received.
         received: u64,
     },
+    /// An idempotent producer resent a batch that was written, but so long ago that its
+    /// offsets are no longer remembered: not a gap, and not to be written again.
+    #[error(
+        "sequence {received} of producer {producer_id} was already written, but is older than the {window} batches remembered per producer (oldest: sequence {oldest_remembered}); it is not written again"
+    )]
+    SequenceOutsideWindow {
+        /// Producer id.
+        producer_id: u64,
+        /// The sequence received.
+        received: u64,
+        /// First sequence of the oldest batch still remembered.
+        oldest_remembered: u64,
+        /// Batches remembered per producer.
+        window: usize,
+    },
     /// The partition refuses writes after a disk failure (reads still work).
     #[error("partition {topic}/{partition} is read-only after a write failure: {cause}")]
     PartitionReadOnly {
@@ -75,6 +90,33 @@ pub enum Error {
         partition: u32,
         /// The failure.
         cause: String,
+    },
+    /// Offsets of a partition cannot be read: a batch there failed its checks, or the segment
+    /// that held them is lost. The partition's other offsets are served.
+    #[error(
+        "partition {topic}/{partition}: offsets {from}..{to} cannot be read ({reason}); reading can go on at offset {to}"
+    )]
+    DataLoss {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// First unreadable offset.
+        from: u64,
+        /// First readable offset after the damage.
+        to: u64,
+        /// What is damaged (no file paths: this text reaches clients).
+        reason: String,
+    },
+    /// Stored data of a partition failed validation where no offset range could be named.
+    #[error("partition {topic}/{partition} holds damaged data: {reason}")]
+    Corrupt {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// What was wrong (no file paths).
+        reason: String,
     },
     /// No group of that name.
     #[error("group '{0}' does not exist")]
@@ -100,6 +142,17 @@ pub enum Error {
         path: PathBuf,
         /// What was wrong.
         reason: String,
+    },
+    /// A topic directory holds partitions but no metadata and no deletion marker: the broker
+    /// refuses to start rather than guess, and deletes nothing.
+    #[error(
+        "{path} is missing, but the topic directory holds partitions; nothing was deleted. To keep topic '{topic}', rebuild the file with `sluice-server recover-topic-meta --data-dir <DIR> --topic {topic}` (it gets the default settings; check them afterwards); to drop it, remove the directory"
+    )]
+    MissingTopicMeta {
+        /// The missing file.
+        path: PathBuf,
+        /// The topic.
+        topic: String,
     },
     /// A storage failure.
     #[error(transparent)]

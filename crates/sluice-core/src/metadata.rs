@@ -1,7 +1,8 @@
-//! Topic metadata on disk: `<data_dir>/topics/<name>/topic.meta`, one `key=value` per line.
+//! Topic metadata on disk: `<data_dir>/topics/<name>/topic.meta`, one `key=value` per line,
+//! closed by a checksum line.
 //!
 //! ```text
-//! version=1
+//! version=2
 //! partitions=3
 //! retention_ms=604800000        # or "none"
 //! retention_bytes=none
@@ -11,16 +12,22 @@
 //! fsync=always                  # always | never | interval:<ms>
 //! max_delivery_attempts=none    # or a number (groups' default for this topic)
 //! dead_letter_topic=none        # or a topic name (groups' default for this topic)
+//! crc32=1a2b3c4d                # CRC-32 of every byte above (see sluice_storage::store)
 //! ```
 //!
-//! The last two keys were added later; files without them load with `none`.
+//! Version 1 files have no checksum line; they still load, and the broker rewrites them as
+//! version 2 when it opens. A version 2 file whose checksum does not match is refused, naming
+//! the file: a changed digit (`partitions=2` turned into `1`) must not be trusted.
 //!
-//! The file is replaced atomically (write, fsync, rename, fsync directory). A topic directory
-//! without it is the remains of an interrupted delete and is removed at start.
+//! The file is replaced atomically (write, fsync, rename, fsync directory).
 //!
 //! A topic directory holds `topic.meta`, one log directory per partition (`0/`, `1/`, ...,
-//! owned by the storage engine) and one producer-state snapshot per partition
-//! (`0.producers`, ...; see [`crate::producers`]).
+//! owned by the storage engine), one producer-state snapshot per partition (`0.producers`,
+//! ...; see [`crate::producers`]) and, only while the topic is being deleted, the marker
+//! `topic.deleting`. Deletion writes the marker (durably) before it removes anything, and only
+//! the marker lets a start-up remove a topic directory: a topic directory that has partitions
+//! but neither metadata nor the marker is damage, and the broker refuses to start, naming it
+//! (see [`recover_topic_meta`] for the way out).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,9 +39,13 @@ use crate::error::{Error, Result};
 
 /// Name of the metadata file in a topic directory.
 pub const TOPIC_META_FILE: &str = "topic.meta";
+/// Marker present only while a topic is being deleted.
+pub const TOPIC_DELETING_FILE: &str = "topic.deleting";
 /// Directory under the data dir that holds topics.
 pub const TOPICS_DIR: &str = "topics";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The first format, without a checksum line.
+const LEGACY_VERSION: u32 = 1;
 
 /// What is persisted about a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +77,7 @@ pub fn partition_spec(
     topic_dir: &Path,
     partition: u32,
     config: sluice_storage::LogConfig,
-    tail_cache_bytes: usize,
+    options: crate::partition::PartitionOptions,
 ) -> crate::partition::PartitionSpec {
     crate::partition::PartitionSpec {
         topic: std::sync::Arc::clone(topic),
@@ -74,7 +85,7 @@ pub fn partition_spec(
         dir: partition_dir(topic_dir, partition),
         snapshot: producer_snapshot(topic_dir, partition),
         config,
-        tail_cache_bytes,
+        options,
     }
 }
 
@@ -104,8 +115,12 @@ pub fn parse_fsync(text: &str) -> Option<FsyncPolicy> {
 }
 
 impl TopicMeta {
-    /// The file's text.
+    /// The file's text, checksum line included.
     pub fn encode(&self) -> String {
+        sluice_storage::store::with_checksum(&self.encode_body())
+    }
+
+    fn encode_body(&self) -> String {
         let c = &self.config;
         format!(
             "version={VERSION}\npartitions={}\nretention_ms={}\nretention_bytes={}\nsegment_bytes={}\nsegment_ms={}\nmax_message_bytes={}\nfsync={}\nmax_delivery_attempts={}\ndead_letter_topic={}\n",
@@ -121,9 +136,30 @@ impl TopicMeta {
         )
     }
 
-    /// Parses the file's text; `path` is for the error message.
+    /// Reads and parses the file at `path`. Errors name the file.
+    pub fn load(path: &Path) -> Result<LoadedMeta> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::Storage(sluice_storage::Error::Io {
+                operation: "reading topic metadata",
+                path: path.to_path_buf(),
+                source: e,
+            })
+        })?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| Error::BadMetadata { path: path.to_path_buf(), reason: format!("not valid UTF-8 ({e})") })?;
+        let legacy =
+            matches!(sluice_storage::store::verify_checksum(text), sluice_storage::store::Checked::Unchecked(_));
+        Ok(LoadedMeta { meta: Self::decode(text, path)?, legacy })
+    }
+
+    /// Parses the file's text (checking its checksum line); `path` is for the error message.
     pub fn decode(text: &str, path: &Path) -> Result<Self> {
         let bad = |reason: String| Error::BadMetadata { path: path.to_path_buf(), reason };
+        let (text, expected_version) = match sluice_storage::store::verify_checksum(text) {
+            sluice_storage::store::Checked::Intact(body) => (body, VERSION),
+            sluice_storage::store::Checked::Unchecked(body) => (body, LEGACY_VERSION),
+            sluice_storage::store::Checked::Damaged(reason) => return Err(bad(reason)),
+        };
         let mut partitions = None;
         let mut config = TopicConfig::default();
         let mut version = None;
@@ -152,12 +188,56 @@ impl TopicMeta {
                 _ => return Err(bad(format!("unknown key '{key}'"))),
             }
         }
-        if version != Some(u64::from(VERSION)) {
-            return Err(bad(format!("unsupported version {version:?}")));
+        match version {
+            Some(v) if v == u64::from(expected_version) => {}
+            Some(v) if v == u64::from(VERSION) => return Err(bad("no checksum line".into())),
+            Some(v) => return Err(bad(format!("unsupported version {v}"))),
+            None => return Err(bad("no version line".into())),
         }
         let partitions = partitions.ok_or_else(|| bad("no partitions".into()))?;
         Ok(TopicMeta { partitions, config })
     }
+}
+
+/// A metadata file as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedMeta {
+    /// What it says.
+    pub meta: TopicMeta,
+    /// True for a version 1 file (no checksum): it should be rewritten.
+    pub legacy: bool,
+}
+
+/// Rebuilds a lost `topic.meta` from the partition directories in `topic_dir`: as many
+/// partitions as the highest numbered directory says, with `defaults` as the settings (the
+/// lost settings cannot be known; check them with `sluice topic describe` and alter them).
+/// Refuses if the file exists or no partition directory does. Writes atomically.
+pub fn recover_topic_meta(topic_dir: &Path, defaults: &TopicConfig) -> Result<TopicMeta> {
+    let meta_path = topic_dir.join(TOPIC_META_FILE);
+    if meta_path.exists() {
+        return Err(Error::InvalidArgument(format!("{} exists; nothing to recover", meta_path.display())));
+    }
+    let io = |e| {
+        Error::Storage(sluice_storage::Error::Io {
+            operation: "listing topic",
+            path: topic_dir.to_path_buf(),
+            source: e,
+        })
+    };
+    let mut highest = None;
+    for entry in std::fs::read_dir(topic_dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let id = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok());
+        if let Some(id) = id.filter(|_| entry.path().is_dir()) {
+            highest = highest.max(Some(id));
+        }
+    }
+    let Some(highest) = highest else {
+        return Err(Error::InvalidArgument(format!("{} holds no partition directories", topic_dir.display())));
+    };
+    let meta = TopicMeta { partitions: highest + 1, config: defaults.clone() };
+    sluice_storage::store::write_atomic(&meta_path, meta.encode().as_bytes())?;
+    Ok(meta)
 }
 
 #[cfg(test)]
@@ -188,5 +268,16 @@ mod tests {
             let err = TopicMeta::decode(text, path).unwrap_err().to_string();
             assert!(err.contains("t/topic.meta"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_changed_digit_is_detected_and_version_1_files_still_load() {
+        let path = Path::new("t/topic.meta");
+        let meta = TopicMeta { partitions: 2, config: TopicConfig::default() };
+        let edited = meta.encode().replace("partitions=2", "partitions=1");
+        let err = TopicMeta::decode(&edited, path).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch") && err.contains("t/topic.meta"), "{err}");
+        let legacy = meta.encode_body().replace("version=2", "version=1");
+        assert_eq!(TopicMeta::decode(&legacy, path).unwrap(), meta);
     }
 }

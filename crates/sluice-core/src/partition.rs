@@ -51,34 +51,45 @@ pub struct PartitionSpec {
     pub snapshot: PathBuf,
     /// Storage settings.
     pub config: LogConfig,
+    /// Memory and idempotence settings.
+    pub options: PartitionOptions,
+}
+
+/// The broker-wide settings every partition opens with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOptions {
     /// Tail cache budget.
     pub tail_cache_bytes: usize,
+    /// Recent batches remembered per idempotent producer (see [`crate::producers`]).
+    pub idempotence_window: usize,
+}
+
+impl Default for PartitionOptions {
+    fn default() -> Self {
+        PartitionOptions { tail_cache_bytes: 1 << 20, idempotence_window: crate::producers::DEFAULT_WINDOW }
+    }
 }
 
 /// Loads the producer table: the snapshot if it is usable, then the batches after it. Returns
 /// the table, the end offset the snapshot covered, and how many batch headers were replayed.
-fn load_producers(log: &PartitionLog, snapshot: &Path) -> Result<(ProducerTable, u64, u64)> {
+/// The snapshot is a cache: whatever is wrong with it (missing, unreadable, damaged, ahead of
+/// the log), the log is replayed instead, with a warning.
+fn load_producers(log: &PartitionLog, snapshot: &Path, window: usize) -> Result<(ProducerTable, u64, u64)> {
     let (start, end) = log.offsets();
-    let (covered, mut producers) = match std::fs::read_to_string(snapshot) {
-        Ok(text) => match ProducerTable::decode_snapshot(&text) {
-            Some((covered, table)) if covered <= end => (covered, table),
-            Some((covered, _)) => {
-                tracing::warn!(snapshot = %snapshot.display(), covered, end, "producer snapshot is ahead of the log; replaying the log");
-                (start, ProducerTable::default())
+    let replay_all = |problem: &str| {
+        tracing::warn!(snapshot = %snapshot.display(), problem, "producer snapshot not used; rebuilding producer state from the log");
+        (start, ProducerTable::new(window))
+    };
+    let (covered, mut producers) = match std::fs::read(snapshot) {
+        Ok(bytes) => {
+            match std::str::from_utf8(&bytes).ok().and_then(|text| ProducerTable::decode_snapshot(text, window)) {
+                Some((covered, table)) if covered <= end => (covered, table),
+                Some(_) => replay_all("it covers offsets past the end of the log"),
+                None => replay_all("it is damaged or of another format version"),
             }
-            None => {
-                tracing::warn!(snapshot = %snapshot.display(), "producer snapshot is unreadable; replaying the log");
-                (start, ProducerTable::default())
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (start, ProducerTable::default()),
-        Err(e) => {
-            return Err(Error::Storage(sluice_storage::Error::Io {
-                operation: "reading producer snapshot",
-                path: snapshot.to_path_buf(),
-                source: e,
-            }));
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (start, ProducerTable::new(window)),
+        Err(e) => replay_all(&format!("it cannot be read: {e}")),
     };
     let mut replayed = 0;
     log.visit_batch_headers(covered.max(start), |h| {
@@ -114,6 +125,42 @@ struct Inner {
     tail: std::sync::Mutex<TailCache>,
     /// Reads the tail cache could not serve, which went to the segment files.
     log_reads: std::sync::atomic::AtomicU64,
+    /// Damaged batches found by reads, by first offset (lost segments are the log's to report).
+    damage: std::sync::Mutex<std::collections::BTreeMap<u64, Damage>>,
+    /// Reads that failed on damaged data.
+    damage_reads: std::sync::atomic::AtomicU64,
+}
+
+/// Offsets `from..to` of a partition that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// First unreadable offset.
+    pub from: u64,
+    /// First readable offset after it.
+    pub to: u64,
+    /// What happened to them.
+    pub kind: DamageKind,
+}
+
+/// Why offsets cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DamageKind {
+    /// A batch failed its checks when read.
+    Corrupt {
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The segment file that held them is gone (found when the partition opened).
+    Missing,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            DamageKind::Corrupt { reason } => write!(f, "offsets {}..{} damaged ({reason})", self.from, self.to),
+            DamageKind::Missing => write!(f, "offsets {}..{} missing (segment file lost)", self.from, self.to),
+        }
+    }
 }
 
 /// An append queued with [`PartitionHandle::enqueue`]. Dropped without
@@ -172,18 +219,18 @@ impl PartitionHandle {
     /// Opens (or creates) the partition's log and rebuilds its producer table from the snapshot
     /// and the batch headers after it.
     pub async fn open(spec: PartitionSpec) -> Result<Self> {
-        let PartitionSpec { topic, id, dir, snapshot, config, tail_cache_bytes } = spec;
+        let PartitionSpec { topic, id, dir, snapshot, config, options } = spec;
         let snapshot_path = snapshot.clone();
         let (log, producers, covered, replayed) = blocking(move || {
             let started = Instant::now();
             let log = PartitionLog::open(&dir, config)?;
-            let (producers, covered, replayed) = load_producers(&log, &snapshot_path)?;
+            let (producers, covered, replayed) = load_producers(&log, &snapshot_path, options.idempotence_window)?;
             tracing::debug!(dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, producers = producers.len(), replayed, "partition opened");
             Ok((log, producers, covered, replayed))
         })
         .await?;
         let (end, _) = watch::channel(log.offsets().1);
-        let tail = std::sync::Mutex::new(TailCache::new(tail_cache_bytes));
+        let tail = std::sync::Mutex::new(TailCache::new(options.tail_cache_bytes));
         Ok(PartitionHandle {
             inner: Arc::new(Inner {
                 topic,
@@ -196,6 +243,8 @@ impl PartitionHandle {
                 producers: Mutex::new(producers),
                 tail,
                 log_reads: std::sync::atomic::AtomicU64::new(0),
+                damage: std::sync::Mutex::default(),
+                damage_reads: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -232,10 +281,31 @@ impl PartitionHandle {
     }
 
     fn map_storage(&self, error: sluice_storage::Error) -> Error {
+        let (topic, partition) = (self.inner.topic.to_string(), self.inner.id);
         match error {
-            sluice_storage::Error::Poisoned { cause } => {
-                Error::PartitionReadOnly { topic: self.inner.topic.to_string(), partition: self.inner.id, cause }
+            sluice_storage::Error::DataLoss { from, to, ref path, position, ref reason } => {
+                self.inner.damage_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let found = Damage { from, to, kind: DamageKind::Corrupt { reason: reason.clone() } };
+                let new = path.is_some()
+                    && self
+                        .inner
+                        .damage
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(from, found)
+                        .is_none();
+                if new {
+                    tracing::error!(%topic, partition, from, to, file = ?path, position, %reason, "damaged batch found while reading; these offsets cannot be served");
+                }
+                let reason = if path.is_some() { format!("damaged batch: {reason}") } else { reason.clone() };
+                Error::DataLoss { topic, partition, from, to, reason }
             }
+            sluice_storage::Error::Corrupt { path, position, reason } => {
+                self.inner.damage_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(%topic, partition, file = %path.display(), position, %reason, "damaged data found while reading");
+                Error::Corrupt { topic, partition, reason }
+            }
+            sluice_storage::Error::Poisoned { cause } => Error::PartitionReadOnly { topic, partition, cause },
             sluice_storage::Error::OffsetOutOfRange { requested, start, end } => {
                 Error::OffsetOutOfRange { requested, start, end }
             }
@@ -370,6 +440,31 @@ impl PartitionHandle {
     /// Range, size and counters of the log.
     pub fn stats(&self) -> LogStats {
         self.inner.log.stats()
+    }
+
+    /// Offset ranges known to be unreadable, in offset order: segments lost before the
+    /// partition opened, and damaged batches that reads have found since. Ranges that
+    /// retention has deleted are no longer listed.
+    pub fn damage(&self) -> Vec<Damage> {
+        let start = self.offsets().0;
+        let mut all: Vec<Damage> = self
+            .inner
+            .log
+            .missing_ranges()
+            .into_iter()
+            .map(|m| Damage { from: m.from, to: m.to, kind: DamageKind::Missing })
+            .collect();
+        let mut found = self.inner.damage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        found.retain(|_, d| d.to > start);
+        all.extend(found.values().cloned());
+        all.retain(|d| d.to > start);
+        all.sort_by_key(|d| d.from);
+        all
+    }
+
+    /// Reads that failed on damaged data since the partition opened.
+    pub fn damage_reads(&self) -> u64 {
+        self.inner.damage_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The error that made the partition read-only, if any.

@@ -1,32 +1,43 @@
 //! Idempotent producers: deduplicating retried batches by (producer id, sequence).
 //!
 //! Per partition, the broker remembers for each producer id the next expected sequence number
-//! and the last [`REMEMBERED_BATCHES`] batches it wrote (their first sequence, record count and
-//! base offset). A batch whose sequence is already covered is a retry: it is acknowledged with
-//! the original offsets and not written again. A batch that starts exactly at the expected
-//! sequence is written. Anything else is out of order and refused.
+//! and the last `window` batches it wrote (their first sequence, record count and base
+//! offset; the broker's `producers.idempotence_window`, at least [`MIN_WINDOW`]). A batch whose
+//! sequence is one of those is a retry: it is acknowledged with the original offsets and not
+//! written again. A batch that starts exactly at the expected sequence is written. A batch
+//! below the expected sequence but older than the window was written too, but its offsets are
+//! forgotten: it is refused with [`Error::SequenceOutsideWindow`], which a client can tell
+//! from a real gap ([`Error::OutOfOrderSequence`]).
+//!
+//! The window must cover every batch a producer can have in flight: a producer that loses its
+//! stream resends all of them. The server's ProduceStream accepts up to 32 requests in flight,
+//! so the window is at least that.
 //!
 //! The table survives restarts: it is snapshotted (at clean shutdown and periodically) together
 //! with the offset it covers, and on open the batches after that offset are replayed from the
-//! producer id and sequence stored in each batch header (see `sluice_storage::codec`). Without a
-//! usable snapshot the whole log is replayed.
+//! producer id and sequence stored in each batch header (see `sluice_storage::codec`). The
+//! snapshot is only a cache: without a usable one (missing, damaged, of another version) the
+//! whole log is replayed.
 //!
-//! **Snapshot file** (text, replaced atomically):
+//! **Snapshot file** (text, replaced atomically, closed by a checksum line):
 //!
 //! ```text
-//! sluice-producers 1 <end_offset>                        # covers batches below end_offset
+//! sluice-producers 2 <end_offset>                        # covers batches below end_offset
 //! <producer_id> <next_sequence> <first_seq>:<count>:<base_offset> ...   # one line per producer
+//! crc32=<8 hex digits>                                   # of every byte above
 //! ```
 
 use std::collections::{HashMap, VecDeque};
 
 use crate::error::{Error, Result};
 
-/// How many recent batches per producer can be recognised as retries.
-pub const REMEMBERED_BATCHES: usize = 8;
+/// The smallest window: the most requests one ProduceStream may have in flight.
+pub const MIN_WINDOW: usize = 32;
+/// The default number of recent batches per producer recognised as retries.
+pub const DEFAULT_WINDOW: usize = 64;
 
 const SNAPSHOT_MAGIC: &str = "sluice-producers";
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// A written batch of an idempotent producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,12 +66,24 @@ pub enum Check {
 }
 
 /// The producers of one partition.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerTable {
     producers: HashMap<u64, ProducerEntry>,
+    window: usize,
+}
+
+impl Default for ProducerTable {
+    fn default() -> Self {
+        ProducerTable::new(DEFAULT_WINDOW)
+    }
 }
 
 impl ProducerTable {
+    /// An empty table remembering `window` batches per producer (at least 1).
+    pub fn new(window: usize) -> Self {
+        ProducerTable { producers: HashMap::new(), window: window.max(1) }
+    }
+
     /// Decides what to do with a batch of `record_count` records starting at `first_sequence`.
     pub fn check(&self, producer_id: u64, first_sequence: u64, record_count: u32) -> Result<Check> {
         let Some(entry) = self.producers.get(&producer_id) else {
@@ -72,8 +95,15 @@ impl ProducerTable {
             return Ok(Check::Append);
         }
         let exact = entry.recent.iter().find(|b| b.first_sequence == first_sequence && b.record_count == record_count);
+        let oldest = entry.recent.front().map_or(entry.next_sequence, |b| b.first_sequence);
         match exact {
             Some(batch) => Ok(Check::Duplicate(*batch)),
+            None if first_sequence < oldest => Err(Error::SequenceOutsideWindow {
+                producer_id,
+                received: first_sequence,
+                oldest_remembered: oldest,
+                window: self.window,
+            }),
             None => {
                 Err(Error::OutOfOrderSequence { producer_id, expected: entry.next_sequence, received: first_sequence })
             }
@@ -84,7 +114,7 @@ impl ProducerTable {
     pub fn record(&mut self, producer_id: u64, batch: WrittenBatch) {
         let entry = self.producers.entry(producer_id).or_default();
         entry.next_sequence = batch.first_sequence + u64::from(batch.record_count);
-        if entry.recent.len() == REMEMBERED_BATCHES {
+        while entry.recent.len() >= self.window {
             entry.recent.pop_front();
         }
         entry.recent.push_back(batch);
@@ -109,18 +139,22 @@ impl ProducerTable {
             }
             text.push('\n');
         }
-        text
+        sluice_storage::store::with_checksum(&text)
     }
 
-    /// Parses a snapshot into the table and the offset it covers; `None` if it is not one.
-    pub fn decode_snapshot(text: &str) -> Option<(u64, ProducerTable)> {
+    /// Parses a snapshot into a table remembering `window` batches per producer and the
+    /// offset it covers; `None` if it is not an intact snapshot of this version.
+    pub fn decode_snapshot(text: &str, window: usize) -> Option<(u64, ProducerTable)> {
+        let sluice_storage::store::Checked::Intact(text) = sluice_storage::store::verify_checksum(text) else {
+            return None;
+        };
         let mut lines = text.lines();
         let mut head = lines.next()?.split(' ');
         if head.next()? != SNAPSHOT_MAGIC || head.next()?.parse::<u32>().ok()? != SNAPSHOT_VERSION {
             return None;
         }
         let end_offset = head.next()?.parse().ok()?;
-        let mut table = ProducerTable::default();
+        let mut table = ProducerTable::new(window);
         for line in lines.filter(|l| !l.is_empty()) {
             let mut words = line.split(' ');
             let id = words.next()?.parse().ok()?;
@@ -135,8 +169,9 @@ impl ProducerTable {
                 };
                 recent.push_back(batch);
             }
-            if recent.len() > REMEMBERED_BATCHES {
-                return None;
+            // A smaller window than when the snapshot was written keeps the newest batches.
+            while recent.len() > table.window {
+                recent.pop_front();
             }
             table.producers.insert(id, ProducerEntry { next_sequence, recent });
         }
@@ -181,15 +216,18 @@ mod tests {
         table.record(7, written(3, 2, 150));
         table.record(u64::MAX, written(40, 1, 200));
         let text = table.encode_snapshot(201);
-        assert_eq!(ProducerTable::decode_snapshot(&text), Some((201, table)));
+        assert_eq!(ProducerTable::decode_snapshot(&text, DEFAULT_WINDOW), Some((201, table)));
+        let sealed = sluice_storage::store::with_checksum;
         for bad in [
-            "",
-            "something else 1 5\n",
-            "sluice-producers 2 5\n",
-            "sluice-producers 1 5\n7 x\n",
-            "sluice-producers 1 5\n7 3 1:2\n",
+            String::new(),
+            sealed("something else 2 5\n"),
+            sealed("sluice-producers 1 5\n"),
+            sealed("sluice-producers 2 5\n7 x\n"),
+            sealed("sluice-producers 2 5\n7 3 1:2\n"),
+            "sluice-producers 2 5\n7 3 0:3:100\n".into(),
+            text.replace("150", "151"),
         ] {
-            assert_eq!(ProducerTable::decode_snapshot(bad), None, "{bad:?}");
+            assert_eq!(ProducerTable::decode_snapshot(&bad, DEFAULT_WINDOW), None, "{bad:?}");
         }
     }
 
@@ -209,9 +247,24 @@ mod tests {
         table.record(7, written(0, 3, 0));
         let err = table.check(7, 5, 1).unwrap_err();
         assert!(matches!(err, Error::OutOfOrderSequence { expected: 3, received: 5, .. }), "{err}");
-        for i in 1..=REMEMBERED_BATCHES as u64 {
+        for i in 1..=DEFAULT_WINDOW as u64 {
             table.record(7, written(i * 3, 3, i * 10));
         }
-        assert!(table.check(7, 0, 3).is_err(), "too old to remember");
+        let err = table.check(7, 0, 3).unwrap_err();
+        assert!(
+            matches!(err, Error::SequenceOutsideWindow { received: 0, oldest_remembered: 3, .. }),
+            "written but too old to remember is not a gap: {err}"
+        );
+    }
+
+    #[test]
+    fn the_window_holds_as_many_batches_as_configured() {
+        let mut table = ProducerTable::new(MIN_WINDOW);
+        for i in 0..MIN_WINDOW as u64 * 2 {
+            table.record(7, written(i, 1, i));
+        }
+        let first_kept = MIN_WINDOW as u64;
+        assert_eq!(table.check(7, first_kept, 1).unwrap(), Check::Duplicate(written(first_kept, 1, first_kept)));
+        assert!(matches!(table.check(7, first_kept - 1, 1), Err(Error::SequenceOutsideWindow { .. })));
     }
 }

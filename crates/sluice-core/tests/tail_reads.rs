@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sluice_core::partition::{PartitionHandle, PartitionSpec};
+use sluice_core::partition::{PartitionHandle, PartitionOptions, PartitionSpec};
 use sluice_storage::{BatchBuilder, EncodedBatch, FsyncPolicy, LogConfig, RecordRef};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -21,7 +21,7 @@ async fn open(dir: &std::path::Path, tail_cache_bytes: usize) -> sluice_core::Re
         dir: dir.join("0"),
         snapshot: dir.join("0.producers"),
         config: LogConfig { fsync: FsyncPolicy::Never, ..LogConfig::default() },
-        tail_cache_bytes,
+        options: PartitionOptions { tail_cache_bytes, ..PartitionOptions::default() },
     })
     .await
 }

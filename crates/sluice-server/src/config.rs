@@ -88,6 +88,7 @@ pub struct LimitsSection {
     pub max_fetch_wait: String,
     pub max_fetch_bytes: String,
     pub tail_cache_bytes: String,
+    pub idempotence_window: u32,
 }
 
 /// `[maintenance]`.
@@ -228,6 +229,7 @@ impl Default for LimitsSection {
             max_fetch_wait: "30s".into(),
             max_fetch_bytes: "16MiB".into(),
             tail_cache_bytes: "1MiB".into(),
+            idempotence_window: sluice_core::producers::DEFAULT_WINDOW as u32,
         }
     }
 }
@@ -428,8 +430,17 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
         tail_cache_bytes: usize::try_from(size("limits.tail_cache_bytes", &l.tail_cache_bytes)?)
             .map_err(|e| invalid("limits.tail_cache_bytes", origin, e))?,
         producer_snapshot_interval: duration("maintenance.producer_snapshot_interval", &m.producer_snapshot_interval)?,
+        idempotence_window: l.idempotence_window as usize,
         groups: group_defaults(&file.groups, origin)?,
     };
+    if broker.idempotence_window < sluice_core::producers::MIN_WINDOW {
+        let min = sluice_core::producers::MIN_WINDOW;
+        return Err(invalid(
+            "limits.idempotence_window",
+            origin,
+            format!("must be at least {min}, the requests one ProduceStream may have in flight"),
+        ));
+    }
     if broker.max_partitions == 0 {
         return Err(invalid("limits.max_partitions", origin, "must be at least 1"));
     }

@@ -156,3 +156,12 @@ pub fn topic_info(topic: &sluice_core::Topic) -> pb::TopicInfo {
         config: Some(topic_config(&topic.config())),
     }
 }
+
+/// An unreadable offset range of a partition.
+pub fn damaged_range(damage: &sluice_core::partition::Damage) -> pb::DamagedRange {
+    let reason = match &damage.kind {
+        sluice_core::partition::DamageKind::Corrupt { reason } => format!("damaged batch: {reason}"),
+        sluice_core::partition::DamageKind::Missing => "segment file lost".to_owned(),
+    };
+    pb::DamagedRange { from_offset: damage.from, to_offset: damage.to, reason }
+}

@@ -34,23 +34,31 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready: not shutting down, and every partition accepts writes.
+/// Ready: not shutting down, and every partition accepts writes (503 otherwise). Partitions
+/// with unreadable offsets are listed but leave the broker ready: every other offset is
+/// served, and the damage stays listed until retention removes it, long after an operator has
+/// dealt with it.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.broker.shutdown_token().is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
     }
     let mut read_only = Vec::new();
+    let mut damaged = Vec::new();
     for topic in state.broker.topics() {
         for partition in topic.partitions().iter() {
+            let name = format!("{}/{}", topic.name(), partition.id());
             if partition.poisoned().is_some() {
-                read_only.push(format!("{}/{}", topic.name(), partition.id()));
+                read_only.push(name.clone());
             }
+            damaged.extend(partition.damage().iter().map(|d| format!("{name} {d}")));
         }
     }
+    let damage_lines: String = damaged.iter().map(|d| format!("data loss: {d}\n")).collect();
     if read_only.is_empty() {
-        (StatusCode::OK, "ready\n".to_owned())
+        let head = if damaged.is_empty() { "ready\n" } else { "ready (degraded)\n" };
+        (StatusCode::OK, format!("{head}{damage_lines}"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("read-only partitions: {}\n", read_only.join(", ")))
+        (StatusCode::SERVICE_UNAVAILABLE, format!("read-only partitions: {}\n{damage_lines}", read_only.join(", ")))
     }
 }
 

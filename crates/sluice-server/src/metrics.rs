@@ -105,6 +105,35 @@ impl BrokerCollector {
     }
 }
 
+impl BrokerCollector {
+    fn partition_damage(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let partitions: Vec<_> = self
+            .broker
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| (t.clone(), p.clone())).collect::<Vec<_>>())
+            .collect();
+        let help = "Offsets that cannot be read (damaged batches found by reads, segment files lost before start)";
+        let mut family =
+            encoder.encode_descriptor("sluice_partition_damaged_offsets", help, None, MetricType::Gauge)?;
+        for (topic, partition) in &partitions {
+            let id = partition.id().to_string();
+            let labels = [("topic", topic.name()), ("partition", id.as_str())];
+            let offsets: u64 = partition.damage().iter().map(|d| d.to - d.from).sum();
+            ConstGauge::new(i64::try_from(offsets).unwrap_or(i64::MAX)).encode(family.encode_family(&labels)?)?;
+        }
+        let help = "Reads refused with DATA_LOSS because they reached damaged or missing offsets";
+        let mut family =
+            encoder.encode_descriptor("sluice_partition_data_loss_reads", help, None, MetricType::Counter)?;
+        for (topic, partition) in &partitions {
+            let id = partition.id().to_string();
+            let labels = [("topic", topic.name()), ("partition", id.as_str())];
+            ConstCounter::new(partition.damage_reads()).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 impl Collector for BrokerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         self.topic_counter(&mut encoder, "sluice_records_in", "Records appended", |c| &c.records_in)?;
@@ -120,6 +149,7 @@ impl Collector for BrokerCollector {
         })?;
         self.partition_gauge(&mut encoder, "sluice_partition_segments", "Segment files", |s| s.segment_count as u64)?;
         self.partition_log_reads(&mut encoder)?;
+        self.partition_damage(&mut encoder)?;
         let metric = encoder.encode_descriptor("sluice_topics", "Topics", None, MetricType::Gauge)?;
         ConstGauge::new(self.broker.topics().len() as i64).encode(metric)?;
         Ok(())

@@ -30,6 +30,10 @@ pub fn to_status(error: Error) -> Status {
         Error::OutOfOrderSequence { .. } => {
             status(Code::FailedPrecondition, "OUT_OF_ORDER_SEQUENCE", error.to_string())
         }
+        Error::SequenceOutsideWindow { .. } => {
+            status(Code::AlreadyExists, "DUPLICATE_SEQUENCE_OUTSIDE_WINDOW", error.to_string())
+        }
+        Error::DataLoss { .. } | Error::Corrupt { .. } => status(Code::DataLoss, "DATA_LOSS", error.to_string()),
         Error::PartitionReadOnly { ref topic, partition, .. } => {
             tracing::error!(%topic, partition, cause = %error, "write refused: partition is read-only");
             status(

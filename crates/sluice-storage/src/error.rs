@@ -91,6 +91,17 @@ fn location(path: Option<&std::path::Path>, position: Option<u64>) -> String {
 }
 
 impl Error {
+    /// The error as text without file paths, for messages that reach clients (the full text,
+    /// paths included, is for the broker's log).
+    pub fn without_paths(&self) -> String {
+        match self {
+            Error::Io { operation, source, .. } => format!("{operation}: {source}"),
+            Error::Corrupt { position, reason, .. } => format!("corrupt data at byte {position}: {reason}"),
+            Error::DataLoss { from, to, reason, .. } => format!("offsets {from}..{to} cannot be read: {reason}"),
+            other => other.to_string(),
+        }
+    }
+
     pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io { operation, path: path.into(), source }
     }

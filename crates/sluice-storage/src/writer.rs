@@ -112,7 +112,8 @@ impl Writer {
     fn poison(&mut self, error: &Error) {
         if self.poisoned.is_none() {
             tracing::error!(dir = %self.dir.display(), cause = %error, "partition log poisoned; appends refused until reopened");
-            self.poisoned = Some(error.to_string());
+            // Clients see this cause (DescribeTopic); the log line above has the paths.
+            self.poisoned = Some(error.without_paths());
         }
     }
 

@@ -52,13 +52,14 @@ impl AdminService {
         let partitions = description
             .partitions
             .into_iter()
-            .map(|(partition, stats, poisoned)| pb::PartitionInfo {
-                partition,
-                start_offset: stats.start_offset,
-                end_offset: stats.end_offset,
-                size_bytes: stats.size_bytes,
-                segments: stats.segment_count as u32,
-                poisoned: poisoned.unwrap_or_default(),
+            .map(|p| pb::PartitionInfo {
+                partition: p.id,
+                start_offset: p.stats.start_offset,
+                end_offset: p.stats.end_offset,
+                size_bytes: p.stats.size_bytes,
+                segments: p.stats.segment_count as u32,
+                poisoned: p.poisoned.unwrap_or_default(),
+                damaged: p.damage.iter().map(convert::damaged_range).collect(),
             })
             .collect();
         Ok(pb::DescribeTopicResponse { topic: Some(convert::topic_info(&topic)), partitions })

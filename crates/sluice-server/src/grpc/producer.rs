@@ -19,7 +19,7 @@ use crate::status::to_status;
 
 /// Requests of one ProduceStream waiting to be durable at once; bounds the memory a stream can
 /// hold.
-pub const MAX_IN_FLIGHT_PER_STREAM: usize = 32;
+pub const MAX_IN_FLIGHT_PER_STREAM: usize = sluice_core::producers::MIN_WINDOW;
 
 /// The Producer service.
 #[derive(Debug, Clone)]
