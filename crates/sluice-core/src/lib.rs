@@ -13,6 +13,7 @@
 //! - [`partition`]: one partition: log, end-offset watch, producer table, [`tail`] cache.
 //! - [`group`]: consumer groups: membership, assignment, acks, committed offsets, lag.
 //! - [`maintenance`]: retention and interval fsyncs in one tracked task.
+//! - [`verify`]: offline verification of a data directory (reads only).
 //! - [`metadata`]: topic metadata files; [`topic_name`]: name rules; [`config`]; [`error`]; [`record`].
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
@@ -34,6 +35,7 @@ pub mod producers;
 pub mod record;
 pub mod tail;
 pub mod topic_name;
+pub mod verify;
 
 pub use broker::{Broker, Topic};
 pub use config::{BrokerConfig, GroupDefaults, TopicConfig};

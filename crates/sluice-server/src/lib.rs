@@ -11,6 +11,7 @@
 //! - [`grpc`]: the `sluice.v1` services (admin, producer, consumer).
 //! - [`convert`]: protocol <-> core types; [`status`]: core errors -> gRPC statuses.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`; [`metrics`]: what `/metrics` shows.
+//! - [`offline`]: `verify` and `recover-topic-meta`, on a data directory not being served.
 //! - [`telemetry`]: log setup.
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
@@ -25,6 +26,7 @@ pub mod grpc;
 pub mod http;
 pub mod inflight;
 pub mod metrics;
+pub mod offline;
 pub mod server;
 pub mod status;
 pub mod telemetry;

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use sluice_server::config::{self, FlagOverrides};
-use sluice_server::{Server, ServerConfig, telemetry};
+use sluice_server::{Server, ServerConfig, offline, telemetry};
 
 // mimalloc: measured +20-30% on record batches over the system allocator (shared/research/grpc-ceiling.md).
 #[global_allocator]
@@ -13,8 +13,41 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Sluice message broker. Settings: built-in defaults < --config file < SLUICE_* environment < flags.
 #[derive(Debug, Parser)]
-#[command(name = "sluice-server", version, about)]
+#[command(name = "sluice-server", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// Work on a data directory without serving it (stop the broker first).
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check every segment, index, metadata and group file; change nothing. Exits 1 if
+    /// anything is damaged.
+    Verify {
+        /// Data directory to check.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// Rebuild a lost topics/<TOPIC>/topic.meta from the topic's partition directories. The
+    /// topic gets the default topic settings (from --config and SLUICE_* when given).
+    RecoverTopicMeta {
+        /// Data directory holding the topic.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The topic whose metadata is lost.
+        #[arg(long)]
+        topic: String,
+        /// TOML config file whose [topic_defaults] the topic gets.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
     /// TOML config file (see config/sluice.toml for every setting).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -71,8 +104,29 @@ async fn run(config: ServerConfig) -> Result<(), sluice_server::ServerError> {
     server.serve(shutdown_signal()).await
 }
 
+fn offline(command: Command) -> ExitCode {
+    let mut out = std::io::stdout();
+    let code = match command {
+        Command::Verify { data_dir } => offline::verify(&data_dir, &mut out),
+        Command::RecoverTopicMeta { data_dir, topic, config } => {
+            match config::load(config.as_deref(), std::env::vars(), &FlagOverrides::default()) {
+                Ok(config) => offline::recover_topic_meta(&data_dir, &topic, &config.broker.topic_defaults, &mut out),
+                Err(e) => {
+                    eprintln!("sluice-server: {e}");
+                    return ExitCode::from(offline::EXIT_FAILED);
+                }
+            }
+        }
+    };
+    ExitCode::from(code.unwrap_or(offline::EXIT_FAILED))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = cli.command {
+        return offline(command);
+    }
+    let cli = cli.serve;
     let flags = FlagOverrides {
         listen: cli.listen,
         http_listen: cli.http_listen,
@@ -93,7 +147,7 @@ fn main() -> ExitCode {
         println!("{}", toml::to_string_pretty(&config.effective).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
-    telemetry::init(config.log_format, &config.log_level);
+    telemetry::init(config.log_format, &config.log_level, flags.log_level.is_some());
     tracing::info!(settings = ?config.effective, "starting");
     let runtime = match runtime_builder(config.worker_threads).enable_all().build() {
         Ok(runtime) => runtime,

@@ -28,7 +28,8 @@
 //! - [`commit`]: the group-commit queue in front of the writer.
 //! - [`recovery`]: validating segments and rebuilding indexes on open.
 //! - [`retention`]: the pure choice of segments to delete.
-//! - [`store`]: atomic replacement of small files.
+//! - [`store`]: atomic replacement of small files, checksummed text.
+//! - [`verify`]: offline verification of a partition directory (reads only).
 //! - [`io`]: disk and clock seams; [`config`]; [`error`].
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
@@ -49,6 +50,7 @@ pub mod recovery;
 pub mod retention;
 mod segment;
 pub mod store;
+pub mod verify;
 mod view;
 mod writer;
 

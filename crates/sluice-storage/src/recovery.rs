@@ -86,7 +86,7 @@ pub(crate) fn scan(
 
 /// A window of the file held in memory.
 #[derive(Default)]
-struct Chunk {
+pub(crate) struct Chunk {
     start: u64,
     bytes: Vec<u8>,
 }
@@ -113,7 +113,7 @@ impl Chunk {
 }
 
 /// The next batch's header if the whole batch is valid; otherwise why not. Io errors are `Err`.
-fn next_batch(
+pub(crate) fn next_batch(
     target: &ScanTarget<'_>,
     chunk: &mut Chunk,
     position: u64,
