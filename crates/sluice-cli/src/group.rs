@@ -126,6 +126,11 @@ fn describe_json(d: &pb::DescribeGroupResponse) -> Value {
                 "lag_seconds": p.lag_seconds,
                 "in_flight": p.in_flight,
                 "awaiting_redelivery": p.awaiting_redelivery,
+                "stalled": p.stalled.as_ref().map(|s| json!({
+                    "from_offset": s.from_offset,
+                    "to_offset": s.to_offset,
+                    "reason": s.reason,
+                })),
             })
         })
         .collect();
@@ -143,6 +148,9 @@ fn describe_json(d: &pb::DescribeGroupResponse) -> Value {
         "dead_letter_topic": d.dead_letter_topic,
         "max_delivery_attempts": d.max_delivery_attempts,
         "strict_ordering": d.strict_ordering,
+        "on_damage": if d.on_damage == pb::OnDamage::Skip as i32 { "skip" } else { "stop" },
+        "damaged_skipped": d.damaged_skipped,
+        "offsets_moved_to_end": d.offsets_moved_to_end,
         "rebalances": d.rebalances,
     })
 }
@@ -153,7 +161,7 @@ async fn describe(client: &Client, printer: &Printer, group: &str) -> Result<(),
         return printer.json(&describe_json(&d));
     }
     let or_default = |text: &str| if text.is_empty() { "per topic".to_owned() } else { text.to_owned() };
-    printer.pairs(&[
+    let mut pairs = vec![
         ("group", d.group.clone()),
         ("generation", d.generation.to_string()),
         ("members", d.members.len().to_string()),
@@ -165,7 +173,16 @@ async fn describe(client: &Client, printer: &Printer, group: &str) -> Result<(),
             if d.max_delivery_attempts == 0 { "per topic".into() } else { d.max_delivery_attempts.to_string() },
         ),
         ("ordering", if d.strict_ordering { "strict".into() } else { "relaxed".into() }),
-    ])?;
+    ];
+    // Shown only when they say something, so the usual description stays short.
+    if d.on_damage == pb::OnDamage::Skip as i32 || d.damaged_skipped > 0 {
+        let policy = if d.on_damage == pb::OnDamage::Skip as i32 { "skip" } else { "stop" };
+        pairs.push(("on damage", format!("{policy} ({} unreadable records skipped)", d.damaged_skipped)));
+    }
+    if d.offsets_moved_to_end > 0 {
+        pairs.push(("moved to end", format!("{} positions past a partition's end", d.offsets_moved_to_end)));
+    }
+    printer.pairs(&pairs)?;
     if !d.members.is_empty() {
         printer.line("")?;
         let rows: Vec<Vec<String>> = d
@@ -204,7 +221,16 @@ async fn describe(client: &Client, printer: &Printer, group: &str) -> Result<(),
             ]
         })
         .collect();
-    printer.table(&["TOPIC", "PARTITION", "OWNER", "COMMITTED", "END", "LAG", "LAG AGE", "IN-FLIGHT"], &rows)
+    printer.table(&["TOPIC", "PARTITION", "OWNER", "COMMITTED", "END", "LAG", "LAG AGE", "IN-FLIGHT"], &rows)?;
+    for p in &d.partitions {
+        if let Some(s) = &p.stalled {
+            printer.line(&format!(
+                "STALLED {}/{}: offsets {}..{} cannot be read ({}); to go on: sluice group reset {} --topic {} --partition {} --to-offset {} --execute --force",
+                p.topic, p.partition, s.from_offset, s.to_offset, s.reason, d.group, p.topic, p.partition, s.to_offset
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 async fn list(client: &Client, printer: &Printer) -> Result<(), CliError> {

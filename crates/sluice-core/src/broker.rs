@@ -106,7 +106,13 @@ impl Broker {
         let data_dir = config.data_dir.clone();
         let group_defaults = config.groups.settings();
         let groups = crate::partition::blocking(move || crate::group::Groups::load(&data_dir, &group_defaults)).await?;
-        tracing::info!(data_dir = %config.data_dir.display(), topics = topics.len(), groups = groups.all().len(), "broker opened");
+        let offsets = |tp: &crate::group::TopicPartition| {
+            topics
+                .get(&*tp.topic)
+                .and_then(|t: &Arc<Topic>| t.partitions().get(tp.partition as usize).map(|p| p.offsets()))
+        };
+        let moved_to_end = groups.clamp_to_ends(&offsets);
+        tracing::info!(data_dir = %config.data_dir.display(), topics = topics.len(), groups = groups.all().len(), group_positions_moved_to_end = moved_to_end, "broker opened");
         let broker = Broker {
             inner: Arc::new(Inner {
                 config,

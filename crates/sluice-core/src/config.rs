@@ -144,6 +144,8 @@ pub struct GroupDefaults {
     pub retry: RetryPolicy,
     /// Dead-letter topic of new groups; `{topic}` stands for the source topic.
     pub dead_letter_topic: String,
+    /// Whether new groups pass over unreadable records instead of stopping at them.
+    pub skip_damaged: bool,
 }
 
 impl GroupDefaults {
@@ -156,6 +158,7 @@ impl GroupDefaults {
             max_attempts: None,
             dead_letter_topic: None,
             strict_ordering: false,
+            skip_damaged: self.skip_damaged,
         }
     }
 }
@@ -171,6 +174,7 @@ impl Default for GroupDefaults {
             commit_interval: Duration::from_secs(1),
             retry: RetryPolicy::default(),
             dead_letter_topic: "{topic}.dlq".into(),
+            skip_damaged: false,
         }
     }
 }

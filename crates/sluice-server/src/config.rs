@@ -36,6 +36,14 @@ pub enum ConfigError {
         /// The parser's message (it names the key).
         message: String,
     },
+    /// A `SLUICE_*` environment variable that names no setting.
+    #[error(
+        "unknown environment variable {name}: no setting has that name (see config/sluice.toml; SLUICE_<SECTION>_<KEY>)"
+    )]
+    UnknownEnv {
+        /// The variable.
+        name: String,
+    },
     /// A value is invalid.
     #[error("invalid value for {key} ({source_name}): {message}")]
     Invalid {
@@ -47,6 +55,19 @@ pub enum ConfigError {
         message: String,
     },
 }
+
+/// Prefix of the environment variables the server reads.
+const ENV_PREFIX: &str = "SLUICE_";
+
+/// `SLUICE_*` variables that belong to other Sluice programs (the CLI's broker address, CI and
+/// benchmark knobs): not settings of the server, but not mistakes either.
+const IGNORED_ENV: &[&str] = &[
+    "SLUICE_SERVER",
+    "SLUICE_REQUIRE_PYTHON_CHECK",
+    "SLUICE_BENCH_DIR",
+    "SLUICE_SUSTAINED_GIB",
+    "SLUICE_SUSTAINED_PREALLOCATE",
+];
 
 /// `[server]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -115,6 +136,7 @@ pub struct GroupsSection {
     pub backoff_multiplier: f64,
     pub backoff_max: String,
     pub dead_letter_topic: String,
+    pub skip_damaged: bool,
 }
 
 impl Default for GroupsSection {
@@ -131,6 +153,7 @@ impl Default for GroupsSection {
             backoff_multiplier: 2.0,
             backoff_max: "5m".into(),
             dead_letter_topic: "{topic}.dlq".into(),
+            skip_damaged: false,
         }
     }
 }
@@ -175,6 +198,7 @@ fn group_defaults(g: &GroupsSection, origin: &str) -> Result<GroupDefaults, Conf
         max_in_flight_bytes,
         reset,
         commit_interval: duration("groups.commit_interval", &g.commit_interval)?,
+        skip_damaged: g.skip_damaged,
     })
 }
 
@@ -331,15 +355,31 @@ fn keys() -> Result<Vec<(String, String)>, ConfigError> {
     Ok(keys)
 }
 
-fn set(table: &mut toml::Table, section: &str, key: &str, value: &str) {
-    if let Some(toml::Value::Table(entries)) = table.get_mut(section) {
-        let typed = match entries.get(key) {
-            Some(toml::Value::Integer(_)) => value.parse::<i64>().map_or_else(|_| value.into(), toml::Value::Integer),
-            Some(toml::Value::Float(_)) => value.parse::<f64>().map_or_else(|_| value.into(), toml::Value::Float),
-            _ => toml::Value::String(value.to_owned()),
-        };
-        entries.insert(key.to_owned(), typed);
-    }
+/// Sets `section.key` to `value` (text from the environment or a flag, named `source_name`),
+/// typed like the default it replaces.
+fn set(table: &mut toml::Table, section: &str, key: &str, value: &str, source_name: &str) -> Result<(), ConfigError> {
+    let Some(toml::Value::Table(entries)) = table.get_mut(section) else { return Ok(()) };
+    let full_key = format!("{section}.{key}");
+    let typed = match entries.get(key) {
+        Some(toml::Value::Integer(_)) => value
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| invalid(&full_key, source_name, format!("'{value}' is not a whole number")))?,
+        Some(toml::Value::Float(_)) => value
+            .trim()
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .map_err(|_| invalid(&full_key, source_name, format!("'{value}' is not a number")))?,
+        Some(toml::Value::Boolean(_)) => value
+            .trim()
+            .parse::<bool>()
+            .map(toml::Value::Boolean)
+            .map_err(|_| invalid(&full_key, source_name, format!("'{value}' is not true or false")))?,
+        _ => toml::Value::String(value.to_owned()),
+    };
+    entries.insert(key.to_owned(), typed);
+    Ok(())
 }
 
 /// Loads the configuration: defaults, then `file`, then the environment (`env` lists the
@@ -358,18 +398,25 @@ pub fn load(
         table = toml::Table::try_from(parsed)
             .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
     }
-    let env: std::collections::HashMap<String, String> = env.into_iter().collect();
-    for (section, key) in keys()? {
-        let name = format!("SLUICE_{}_{}", section.to_uppercase(), key.to_uppercase());
-        if let Some(value) = env.get(&name) {
-            set(&mut table, &section, &key, value);
-        }
-    }
+    let env: std::collections::BTreeMap<String, String> =
+        env.into_iter().filter(|(name, _)| name.starts_with(ENV_PREFIX)).collect();
     let shortcuts =
         [("SLUICE_LISTEN", "listen"), ("SLUICE_HTTP_LISTEN", "http_listen"), ("SLUICE_DATA_DIR", "data_dir")];
+    let mut known: std::collections::BTreeSet<String> = shortcuts.iter().map(|(name, _)| (*name).to_owned()).collect();
+    for (section, key) in keys()? {
+        let name = format!("{ENV_PREFIX}{}_{}", section.to_uppercase(), key.to_uppercase());
+        if let Some(value) = env.get(&name) {
+            set(&mut table, &section, &key, value, &name)?;
+        }
+        known.insert(name);
+    }
+    // A misspelt variable would otherwise be ignored without a word.
+    if let Some(unknown) = env.keys().find(|name| !known.contains(*name) && !IGNORED_ENV.contains(&name.as_str())) {
+        return Err(ConfigError::UnknownEnv { name: unknown.clone() });
+    }
     for (name, key) in shortcuts {
         if let Some(value) = env.get(name) {
-            set(&mut table, "server", key, value);
+            set(&mut table, "server", key, value, name)?;
         }
     }
     let flag_values = [
@@ -382,7 +429,7 @@ pub fn load(
     ];
     for (section, key, value) in flag_values {
         if let Some(value) = value {
-            set(&mut table, section, key, value);
+            set(&mut table, section, key, value, &format!("--{}", key.replace('_', "-")))?;
         }
     }
     let merged: ConfigFile =
@@ -531,6 +578,29 @@ mod tests {
         std::fs::write(&path, "[server]\nlistne = \"x\"\n").unwrap();
         let err = load(Some(&path), env(&[]), &FlagOverrides::default()).unwrap_err().to_string();
         assert!(err.contains("listne"), "unknown keys are named: {err}");
+    }
+
+    #[test]
+    fn environment_mistakes_are_named() {
+        let err = load(None, env(&[("SLUICE_SERVER_WORKER_THREADS", "abc")]), &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.worker_threads") && err.contains("SLUICE_SERVER_WORKER_THREADS"), "{err}");
+        let err = load(None, env(&[("SLUICE_GROUPS_SKIP_DAMAGED", "maybe")]), &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("groups.skip_damaged"), "{err}");
+        let err = load(None, env(&[("SLUICE_TOPIC_DEFAULT_FSYNC", "never")]), &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SLUICE_TOPIC_DEFAULT_FSYNC"), "a misspelt variable is named: {err}");
+        let vars = env(&[("SLUICE_SERVER", "127.0.0.1:1"), ("SLUICE_GROUPS_SKIP_DAMAGED", "true")]);
+        let config = load(None, vars, &FlagOverrides::default()).unwrap();
+        assert!(config.broker.groups.skip_damaged, "booleans from the environment; the CLI's variable is no error");
+        let err = load(None, env(&[("SLUICE_LIMITS_IDEMPOTENCE_WINDOW", "8")]), &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.idempotence_window") && err.contains("32"), "{err}");
     }
 
     #[test]

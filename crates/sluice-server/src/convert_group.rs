@@ -49,6 +49,12 @@ pub fn join(join: pb::Join) -> Result<JoinSpec, Status> {
             Ok(pb::Ordering::Strict) => Some(true),
             Err(_) => return Err(invalid(format!("unknown ordering {}", join.ordering))),
         },
+        skip_damaged: match pb::OnDamage::try_from(join.on_damage) {
+            Ok(pb::OnDamage::Unspecified) => None,
+            Ok(pb::OnDamage::Stop) => Some(false),
+            Ok(pb::OnDamage::Skip) => Some(true),
+            Err(_) => return Err(invalid(format!("unknown on_damage {}", join.on_damage))),
+        },
     })
 }
 
@@ -175,6 +181,7 @@ pub fn description(d: GroupDescription) -> pb::DescribeGroupResponse {
                 lag_seconds: p.lag_seconds,
                 in_flight: p.in_flight,
                 awaiting_redelivery: p.awaiting_redelivery,
+                stalled: p.stalled.map(|s| pb::DamagedRange { from_offset: s.from, to_offset: s.to, reason: s.reason }),
             })
             .collect(),
         rebalances: d.rebalances,
@@ -186,6 +193,9 @@ pub fn description(d: GroupDescription) -> pb::DescribeGroupResponse {
         max_delivery_attempts: d.settings.max_attempts.unwrap_or(0),
         dead_letter_topic: d.settings.dead_letter_topic.clone().unwrap_or_default(),
         strict_ordering: d.settings.strict_ordering,
+        on_damage: if d.settings.skip_damaged { pb::OnDamage::Skip } else { pb::OnDamage::Stop } as i32,
+        damaged_skipped: d.damaged_skipped,
+        offsets_moved_to_end: d.offsets_past_end,
     }
 }
 

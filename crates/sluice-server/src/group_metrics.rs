@@ -73,6 +73,23 @@ impl Collector for GroupCollector {
         let again =
             ("sluice_group_redeliveries", "Deliveries after the first since the broker started", MetricType::Counter);
         group_family(&mut encoder, &groups, again, |g| g.redeliveries)?;
+        let stalled = (
+            "sluice_group_partition_stalled",
+            "1 while delivery from the partition is stopped at offsets that cannot be read",
+        );
+        partition_family(&mut encoder, &groups, stalled, |p| if p.stalled.is_some() { 1.0 } else { 0.0 })?;
+        let skipped = (
+            "sluice_group_damaged_records_skipped",
+            "Unreadable records passed over (skip_damaged) since the broker started",
+            MetricType::Counter,
+        );
+        group_family(&mut encoder, &groups, skipped, |g| g.damaged_skipped)?;
+        let past_end = (
+            "sluice_group_offsets_moved_to_end",
+            "Committed offsets found past their partition's end and moved to it, since the broker started",
+            MetricType::Counter,
+        );
+        group_family(&mut encoder, &groups, past_end, |g| g.offsets_past_end)?;
         let depth = ("sluice_group_dead_letter_depth", "Dead-lettered records not yet redriven", MetricType::Gauge);
         group_family(&mut encoder, &groups, depth, |g| g.dead_letter_depth)?;
         dead_letter_families(&mut encoder, &groups)

@@ -158,6 +158,23 @@ impl AckSet {
         true
     }
 
+    /// Forgets everything at or after `end` (the log was cut there, so those offsets will be
+    /// given to new records).
+    pub fn forget_from(&mut self, end: u64) {
+        let ranges: Vec<(u64, u64)> =
+            self.acked.iter().filter(|&(s, _)| s < end).map(|(s, e)| (s, e.min(end))).collect();
+        *self = AckSet::from_parts(self.committed.min(end), ranges);
+    }
+
+    /// Marks every offset in `start..end` done (offsets that can never be delivered).
+    pub fn ack_range(&mut self, start: u64, end: u64) {
+        let start = start.max(self.committed);
+        if start < end {
+            self.acked.insert_range(start, end);
+            self.advance();
+        }
+    }
+
     fn advance(&mut self) {
         if let Some(end) = self.acked.take_range_at(self.committed) {
             self.committed = end;
@@ -183,6 +200,30 @@ impl AckSet {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn a_range_marked_done_moves_the_committed_offset_past_it() {
+        let mut set = AckSet::at(10);
+        set.ack_range(12, 1_000_000);
+        assert_eq!(set.committed(), 10, "10 and 11 are still to be acked");
+        set.ack(11);
+        set.ack(10);
+        assert_eq!(set.committed(), 1_000_000);
+        set.ack_range(5, 20);
+        assert_eq!(set.committed(), 1_000_000, "below the committed offset changes nothing");
+    }
+
+    #[test]
+    fn forgetting_past_a_cut_keeps_what_lies_before_it() {
+        let mut set = AckSet::at(10);
+        set.ack(12);
+        set.ack(20);
+        set.forget_from(15);
+        assert_eq!((set.committed(), set.acked().iter().collect::<Vec<_>>()), (10, vec![(12, 13)]));
+        let mut past = AckSet::at(50);
+        past.forget_from(30);
+        assert_eq!(past.committed(), 30);
+    }
 
     #[test]
     fn in_order_acks_move_the_committed_offset() {

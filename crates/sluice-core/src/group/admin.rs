@@ -54,6 +54,8 @@ pub struct PartitionLag {
     pub in_flight: u32,
     /// Records waiting to be delivered again.
     pub awaiting_redelivery: u32,
+    /// Where delivery stopped at offsets that cannot be read, if it did.
+    pub stalled: Option<super::damage::Stalled>,
 }
 
 /// Everything about a group.
@@ -83,6 +85,10 @@ pub struct GroupDescription {
     pub dead_letter_depth: u64,
     /// When the oldest of those was dead-lettered (ms since the Unix epoch).
     pub oldest_dead_letter_ms: Option<i64>,
+    /// Unreadable records passed over (`skip_damaged`) since the broker started.
+    pub damaged_skipped: u64,
+    /// Committed offsets found past their partition's end and moved to it, since start.
+    pub offsets_past_end: u64,
 }
 
 /// Where a reset moves a group.
@@ -186,6 +192,7 @@ impl Broker {
                     lag_seconds,
                     in_flight: p.in_flight,
                     awaiting_redelivery: awaiting as u32,
+                    stalled: p.stalled.clone(),
                 }
             })
             .collect();
@@ -202,6 +209,8 @@ impl Broker {
             dead_lettered: state.dead_lettered_total.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
             dead_letter_depth: state.dead_letters.len() as u64,
             oldest_dead_letter_ms: state.dead_letters.values().map(|d| d.at_ms).min(),
+            damaged_skipped: state.damaged_skipped,
+            offsets_past_end: state.offsets_past_end,
         }
     }
 

@@ -30,6 +30,7 @@ pub mod acks;
 pub mod admin;
 pub mod assignment;
 pub mod backoff;
+pub mod damage;
 pub mod dead_letter;
 pub(crate) mod maintenance;
 pub mod redrive;
@@ -187,6 +188,24 @@ impl Groups {
         })
     }
 
+    /// Moves every group position that lies past its partition's end back to the end (see
+    /// [`damage`]); returns how many moved.
+    pub(crate) fn clamp_to_ends(&self, offsets: state::Offsets<'_>) -> u64 {
+        let mut moved = 0;
+        for group in self.all() {
+            let mut state = group.lock();
+            let tps: Vec<TopicPartition> = state.partitions.keys().cloned().collect();
+            for tp in tps {
+                if let Some((_, end)) = offsets(&tp)
+                    && state.clamp_to_end(&tp, end)
+                {
+                    moved += 1;
+                }
+            }
+        }
+        moved
+    }
+
     pub(crate) fn all(&self) -> Vec<Arc<Group>> {
         self.map.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
     }
@@ -250,6 +269,9 @@ fn apply_overrides(settings: &mut GroupSettings, spec: &JoinSpec, ack_timeout: O
     }
     if let Some(strict) = spec.strict_ordering {
         settings.strict_ordering = strict;
+    }
+    if let Some(skip) = spec.skip_damaged {
+        settings.skip_damaged = skip;
     }
 }
 

@@ -238,7 +238,7 @@ impl GroupSession {
                     Ok(read) => read.batches,
                     // Retention moved the start meanwhile; the next plan moves the cursor.
                     Err(Error::OffsetOutOfRange { .. }) => return Ok(None),
-                    Err(e) => return Err(e),
+                    Err(e) => return self.damaged(&tp, from, e).map(|()| None),
                 }
             }
         };
@@ -298,6 +298,20 @@ impl GroupSession {
         }
     }
 
+    /// A read of `tp` at `from` failed with `error`: damage stalls or skips that partition
+    /// only (the session and its other partitions go on); anything else ends the session.
+    fn damaged(&mut self, tp: &TopicPartition, from: u64, error: Error) -> Result<()> {
+        let (from, to, reason) = match error {
+            Error::DataLoss { from, to, reason, .. } => (from, to, reason),
+            // No range is known: the partition stops at the read's offset.
+            Error::Corrupt { reason, .. } => (from, from, reason),
+            other => return Err(other),
+        };
+        self.carried = None;
+        self.handle.group.lock().on_damage(&self.handle.group.id, tp, from, to, &reason);
+        Ok(())
+    }
+
     async fn redeliver(&mut self, tp: TopicPartition, offsets: Vec<u64>) -> Result<Option<GroupDelivery>> {
         let Some(&first) = offsets.first() else { return Ok(None) };
         let handle = self.partition(&tp)?;
@@ -309,7 +323,7 @@ impl GroupSession {
                 self.handle.group.lock().drop_missing(&tp, &gone);
                 return Ok(None);
             }
-            Err(e) => return Err(e),
+            Err(e) => return self.damaged(&tp, first, e).map(|()| None),
         };
         let mut picks = Vec::with_capacity(offsets.len());
         let mut wanted = offsets.iter().peekable();

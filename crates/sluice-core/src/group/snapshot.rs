@@ -4,7 +4,8 @@
 //! partition, the committed offset and the acked ranges above it. It never grows with the log:
 //! acked runs collapse into ranges and everything below the committed offset is one number.
 //!
-//! Little-endian layout (version 2; version 1 files, without the fields marked v2, still load):
+//! Little-endian layout (version 3; version 1 and 2 files, without the fields marked v2 and v3,
+//! still load):
 //!
 //! ```text
 //! size  field
@@ -14,6 +15,7 @@
 //! 8     ack timeout in ms
 //! v2:   4 max delivery attempts (0: the topic's or broker's), 8 backoff initial ms,
 //!       8 backoff multiplier (f64 bits), 8 backoff max ms, 1 strict ordering (0/1),
+//!       v3: 1 skip damaged records (0/1),
 //!       2+N dead-letter topic template (empty: the topic's or broker's)
 //! 4     partition count P
 //! then P times:
@@ -41,7 +43,7 @@ use super::backoff::RetryPolicy;
 use super::types::{DeadLettered, GroupSettings, OffsetReset, TopicPartition};
 
 const MAGIC: &[u8; 4] = b"SLGS";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 /// One partition in a group file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +91,7 @@ pub fn encode(snapshot: &GroupSnapshot) -> Vec<u8> {
     out.extend_from_slice(&settings.retry.multiplier.to_bits().to_le_bytes());
     out.extend_from_slice(&(settings.retry.max.as_millis() as u64).to_le_bytes());
     out.push(u8::from(settings.strict_ordering));
+    out.push(u8::from(settings.skip_damaged));
     put_str(&mut out, settings.dead_letter_topic.as_deref().unwrap_or(""));
     out.extend_from_slice(&(snapshot.partitions.len() as u32).to_le_bytes());
     for p in &snapshot.partitions {
@@ -161,7 +164,7 @@ fn read_tp(reader: &mut Reader<'_>) -> Result<TopicPartition, String> {
     Ok(TopicPartition::new(Arc::from(topic), reader.u32()?))
 }
 
-/// Decodes a snapshot (version 1 or 2), checking magic, version and checksum. Settings a
+/// Decodes a snapshot (version 1, 2 or 3), checking magic, version and checksum. Settings a
 /// version 1 file lacks come from `defaults`.
 pub fn decode(bytes: &[u8], defaults: &GroupSettings) -> Result<GroupSnapshot, String> {
     if bytes.len() < 4 {
@@ -177,7 +180,7 @@ pub fn decode(bytes: &[u8], defaults: &GroupSettings) -> Result<GroupSnapshot, S
         return Err("not a group file".into());
     }
     let version = reader.u8()?;
-    if version != 1 && version != 2 {
+    if !(1..=VERSION).contains(&version) {
         return Err(format!("unknown version {version}"));
     }
     let reset = match reader.u8()? {
@@ -199,6 +202,9 @@ pub fn decode(bytes: &[u8], defaults: &GroupSettings) -> Result<GroupSnapshot, S
             jitter: defaults.retry.jitter,
         };
         settings.strict_ordering = reader.u8()? != 0;
+        if version >= 3 {
+            settings.skip_damaged = reader.u8()? != 0;
+        }
         let template = reader.string()?;
         settings.dead_letter_topic = (!template.is_empty()).then(|| template.to_owned());
     }
@@ -257,6 +263,7 @@ mod tests {
             max_attempts: Some(7),
             dead_letter_topic: Some("{topic}.dead".into()),
             strict_ordering: true,
+            skip_damaged: true,
         }
     }
 

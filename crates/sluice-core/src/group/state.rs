@@ -126,6 +126,8 @@ pub(crate) struct PartitionState {
     /// Deliveries made before the last restart of records not done yet (their next delivery
     /// continues the count).
     pub prior_attempts: BTreeMap<u64, u32>,
+    /// Where delivery stopped at offsets that cannot be read (see `damage`).
+    pub stalled: Option<super::damage::Stalled>,
 }
 
 impl PartitionState {
@@ -140,6 +142,7 @@ impl PartitionState {
             ready: 0,
             oldest_unacked_timestamp: None,
             prior_attempts: BTreeMap::new(),
+            stalled: None,
         }
     }
 }
@@ -225,6 +228,10 @@ pub(crate) struct GroupState {
     pub jitter: super::backoff::Jitter,
     /// Each topic's own attempt limit, if it sets one (refreshed by maintenance).
     pub topic_attempts: BTreeMap<Arc<str>, u32>,
+    /// Unreadable records passed over under `skip_damaged`, since the broker started.
+    pub damaged_skipped: u64,
+    /// Committed offsets found past their partition's end and moved back to it, since start.
+    pub offsets_past_end: u64,
 }
 
 impl GroupState {
@@ -246,6 +253,8 @@ impl GroupState {
             dead_letters: BTreeMap::new(),
             jitter: super::backoff::Jitter::new(now_ms() as u64),
             topic_attempts: BTreeMap::new(),
+            damaged_skipped: 0,
+            offsets_past_end: 0,
         }
     }
 
@@ -401,8 +410,22 @@ impl GroupState {
             OffsetReset::Earliest => start,
             OffsetReset::Latest => end,
         };
-        let kept = partition.pending.split_off(&position);
-        for (_, pending) in std::mem::replace(&mut partition.pending, kept) {
+        self.drop_pending(tp, ..position);
+        let Some(partition) = self.partitions.get_mut(tp) else { return };
+        partition.acks.skip_to(position);
+        partition.prior_attempts = partition.prior_attempts.split_off(&position);
+        partition.cursor = partition.cursor.max(position);
+        self.dirty = true;
+        tracing::warn!(topic = %tp.topic, partition = tp.partition, position, "group position was deleted by retention; moved per the reset policy");
+    }
+
+    /// Forgets the pending records of `tp` in `range` (they can no longer be delivered),
+    /// releasing what members hold of them.
+    pub(crate) fn drop_pending(&mut self, tp: &TopicPartition, range: impl std::ops::RangeBounds<u64>) {
+        let Some(partition) = self.partitions.get_mut(tp) else { return };
+        let dropped: Vec<u64> = partition.pending.range(range).map(|(&offset, _)| offset).collect();
+        for offset in dropped {
+            let Some(pending) = partition.pending.remove(&offset) else { continue };
             match pending.delivery {
                 Delivery::InFlight { member, .. } => {
                     partition.in_flight -= 1;
@@ -415,11 +438,6 @@ impl GroupState {
                 Delivery::Backoff { .. } | Delivery::DeadLettering => {}
             }
         }
-        partition.acks.skip_to(position);
-        partition.prior_attempts = partition.prior_attempts.split_off(&position);
-        partition.cursor = partition.cursor.max(position);
-        self.dirty = true;
-        tracing::warn!(topic = %tp.topic, partition = tp.partition, position, "group position was deleted by retention; moved per the reset policy");
     }
 
     /// The member's next step, taking partitions in turn.
@@ -445,7 +463,12 @@ impl GroupState {
             let tp = &mine[(rotation + i) % mine.len()];
             let Some((start, end)) = offsets(tp) else { continue };
             self.skip_deleted(tp, start, end);
+            self.clamp_to_end(tp, end);
             let Some(partition) = self.partitions.get(tp) else { continue };
+            // Delivery from a damaged partition waits for an operator (see `damage`).
+            if partition.stalled.is_some() {
+                continue;
+            }
             debug_assert_eq!(
                 partition.ready as usize,
                 partition.pending.values().filter(|p| p.delivery == Delivery::Ready).count(),
@@ -873,6 +896,7 @@ impl GroupState {
             partition.acks.reset_to(*position);
             partition.cursor = *position;
             partition.oldest_unacked_timestamp = None;
+            partition.stalled = None;
         }
         self.dirty = true;
         let tps: Vec<TopicPartition> = positions.iter().map(|(tp, _)| tp.clone()).collect();

@@ -56,6 +56,9 @@ pub struct GroupSettings {
     pub dead_letter_topic: Option<String>,
     /// While a record of a partition waits for redelivery, deliver nothing later from it.
     pub strict_ordering: bool,
+    /// Pass over records that cannot be read (damaged batches, lost segments) as if acked,
+    /// instead of stopping delivery from their partition there (see [`super::damage`]).
+    pub skip_damaged: bool,
 }
 
 impl GroupSettings {
@@ -68,6 +71,7 @@ impl GroupSettings {
             max_attempts: None,
             dead_letter_topic: None,
             strict_ordering: false,
+            skip_damaged: false,
         }
     }
 
@@ -121,6 +125,8 @@ pub struct JoinSpec {
     pub dead_letter_topic: Option<String>,
     /// Updates the group's ordering mode when set.
     pub strict_ordering: Option<bool>,
+    /// Updates the group's handling of unreadable records when set.
+    pub skip_damaged: Option<bool>,
 }
 
 /// Retry settings a join may change; `None` keeps the group's value.

@@ -23,6 +23,7 @@ pub struct JoinOptions {
     pub backoff_initial_ms: u32,
     pub backoff_multiplier: f64,
     pub strict: bool,
+    pub on_damage: i32,
 }
 
 pub struct Member {
@@ -62,6 +63,7 @@ impl Member {
             backoff_initial_ms: options.backoff_initial_ms,
             backoff_multiplier: options.backoff_multiplier,
             ordering: if options.strict { pb::Ordering::Strict as i32 } else { 0 },
+            on_damage: options.on_damage,
             ..pb::Join::default()
         };
         tx.send(request(pb::consume_request::Request::Join(join))).await.unwrap();
