@@ -77,9 +77,10 @@ impl Broker {
         if self.topic(name).is_ok() {
             return Err(Error::TopicExists(name.to_owned()));
         }
+        self.check_space()?;
         let meta = TopicMeta { partitions, config };
         blocking(write_meta(metadata::topic_dir(&self.inner.config.data_dir, name), meta.clone())).await?;
-        let topic = Arc::new(open_topic(&self.topics_dir(), name, meta, self.inner.config.partition_options()).await?);
+        let topic = Arc::new(open_topic(&self.topics_dir(), name, meta, self.partition_options()).await?);
         self.inner.topics.write().unwrap_or_else(PoisonError::into_inner).insert(name.to_owned(), Arc::clone(&topic));
         tracing::info!(topic = name, partitions, "topic created");
         Ok(topic)
@@ -135,6 +136,7 @@ impl Broker {
         self.check_partitions(partitions)?;
         let _serialised = self.inner.admin.lock().await;
         let topic = self.topic(name)?;
+        self.check_space()?;
         let current = topic.partitions();
         if partitions <= current.len() as u32 {
             return Err(Error::InvalidArgument(format!(
@@ -147,7 +149,7 @@ impl Broker {
         blocking(write_meta(topic.dir.clone(), meta)).await?;
         let mut all = current.as_ref().clone();
         for id in current.len() as u32..partitions {
-            let options = self.inner.config.partition_options();
+            let options = self.partition_options();
             let spec = metadata::partition_spec(&topic.name, &topic.dir, id, config.log_config(), options);
             all.push(PartitionHandle::open(spec).await?);
         }

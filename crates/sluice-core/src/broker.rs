@@ -82,6 +82,8 @@ pub(crate) struct Inner {
     pub tasks: tokio::sync::Mutex<JoinSet<()>>,
     pub started: Instant,
     pub groups: crate::group::Groups,
+    /// The free-space reserve of the data directory's disk, shared by every partition.
+    pub space: Arc<sluice_storage::space::FreeSpace>,
 }
 
 /// The broker core: a cheap-clone handle, shared by every request.
@@ -98,9 +100,12 @@ impl Broker {
         let topics_dir = config.data_dir.join(metadata::TOPICS_DIR);
         let dir = topics_dir.clone();
         let found = crate::partition::blocking(move || list_topics(&dir)).await?;
+        let clock: Arc<dyn sluice_storage::Clock> = Arc::new(sluice_storage::SystemClock);
+        let space = Arc::new(sluice_storage::space::FreeSpace::new(&topics_dir, config.min_free_bytes, clock));
+        let options = partition_options(&config, &space);
         let mut topics = BTreeMap::new();
         for (name, meta) in found {
-            let topic = open_topic(&topics_dir, &name, meta, config.partition_options()).await?;
+            let topic = open_topic(&topics_dir, &name, meta, options.clone()).await?;
             topics.insert(name, Arc::new(topic));
         }
         let data_dir = config.data_dir.clone();
@@ -123,6 +128,7 @@ impl Broker {
                 tasks: tokio::sync::Mutex::new(JoinSet::new()),
                 started: Instant::now(),
                 groups,
+                space,
             }),
         };
         let maintenance = crate::maintenance::run(broker.clone());
@@ -139,6 +145,22 @@ impl Broker {
     /// The broker's settings.
     pub fn config(&self) -> &BrokerConfig {
         &self.inner.config
+    }
+
+    /// The settings every partition opens with.
+    pub(crate) fn partition_options(&self) -> crate::partition::PartitionOptions {
+        partition_options(&self.inner.config, &self.inner.space)
+    }
+
+    /// The data directory's free space and reserve (for health and metrics).
+    pub fn free_space(&self) -> &sluice_storage::space::FreeSpace {
+        &self.inner.space
+    }
+
+    /// Refuses a write with [`Error::DiskFull`] while free space is below the reserve.
+    pub(crate) fn check_space(&self) -> Result<()> {
+        let space = &self.inner.space;
+        if space.is_low() { Err(space.full(0).into()) } else { Ok(()) }
     }
 
     /// Snapshots producer state of every partition now (the maintenance task does it
@@ -207,6 +229,18 @@ impl Broker {
     }
 }
 
+fn partition_options(
+    config: &BrokerConfig,
+    space: &Arc<sluice_storage::space::FreeSpace>,
+) -> crate::partition::PartitionOptions {
+    crate::partition::PartitionOptions {
+        tail_cache_bytes: config.tail_cache_bytes,
+        idempotence_window: config.idempotence_window,
+        // Without a reserve, appends run into the disk's own ENOSPC, handled the same way.
+        space: (config.min_free_bytes > 0).then(|| Arc::clone(space)),
+    }
+}
+
 /// Topic directories with their metadata.
 ///
 /// A directory with the deletion marker is the remains of an interrupted delete and is
@@ -266,7 +300,7 @@ pub(crate) async fn open_topic(
     let dir = metadata::topic_dir(topics_dir.parent().unwrap_or(topics_dir), &name);
     let mut partitions = Vec::with_capacity(meta.partitions as usize);
     for id in 0..meta.partitions {
-        let spec = metadata::partition_spec(&name, &dir, id, meta.config.log_config(), options);
+        let spec = metadata::partition_spec(&name, &dir, id, meta.config.log_config(), options.clone());
         partitions.push(PartitionHandle::open(spec).await?);
     }
     Ok(Topic {

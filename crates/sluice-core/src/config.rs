@@ -88,7 +88,7 @@ impl TopicConfig {
         }
         self.log_config().validate().map_err(|e| match e {
             sluice_storage::Error::InvalidArgument(msg) => Error::InvalidArgument(msg),
-            other => Error::Storage(other),
+            other => Error::from(other),
         })
     }
 }
@@ -120,6 +120,9 @@ pub struct BrokerConfig {
     /// than that is refused with `SequenceOutsideWindow` (at least
     /// [`crate::producers::MIN_WINDOW`], the requests one ProduceStream may have in flight).
     pub idempotence_window: usize,
+    /// Free disk space appends must leave, so that metadata, group offsets and the shutdown
+    /// flush still fit when the disk fills up; appends below it get `DiskFull`.
+    pub min_free_bytes: u64,
     /// Consumer-group defaults.
     pub groups: GroupDefaults,
 }
@@ -179,16 +182,6 @@ impl Default for GroupDefaults {
     }
 }
 
-impl BrokerConfig {
-    /// The settings every partition opens with.
-    pub fn partition_options(&self) -> crate::partition::PartitionOptions {
-        crate::partition::PartitionOptions {
-            tail_cache_bytes: self.tail_cache_bytes,
-            idempotence_window: self.idempotence_window,
-        }
-    }
-}
-
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
@@ -203,6 +196,7 @@ impl Default for BrokerConfig {
             tail_cache_bytes: 1 << 20,
             producer_snapshot_interval: Duration::from_secs(60),
             idempotence_window: crate::producers::DEFAULT_WINDOW,
+            min_free_bytes: 64 << 20,
             groups: GroupDefaults::default(),
         }
     }

@@ -2,6 +2,22 @@
 
 use std::path::PathBuf;
 
+impl From<sluice_storage::Error> for Error {
+    /// Storage errors as they are, except that a full disk is [`Error::DiskFull`] wherever it
+    /// was found (appends, metadata files, snapshots).
+    fn from(error: sluice_storage::Error) -> Self {
+        match error {
+            sluice_storage::Error::DiskFull { available, reserve, needed } => {
+                Error::DiskFull { available, reserve, needed }
+            }
+            sluice_storage::Error::Io { source, .. } if sluice_storage::space::is_disk_full(&source) => {
+                Error::DiskFull { available: 0, reserve: 0, needed: 0 }
+            }
+            other => Error::Storage(other),
+        }
+    }
+}
+
 /// Result alias for broker operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -154,9 +170,22 @@ pub enum Error {
         /// The topic.
         topic: String,
     },
+    /// The broker's disk is full, or its free space is below the reserve. Nothing was written;
+    /// writes are accepted again as soon as space is freed.
+    #[error(
+        "the broker's disk is full: {available} bytes free, {reserve} kept in reserve, {needed} needed; writes resume once space is freed (delete topics or shorten retention)"
+    )]
+    DiskFull {
+        /// Free bytes when refused.
+        available: u64,
+        /// The reserve (`limits.min_free_bytes`).
+        reserve: u64,
+        /// Bytes the write needed.
+        needed: u64,
+    },
     /// A storage failure.
     #[error(transparent)]
-    Storage(#[from] sluice_storage::Error),
+    Storage(sluice_storage::Error),
     /// A blocking task failed to run to completion (it panicked or was cancelled).
     #[error("internal error: {0}")]
     Internal(String),

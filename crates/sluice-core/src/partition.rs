@@ -56,17 +56,23 @@ pub struct PartitionSpec {
 }
 
 /// The broker-wide settings every partition opens with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PartitionOptions {
     /// Tail cache budget.
     pub tail_cache_bytes: usize,
     /// Recent batches remembered per idempotent producer (see [`crate::producers`]).
     pub idempotence_window: usize,
+    /// The free-space reserve shared by every partition of the broker.
+    pub space: Option<Arc<sluice_storage::space::FreeSpace>>,
 }
 
 impl Default for PartitionOptions {
     fn default() -> Self {
-        PartitionOptions { tail_cache_bytes: 1 << 20, idempotence_window: crate::producers::DEFAULT_WINDOW }
+        PartitionOptions {
+            tail_cache_bytes: 1 << 20,
+            idempotence_window: crate::producers::DEFAULT_WINDOW,
+            space: None,
+        }
     }
 }
 
@@ -221,10 +227,12 @@ impl PartitionHandle {
     pub async fn open(spec: PartitionSpec) -> Result<Self> {
         let PartitionSpec { topic, id, dir, snapshot, config, options } = spec;
         let snapshot_path = snapshot.clone();
+        let (space, window) = (options.space.clone(), options.idempotence_window);
         let (log, producers, covered, replayed) = blocking(move || {
             let started = Instant::now();
-            let log = PartitionLog::open(&dir, config)?;
-            let (producers, covered, replayed) = load_producers(&log, &snapshot_path, options.idempotence_window)?;
+            let env = sluice_storage::LogEnv { space, ..sluice_storage::LogEnv::default() };
+            let log = PartitionLog::open_with(&dir, config, env)?;
+            let (producers, covered, replayed) = load_producers(&log, &snapshot_path, window)?;
             tracing::debug!(dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, producers = producers.len(), replayed, "partition opened");
             Ok((log, producers, covered, replayed))
         })
@@ -310,7 +318,7 @@ impl PartitionHandle {
                 Error::OffsetOutOfRange { requested, start, end }
             }
             sluice_storage::Error::Closed => Error::ShuttingDown,
-            other => Error::Storage(other),
+            other => Error::from(other),
         }
     }
 

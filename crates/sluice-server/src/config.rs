@@ -110,6 +110,7 @@ pub struct LimitsSection {
     pub max_fetch_bytes: String,
     pub tail_cache_bytes: String,
     pub idempotence_window: u32,
+    pub min_free_bytes: String,
 }
 
 /// `[maintenance]`.
@@ -254,6 +255,7 @@ impl Default for LimitsSection {
             max_fetch_bytes: "16MiB".into(),
             tail_cache_bytes: "1MiB".into(),
             idempotence_window: sluice_core::producers::DEFAULT_WINDOW as u32,
+            min_free_bytes: "64MiB".into(),
         }
     }
 }
@@ -478,6 +480,7 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
             .map_err(|e| invalid("limits.tail_cache_bytes", origin, e))?,
         producer_snapshot_interval: duration("maintenance.producer_snapshot_interval", &m.producer_snapshot_interval)?,
         idempotence_window: l.idempotence_window as usize,
+        min_free_bytes: size("limits.min_free_bytes", &l.min_free_bytes)?,
         groups: group_defaults(&file.groups, origin)?,
     };
     if broker.idempotence_window < sluice_core::producers::MIN_WINDOW {

@@ -34,7 +34,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready: not shutting down, and every partition accepts writes (503 otherwise). Partitions
+/// Ready: not shutting down, free space above the reserve, and every partition accepts
+/// writes (503 otherwise). Partitions
 /// with unreadable offsets are listed but leave the broker ready: every other offset is
 /// served, and the damage stays listed until retention removes it, long after an operator has
 /// dealt with it.
@@ -54,6 +55,15 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         }
     }
     let damage_lines: String = damaged.iter().map(|d| format!("data loss: {d}\n")).collect();
+    let space = state.broker.free_space();
+    if space.is_low() {
+        let text = format!(
+            "disk full: {} bytes free, {} kept in reserve; writes are refused until space is freed\n{damage_lines}",
+            space.available(),
+            space.reserve()
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, text);
+    }
     if read_only.is_empty() {
         let head = if damaged.is_empty() { "ready\n" } else { "ready (degraded)\n" };
         (StatusCode::OK, format!("{head}{damage_lines}"))

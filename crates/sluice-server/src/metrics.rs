@@ -150,6 +150,13 @@ impl Collector for BrokerCollector {
         self.partition_gauge(&mut encoder, "sluice_partition_segments", "Segment files", |s| s.segment_count as u64)?;
         self.partition_log_reads(&mut encoder)?;
         self.partition_damage(&mut encoder)?;
+        let space = self.broker.free_space();
+        let help = "Free bytes on the data directory's disk";
+        let metric = encoder.encode_descriptor("sluice_disk_free_bytes", help, None, MetricType::Gauge)?;
+        ConstGauge::new(i64::try_from(space.available()).unwrap_or(i64::MAX)).encode(metric)?;
+        let help = "Free bytes kept in reserve: writes are refused (DISK_FULL) below it";
+        let metric = encoder.encode_descriptor("sluice_disk_reserve_bytes", help, None, MetricType::Gauge)?;
+        ConstGauge::new(i64::try_from(space.reserve()).unwrap_or(i64::MAX)).encode(metric)?;
         let metric = encoder.encode_descriptor("sluice_topics", "Topics", None, MetricType::Gauge)?;
         ConstGauge::new(self.broker.topics().len() as i64).encode(metric)?;
         Ok(())

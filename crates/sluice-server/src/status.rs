@@ -34,6 +34,11 @@ pub fn to_status(error: Error) -> Status {
             status(Code::AlreadyExists, "DUPLICATE_SEQUENCE_OUTSIDE_WINDOW", error.to_string())
         }
         Error::DataLoss { .. } | Error::Corrupt { .. } => status(Code::DataLoss, "DATA_LOSS", error.to_string()),
+        // Not UNAVAILABLE: generic retry policies would spin on it until an operator frees space.
+        Error::DiskFull { .. } => {
+            tracing::warn!(cause = %error, "write refused: disk full");
+            status(Code::ResourceExhausted, "DISK_FULL", error.to_string())
+        }
         Error::PartitionReadOnly { ref topic, partition, .. } => {
             tracing::error!(%topic, partition, cause = %error, "write refused: partition is read-only");
             status(

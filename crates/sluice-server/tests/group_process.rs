@@ -3,49 +3,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use common::TestResult;
 use common::member::{JoinOptions, Member, offsets};
+use common::process::{Broker, spawn_broker};
 use sluice_core::group::snapshot;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_proto::v1::producer_client::ProducerClient;
 use tonic::transport::{Channel, Endpoint};
-
-struct Broker {
-    child: Child,
-    server: common::TestServer,
-}
-
-/// Starts the binary on free ports (extra `SLUICE_*` settings in `env`) and waits until it listens.
-fn spawn_broker(data_dir: &Path, env: &[(&str, &str)]) -> Broker {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-server"))
-        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(["--log-level", "warn"])
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().unwrap().unwrap();
-    let address = |prefix: &str| line.split_whitespace().find_map(|w| w.strip_prefix(prefix)).unwrap().parse().unwrap();
-    let server = common::TestServer::external(address("grpc="), address("http="));
-    std::thread::spawn(move || for _ in lines {});
-    Broker { child, server }
-}
-
-impl Drop for Broker {
-    /// A failing test must not leave its broker running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn channel(broker: &Broker) -> Channel {
     Endpoint::from_shared(format!("http://{}", broker.server.grpc)).unwrap().connect().await.unwrap()

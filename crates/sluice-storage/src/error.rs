@@ -70,6 +70,18 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The disk is full, or its free space is below the reserve kept for metadata and the
+    /// shutdown flush. Nothing was written, and the log is not poisoned: appends are admitted
+    /// again once space is freed.
+    #[error("not enough disk space: {available} bytes free, {reserve} kept in reserve, {needed} needed")]
+    DiskFull {
+        /// Free bytes when refused (0 when the write itself found the disk full).
+        available: u64,
+        /// The reserve.
+        reserve: u64,
+        /// Bytes the append needed.
+        needed: u64,
+    },
     /// An earlier write or fsync failed; the log refuses appends and stays readable up to the
     /// last good batch. Reopening the partition recovers it.
     #[error("partition log is read-only after an earlier write failure: {cause}")]

@@ -28,6 +28,7 @@
 //! - [`commit`]: the group-commit queue in front of the writer.
 //! - [`recovery`]: validating segments and rebuilding indexes on open.
 //! - [`retention`]: the pure choice of segments to delete.
+//! - [`space`]: the free-space reserve shared by partitions on one file system.
 //! - [`store`]: atomic replacement of small files, checksummed text.
 //! - [`verify`]: offline verification of a partition directory (reads only).
 //! - [`io`]: disk and clock seams; [`config`]; [`error`].
@@ -49,6 +50,7 @@ mod read_buffers;
 pub mod recovery;
 pub mod retention;
 mod segment;
+pub mod space;
 pub mod store;
 pub mod verify;
 mod view;

@@ -25,11 +25,14 @@ pub struct LogEnv {
     pub io: Arc<dyn DiskIo>,
     /// Wall clock, for segment age.
     pub clock: Arc<dyn Clock>,
+    /// The free-space reserve appends must leave (shared by the partitions of one disk);
+    /// `None`: appends run until the disk itself is full.
+    pub space: Option<Arc<crate::space::FreeSpace>>,
 }
 
 impl Default for LogEnv {
     fn default() -> Self {
-        LogEnv { io: Arc::new(OsDisk), clock: Arc::new(SystemClock) }
+        LogEnv { io: Arc::new(OsDisk), clock: Arc::new(SystemClock), space: None }
     }
 }
 
@@ -113,6 +116,7 @@ impl PartitionLog {
             last_sync_ms: now_ms,
             dirty: false,
             io: env.io,
+            space: env.space,
             clock: env.clock,
             counters: Arc::clone(&counters),
             published: Arc::clone(&published),

@@ -78,6 +78,7 @@ pub(crate) struct Writer {
     pub dirty: bool,
     pub io: Arc<dyn DiskIo>,
     pub clock: Arc<dyn Clock>,
+    pub space: Option<Arc<crate::space::FreeSpace>>,
     pub counters: Arc<Counters>,
     pub published: Arc<RwLock<Arc<LogView>>>,
 }
@@ -122,8 +123,13 @@ impl Writer {
         let mut results = Vec::with_capacity(batches.len());
         for batch in batches {
             let result = self.check_writable().and_then(|()| self.write_batch(batch));
+            // A full disk refuses the batch but leaves the log as it was: appends go on once
+            // space is freed. Every other write failure is sticky.
             if let Err(error) = &result
-                && !matches!(error, Error::Poisoned { .. } | Error::Closed | Error::BatchTooLarge { .. })
+                && !matches!(
+                    error,
+                    Error::Poisoned { .. } | Error::Closed | Error::BatchTooLarge { .. } | Error::DiskFull { .. }
+                )
             {
                 self.poison(error);
             }
@@ -151,8 +157,11 @@ impl Writer {
             return Err(Error::BatchTooLarge { size: batch.len(), limit: self.config.max_batch_bytes });
         }
         let count = u64::from(batch.record_count());
+        if let Some(space) = &self.space {
+            space.admit(len)?;
+        }
         self.maybe_roll(len, count)?;
-        self.reserve_ahead(len)?;
+        self.reserve_ahead(len).map_err(|e| self.disk_full_or(e, len))?;
         let active = &mut self.active;
         let base_offset = active.next_offset;
         let position = active.len;
@@ -162,7 +171,8 @@ impl Writer {
         if let Err(source) = self.io.write_at(&active.file, batch.bytes_with_base_offset(base_offset), position) {
             // Cut any partial write so a reopen need not; recovery would cut it anyway.
             let _best_effort = active.file.set_len(position);
-            return Err(Error::io("writing segment", active.path.to_path_buf(), source));
+            let error = Error::io("writing segment", active.path.to_path_buf(), source);
+            return Err(self.disk_full_or(error, len));
         }
         if active.len == 0 {
             active.created_ms = self.clock.now_ms();
@@ -179,6 +189,20 @@ impl Writer {
         let appended = Appended { base_offset, next_offset: base_offset + count };
         let batch = batch.into_batch().ok_or_else(|| Error::InvalidArgument("batch shorter than its header".into()))?;
         Ok(Written { appended, batch })
+    }
+
+    /// `error`, or [`Error::DiskFull`] if it is an io error saying the disk is full: nothing of
+    /// the batch stays written (a partial write is cut, a roll is retried whole), so the log can
+    /// go on once space is freed.
+    fn disk_full_or(&self, error: Error, needed: u64) -> Error {
+        match &error {
+            Error::Io { source, .. } if crate::space::is_disk_full(source) => {
+                tracing::warn!(dir = %self.dir.display(), cause = %error, "disk full; append refused");
+                let reserve = self.space.as_ref().map_or(0, |s| s.reserve());
+                Error::DiskFull { available: 0, reserve, needed }
+            }
+            _ => error,
+        }
     }
 
     /// Extends the active segment's reserved blocks when the next `len` bytes would pass them.
@@ -225,7 +249,11 @@ impl Writer {
             entries.clone()
         });
         let base = active.base_offset;
-        entries.write_files(&layout::index_path(&self.dir, base), &layout::time_index_path(&self.dir, base))?;
+        // A full disk here leaves the segment active and the roll to be retried whole; a failed
+        // fsync of the segment data above stays sticky.
+        entries
+            .write_files(&layout::index_path(&self.dir, base), &layout::time_index_path(&self.dir, base))
+            .map_err(|e| self.disk_full_or(e, 0))?;
         let index = SealedIndex::open(
             &layout::index_path(&self.dir, base),
             &layout::time_index_path(&self.dir, base),
@@ -238,7 +266,7 @@ impl Writer {
         })?;
         let mut sealed_view = active.view();
         sealed_view.index = SegmentIndex::Sealed(Arc::new(index));
-        let next = self.create_segment(active.next_offset)?;
+        let next = self.create_segment(active.next_offset).map_err(|e| self.disk_full_or(e, 0))?;
         Arc::make_mut(&mut self.sealed).push(sealed_view);
         self.active = next;
         Ok(())

@@ -102,15 +102,50 @@ fn a_failed_fsync_poisons_the_log_but_keeps_it_readable() -> TestResult {
 }
 
 #[test]
+fn a_full_disk_refuses_appends_without_poisoning_and_they_resume_when_space_is_back() -> TestResult {
+    for partial in [0, 10, 60] {
+        let (_dir, disk, _clock, log) = open(FsyncPolicy::Never);
+        log.append(encode(&records("good", 3, 0)))?;
+        disk.partial_write_bytes.store(partial, Ordering::SeqCst);
+        disk.fail_writes.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            match log.append(encode(&records("full-disk", 2, 0))) {
+                Err(Error::DiskFull { needed, .. }) => assert!(needed > 0),
+                other => panic!("expected DiskFull every time, got {other:?}"),
+            }
+        }
+        assert_eq!(log.poisoned(), None);
+        assert_eq!(read_all(&log, 0, 1 << 20)?.len(), 3);
+        disk.fail_writes.store(false, Ordering::SeqCst);
+        assert_eq!(log.append(encode(&records("space-back", 2, 0)))?.base_offset, 3, "nothing of the refused writes");
+        assert_eq!(read_all(&log, 0, 1 << 20)?.len(), 5);
+    }
+    Ok(())
+}
+
+#[test]
+fn appends_that_would_eat_into_the_free_space_reserve_are_refused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let clock: Arc<dyn sluice_storage::Clock> = Arc::new(sluice_storage::SystemClock);
+    let space = Arc::new(sluice_storage::space::FreeSpace::new(dir.path(), u64::MAX / 2, Arc::clone(&clock)));
+    let env = sluice_storage::LogEnv { space: Some(space), ..sluice_storage::LogEnv::default() };
+    let log = PartitionLog::open_with(dir.path(), small_segments(FsyncPolicy::Never), env)?;
+    assert!(matches!(log.append(encode(&records("x", 1, 0))), Err(Error::DiskFull { .. })));
+    assert_eq!((log.offsets(), log.poisoned()), ((0, 0), None));
+    Ok(())
+}
+
+#[test]
 fn a_failed_write_leaves_the_log_readable_up_to_the_last_good_batch() -> TestResult {
     for partial in [0, 10, 60] {
         let (dir, disk, _clock, log) = open(FsyncPolicy::Never);
         log.append(encode(&records("good", 3, 0)))?;
         disk.partial_write_bytes.store(partial, Ordering::SeqCst);
+        disk.write_errno.store(5, Ordering::SeqCst); // EIO: the disk is failing, not full
         disk.fail_writes.store(true, Ordering::SeqCst);
-        match log.append(encode(&records("full-disk", 2, 0))) {
-            Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(28)),
-            other => panic!("expected ENOSPC, got {other:?}"),
+        match log.append(encode(&records("failed", 2, 0))) {
+            Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(5)),
+            other => panic!("expected EIO, got {other:?}"),
         }
         assert!(matches!(log.append(encode(&records("x", 1, 0))), Err(Error::Poisoned { .. })));
         assert_eq!(read_all(&log, 0, 1 << 20)?.len(), 3);

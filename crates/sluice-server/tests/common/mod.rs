@@ -15,6 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub mod damage;
 pub mod member;
+pub mod process;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -130,6 +130,8 @@ pub struct TestDisk {
     pub fail_syncs: AtomicBool,
     /// Bytes a failing write still puts on disk before failing (a torn write).
     pub partial_write_bytes: AtomicU64,
+    /// The errno a failing write returns; 0 means ENOSPC (a full disk).
+    pub write_errno: AtomicU64,
     /// While true, every fsync waits (counted in `held`) until it is set back to false.
     pub hold: Mutex<bool>,
     pub hold_changed: std::sync::Condvar,
@@ -150,7 +152,11 @@ impl DiskIo for TestDisk {
         if self.fail_writes.load(Ordering::SeqCst) {
             let partial = (self.partial_write_bytes.load(Ordering::SeqCst) as usize).min(bytes.len());
             file.write_all_at(&bytes[..partial], position)?;
-            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            let errno = match self.write_errno.load(Ordering::SeqCst) {
+                0 => 28, // ENOSPC
+                other => other as i32,
+            };
+            return Err(io::Error::from_raw_os_error(errno));
         }
         file.write_all_at(bytes, position)
     }
@@ -175,7 +181,7 @@ impl DiskIo for TestDisk {
 }
 
 pub fn env(disk: &Arc<TestDisk>, clock: &Arc<ManualClock>) -> LogEnv {
-    LogEnv { io: Arc::clone(disk) as Arc<dyn DiskIo>, clock: Arc::clone(clock) as Arc<dyn Clock> }
+    LogEnv { io: Arc::clone(disk) as Arc<dyn DiskIo>, clock: Arc::clone(clock) as Arc<dyn Clock>, space: None }
 }
 
 /// Polls `condition` until it holds or a generous deadline passes.
