@@ -84,6 +84,8 @@ pub(crate) struct Inner {
     pub groups: crate::group::Groups,
     /// The free-space reserve of the data directory's disk, shared by every partition.
     pub space: Arc<sluice_storage::space::FreeSpace>,
+    /// What start-up recovery did.
+    pub recovery: crate::recovery_report::RecoveryReport,
 }
 
 /// The broker core: a cheap-clone handle, shared by every request.
@@ -116,8 +118,15 @@ impl Broker {
                 .get(&*tp.topic)
                 .and_then(|t: &Arc<Topic>| t.partitions().get(tp.partition as usize).map(|p| p.offsets()))
         };
-        let moved_to_end = groups.clamp_to_ends(&offsets);
-        tracing::info!(data_dir = %config.data_dir.display(), topics = topics.len(), groups = groups.all().len(), group_positions_moved_to_end = moved_to_end, "broker opened");
+        let mut recovery = crate::recovery_report::RecoveryReport::default();
+        for topic in topics.values() {
+            for partition in topic.partitions().iter() {
+                recovery.add_partition(&partition.log().recovery(), partition.replayed_batches());
+            }
+        }
+        recovery.group_positions_moved = groups.clamp_to_ends(&offsets);
+        recovery.log();
+        tracing::info!(data_dir = %config.data_dir.display(), topics = topics.len(), groups = groups.all().len(), "broker opened");
         let broker = Broker {
             inner: Arc::new(Inner {
                 config,
@@ -129,6 +138,7 @@ impl Broker {
                 started: Instant::now(),
                 groups,
                 space,
+                recovery,
             }),
         };
         let maintenance = crate::maintenance::run(broker.clone());
@@ -150,6 +160,11 @@ impl Broker {
     /// The settings every partition opens with.
     pub(crate) fn partition_options(&self) -> crate::partition::PartitionOptions {
         partition_options(&self.inner.config, &self.inner.space)
+    }
+
+    /// What start-up recovery did.
+    pub fn recovery(&self) -> crate::recovery_report::RecoveryReport {
+        self.inner.recovery
     }
 
     /// The data directory's free space and reserve (for health and metrics).

@@ -159,13 +159,14 @@ impl Subscription {
         self.next
     }
 
-    /// The next batches, waiting for new records when caught up. `None` when the broker shuts
-    /// down. Memory stays bounded: nothing is read ahead of the caller.
+    /// The next batches, waiting for new records when caught up. [`Error::ShuttingDown`] when
+    /// the broker shuts down; `None` when the partition goes away (its topic was deleted).
+    /// Memory stays bounded: nothing is read ahead of the caller.
     pub async fn next(&mut self) -> Result<Option<Fetched>> {
         let mut end = self.partition.watch_end();
         loop {
             if self.shutdown.is_cancelled() {
-                return Ok(None);
+                return Err(Error::ShuttingDown);
             }
             if *end.borrow_and_update() > self.next {
                 let fetched = read(&self.partition, self.next, self.max_bytes).await?;
@@ -177,7 +178,7 @@ impl Subscription {
             }
             tokio::select! {
                 changed = end.changed() => if changed.is_err() { return Ok(None) },
-                () = self.shutdown.cancelled() => return Ok(None),
+                () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
             }
         }
     }

@@ -14,6 +14,7 @@
 //! - [`group`]: consumer groups: membership, assignment, acks, committed offsets, lag.
 //! - [`maintenance`]: retention and interval fsyncs in one tracked task.
 //! - [`verify`]: offline verification of a data directory (reads only).
+//! - [`recovery_report`]: what start-up recovery did, logged once and kept for metrics.
 //! - [`metadata`]: topic metadata files; [`topic_name`]: name rules; [`config`]; [`error`]; [`record`].
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
@@ -33,6 +34,7 @@ pub mod partitioner;
 pub mod produce;
 pub mod producers;
 pub mod record;
+pub mod recovery_report;
 pub mod tail;
 pub mod topic_name;
 pub mod verify;

@@ -150,6 +150,41 @@ impl Collector for BrokerCollector {
         self.partition_gauge(&mut encoder, "sluice_partition_segments", "Segment files", |s| s.segment_count as u64)?;
         self.partition_log_reads(&mut encoder)?;
         self.partition_damage(&mut encoder)?;
+        let recovery = self.broker.recovery();
+        let gauges = [
+            (
+                "sluice_recovery_unclean_partitions",
+                "Partitions found not closed cleanly at start (crash or kill)",
+                recovery.unclean_partitions,
+            ),
+            (
+                "sluice_recovery_scanned_bytes",
+                "Segment bytes read and verified by start-up recovery",
+                recovery.scanned_bytes,
+            ),
+            ("sluice_recovery_tails_cut", "Torn segment tails cut at start", recovery.tails_cut),
+            ("sluice_recovery_cut_bytes", "Bytes of torn tails cut at start", recovery.cut_bytes),
+            ("sluice_recovery_indexes_rebuilt", "Index files rebuilt from the log at start", recovery.indexes_rebuilt),
+            (
+                "sluice_recovery_missing_ranges",
+                "Offset ranges found missing at start (lost segment files)",
+                recovery.missing_ranges,
+            ),
+            (
+                "sluice_recovery_batches_replayed",
+                "Batch headers replayed at start to rebuild producer state",
+                recovery.batches_replayed,
+            ),
+            (
+                "sluice_recovery_group_positions_moved",
+                "Group positions moved back to their partition's end at start",
+                recovery.group_positions_moved,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric)?;
+        }
         let space = self.broker.free_space();
         let help = "Free bytes on the data directory's disk";
         let metric = encoder.encode_descriptor("sluice_disk_free_bytes", help, None, MetricType::Gauge)?;

@@ -276,3 +276,42 @@ async fn verify_reports_damage_without_changing_a_byte() -> TestResult {
     assert_eq!(snapshot_files(dir.path()), before, "verify changed nothing");
     Ok(())
 }
+
+fn metric(metrics: &str, name: &str) -> u64 {
+    let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn what_recovery_did_is_shown_after_an_unclean_stop_and_not_after_a_clean_one() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    filled_topic(&server, "ledger", 2).await;
+    server.stop().await;
+    let server = TestServer::start(dir.path()).await;
+    let (_, metrics) = server.http_get("/metrics").await;
+    assert_eq!(metric(&metrics, "sluice_recovery_unclean_partitions"), 0, "a clean stop needs no recovery");
+    assert_eq!(metric(&metrics, "sluice_recovery_tails_cut"), 0);
+    server.stop().await;
+
+    // What a crash leaves: no clean-shutdown marker, a torn batch at the end, a lost index.
+    let partition = partition_dir(dir.path(), "ledger", 0);
+    std::fs::remove_file(partition.join("clean-shutdown"))?;
+    let bases = segment_bases(&partition);
+    let active = segment_file(&partition, *bases.last().unwrap(), "log");
+    let mut bytes = std::fs::read(&active)?;
+    bytes.extend_from_slice(&[7u8; 100]);
+    std::fs::write(&active, bytes)?;
+    std::fs::remove_file(segment_file(&partition, bases[0], "index"))?;
+
+    let server = TestServer::start(dir.path()).await;
+    let (_, metrics) = server.http_get("/metrics").await;
+    assert_eq!(metric(&metrics, "sluice_recovery_unclean_partitions"), 1);
+    assert_eq!(metric(&metrics, "sluice_recovery_tails_cut"), 1);
+    assert_eq!(metric(&metrics, "sluice_recovery_cut_bytes"), 100);
+    assert_eq!(metric(&metrics, "sluice_recovery_indexes_rebuilt"), 1);
+    assert!(metric(&metrics, "sluice_recovery_scanned_bytes") > 0);
+    assert_eq!(fetch_all(&server, "ledger", 0, 0).await.len(), 400, "the torn tail held no record");
+    server.stop().await;
+    Ok(())
+}

@@ -61,5 +61,5 @@ pub use commit::{Appended, Written};
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Error, Result};
 pub use io::{Clock, DiskIo, OsDisk, SystemClock};
-pub use log::{AppendTicket, LogEnv, LogStats, PartitionLog, ReadResult};
+pub use log::{AppendTicket, LogEnv, LogStats, PartitionLog, ReadResult, Recovery};
 pub use view::MissingRange;

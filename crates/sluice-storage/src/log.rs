@@ -48,6 +48,22 @@ pub struct ReadResult {
     pub end_offset: u64,
 }
 
+/// What opening the log found and did (see [`crate::recovery`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recovery {
+    /// The log existed and was not closed cleanly (a crash or kill): its active segment was
+    /// validated whole.
+    pub unclean: bool,
+    /// Bytes read and verified.
+    pub scanned_bytes: u64,
+    /// Bytes of torn tail cut from the active segment.
+    pub cut_bytes: u64,
+    /// Sealed segments whose index files were rebuilt from the log.
+    pub indexes_rebuilt: u64,
+    /// Offset ranges no segment holds (lost segment files).
+    pub missing_ranges: u64,
+}
+
 /// A point-in-time summary of a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogStats {
@@ -271,6 +287,18 @@ impl PartitionLog {
     /// [`Error::DataLoss`]); reads there fail, reads elsewhere work.
     pub fn missing_ranges(&self) -> Vec<crate::MissingRange> {
         self.view().gaps()
+    }
+
+    /// What opening the log found and did.
+    pub fn recovery(&self) -> Recovery {
+        let counters = &self.inner.counters;
+        Recovery {
+            unclean: counters.recovery_unclean.load(Ordering::Relaxed),
+            scanned_bytes: counters.recovery_scanned_bytes.load(Ordering::Relaxed),
+            cut_bytes: counters.recovery_cut_bytes.load(Ordering::Relaxed),
+            indexes_rebuilt: counters.recovery_indexes_rebuilt.load(Ordering::Relaxed),
+            missing_ranges: self.view().gaps().len() as u64,
+        }
     }
 
     /// Start and end offsets.

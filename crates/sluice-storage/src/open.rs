@@ -45,12 +45,13 @@ pub(crate) fn load_segments(cx: &OpenContext<'_>) -> Result<(Vec<SegmentView>, A
     fs::create_dir_all(dir).map_err(|e| Error::io("creating partition directory", dir, e))?;
     let marker = dir.join(layout::CLEAN_SHUTDOWN_FILE);
     let clean = marker.exists();
+    let bases = list_segments(dir)?;
+    cx.counters.recovery_unclean.store(!bases.is_empty() && !clean, Ordering::Relaxed);
     if clean {
         // Removed before any append, so a crash from here on is never mistaken for a clean stop.
         fs::remove_file(&marker).map_err(|e| Error::io("removing clean-shutdown marker", &marker, e))?;
         fsync_dir(dir)?;
     }
-    let bases = list_segments(dir)?;
     let Some((&active_base, sealed_bases)) = bases.split_last() else {
         return Ok((Vec::new(), create_segment(dir, cx.config, cx.now_ms, 0)?));
     };
@@ -73,6 +74,7 @@ fn open_sealed(cx: &OpenContext<'_>, base: u64, next_base: u64) -> Result<Segmen
         Some(index) => index,
         None => {
             tracing::warn!(segment = %path.display(), "index missing or damaged; rebuilding from the log");
+            cx.counters.recovery_indexes_rebuilt.fetch_add(1, Ordering::Relaxed);
             let mut entries = IndexEntries::default();
             let mut builder = IndexBuilder::resume(&entries, cx.config.index_interval_bytes);
             let target = ScanTarget { file: &file, path: &path, base_offset: base, file_len: len };
@@ -157,6 +159,7 @@ fn open_active(cx: &OpenContext<'_>, base: u64, clean: bool) -> Result<ActiveSeg
             "cutting torn tail of the active segment"
         );
         file.set_len(scanned.valid_len).map_err(|e| Error::io("truncating torn tail", &path, e))?;
+        cx.counters.recovery_cut_bytes.fetch_add(len - scanned.valid_len, Ordering::Relaxed);
         file.sync_all().map_err(|e| Error::io("syncing segment", &path, e))?;
     } else {
         // Space reserved ahead of the data before a crash is still allocated past the end.

@@ -28,6 +28,12 @@ pub(crate) struct Counters {
     pub fsyncs: AtomicU64,
     pub appended_batches: AtomicU64,
     pub recovery_scanned_bytes: AtomicU64,
+    /// Bytes of torn tail cut from the active segment when the log opened.
+    pub recovery_cut_bytes: AtomicU64,
+    /// Sealed segments whose index files were missing or damaged and were rebuilt at open.
+    pub recovery_indexes_rebuilt: AtomicU64,
+    /// True when the log was opened without the clean-shutdown marker.
+    pub recovery_unclean: std::sync::atomic::AtomicBool,
 }
 
 /// The segment being appended to.

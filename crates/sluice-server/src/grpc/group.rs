@@ -3,7 +3,7 @@
 //! the session's events; either ending makes the member leave.
 
 use std::pin::Pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sluice_core::Error;
 use sluice_core::group::{GroupEvent, GroupSession, MemberHandle, SessionEnd};
@@ -61,28 +61,51 @@ pub(crate) async fn consume(
         return Err(Status::cancelled("the member went away while joining"));
     }
     let shutdown = service.broker.shutdown_token();
-    tokio::spawn(read_member(handle, inbound, tx.clone(), shutdown));
-    tokio::spawn(push_events(session, tx, service.inflight.enter()));
+    // Both tasks count as in flight: a graceful shutdown waits for the reader to apply the
+    // acks that reached the broker before it, and for the pusher to say why the stream ends.
+    tokio::spawn(read_member(handle, inbound, tx.clone(), shutdown.clone(), service.inflight.enter()));
+    tokio::spawn(push_events(session, tx, shutdown, service.inflight.enter()));
     Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
 }
+
+/// After the broker's shutdown signal, the reader goes on applying what the member sent
+/// before it (acks on their way) until nothing arrives for this long...
+const SHUTDOWN_DRAIN_QUIET: Duration = Duration::from_millis(50);
+/// ...or for at most this long in all.
+const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
 
 async fn read_member(
     handle: MemberHandle,
     mut inbound: Streaming<pb::ConsumeRequest>,
     outbound: Outbound,
     shutdown: CancellationToken,
+    serving: InflightGuard,
 ) {
-    loop {
+    let reason = loop {
         let next = tokio::select! {
             next = inbound.message() => next,
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => break SessionEnd::Shutdown,
         };
-        let Ok(Some(request)) = next else { break };
+        let Ok(Some(request)) = next else { break SessionEnd::Left };
         if !apply(&handle, request, &outbound).await {
-            break;
+            break SessionEnd::Left;
+        }
+    };
+    if reason == SessionEnd::Shutdown {
+        // Acks sent before the signal are applied, so the shutdown flush keeps them and a
+        // graceful restart redelivers none of those records.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN_MAX;
+        while tokio::time::Instant::now() < deadline {
+            let Ok(Ok(Some(request))) = tokio::time::timeout(SHUTDOWN_DRAIN_QUIET, inbound.message()).await else {
+                break;
+            };
+            if !apply(&handle, request, &outbound).await {
+                break;
+            }
         }
     }
-    handle.leave(SessionEnd::Left);
+    handle.leave(reason);
+    drop(serving);
 }
 
 /// Applies one member message; false ends the session.
@@ -123,7 +146,12 @@ async fn apply(handle: &MemberHandle, request: pb::ConsumeRequest, outbound: &Ou
     true
 }
 
-async fn push_events(mut session: GroupSession, outbound: Outbound, serving: InflightGuard) {
+async fn push_events(
+    mut session: GroupSession,
+    outbound: Outbound,
+    shutdown: CancellationToken,
+    serving: InflightGuard,
+) {
     loop {
         let event = tokio::select! {
             event = session.next_event() => event,
@@ -136,7 +164,9 @@ async fn push_events(mut session: GroupSession, outbound: Outbound, serving: Inf
             Ok(GroupEvent::Records(delivery)) => {
                 convert_group::delivery(&delivery).and_then(|r| message(pb::consume_response::Response::Records(r)))
             }
-            Err(Error::SessionEnded(SessionEnd::Left)) => break,
+            Err(Error::SessionEnded(SessionEnd::Left)) if !shutdown.is_cancelled() => break,
+            // However the session learnt of it, a shutdown ends the stream with UNAVAILABLE.
+            Err(Error::SessionEnded(_)) if shutdown.is_cancelled() => Err(to_status(Error::ShuttingDown)),
             Err(error) => Err(to_status(error)),
         };
         let failed = response.is_err();
@@ -144,6 +174,9 @@ async fn push_events(mut session: GroupSession, outbound: Outbound, serving: Inf
             break;
         }
     }
-    session.handle().leave(SessionEnd::Left);
+    // At shutdown the reader leaves, once it has applied the member's last acks.
+    if !shutdown.is_cancelled() {
+        session.handle().leave(SessionEnd::Left);
+    }
     drop(serving);
 }

@@ -61,6 +61,7 @@ async fn run_stream(
         observe(&metrics, "ProduceStream", started, &result);
         stream_response(request_id, result)
     };
+    let mut cut = false;
     loop {
         let request = tokio::select! {
             biased;
@@ -73,7 +74,10 @@ async fn run_stream(
                 }
                 continue;
             }
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => {
+                cut = true;
+                break;
+            }
             next = inbound.message(), if in_flight.len() < MAX_IN_FLIGHT_PER_STREAM => next,
         };
         match request {
@@ -124,6 +128,11 @@ async fn run_stream(
             in_flight.detach_all();
             return;
         }
+    }
+    // Every request read was answered; the client may have sent more that were not read. An OK
+    // end would tell it they were all answered.
+    if cut {
+        let _client_gone = outbound.send(Err(to_status(sluice_core::Error::ShuttingDown))).await;
     }
 }
 
