@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::PoisonError;
 
 use crate::broker::{Broker, Topic, open_topic};
-use crate::config::TopicConfig;
+use crate::config::{TopicConfig, TopicConfigChange};
 use crate::error::{Error, Result};
 use crate::metadata::{self, TopicMeta};
 use crate::partition::{PartitionHandle, blocking};
@@ -112,14 +112,20 @@ impl Broker {
         Ok(())
     }
 
-    /// Applies `change` to a topic's settings and persists them.
-    pub async fn alter_topic_config(&self, name: &str, change: impl FnOnce(&mut TopicConfig)) -> Result<Arc<Topic>> {
+    /// Applies `change` to a topic's settings and persists them: all of it, or (when the
+    /// result is invalid) none of it.
+    pub async fn alter_topic_config(&self, name: &str, change: &TopicConfigChange) -> Result<Arc<Topic>> {
         self.check_open()?;
         let _serialised = self.inner.admin.lock().await;
         let topic = self.topic(name)?;
-        let mut config = topic.config();
-        change(&mut config);
+        let config = change.applied_to(&topic.config());
         config.validate()?;
+        // Every check happens before anything changes: the file, then each partition's log,
+        // are only written with a config known to be valid.
+        config.log_config().validate().map_err(|e| match e {
+            sluice_storage::Error::InvalidArgument(reason) => Error::InvalidArgument(reason),
+            other => Error::from(other),
+        })?;
         let partitions = topic.partitions();
         let meta = TopicMeta { partitions: partitions.len() as u32, config: config.clone() };
         blocking(write_meta(topic.dir.clone(), meta)).await?;

@@ -201,3 +201,64 @@ impl Default for BrokerConfig {
         }
     }
 }
+
+/// A change to a topic's settings, as plain values: each `Some` replaces that setting (an inner
+/// `None` clears an optional one). Applied whole or not at all (see
+/// [`crate::Broker::alter_topic_config`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicConfigChange {
+    /// Retention by age in ms; `Some(None)`: no limit.
+    pub retention_ms: Option<Option<u64>>,
+    /// Retention by size in bytes; `Some(None)`: no limit.
+    pub retention_bytes: Option<Option<u64>>,
+    /// Segment size.
+    pub segment_bytes: Option<u64>,
+    /// Segment age in ms.
+    pub segment_ms: Option<u64>,
+    /// Largest record.
+    pub max_message_bytes: Option<u32>,
+    /// The fsync policy.
+    pub fsync: Option<FsyncPolicy>,
+    /// A new interval for a topic whose policy is already `Interval` (ignored otherwise).
+    pub fsync_interval: Option<Duration>,
+    /// Groups' attempt limit for this topic; `Some(None)`: the broker's.
+    pub max_delivery_attempts: Option<Option<u32>>,
+    /// Groups' dead-letter topic for this topic; `Some(None)`: the broker's.
+    pub dead_letter_topic: Option<Option<String>>,
+}
+
+impl TopicConfigChange {
+    /// `config` with the change applied.
+    pub fn applied_to(&self, config: &TopicConfig) -> TopicConfig {
+        let mut config = config.clone();
+        let c = &mut config;
+        if let Some(v) = self.retention_ms {
+            c.retention_ms = v;
+        }
+        if let Some(v) = self.retention_bytes {
+            c.retention_bytes = v;
+        }
+        if let Some(v) = self.segment_bytes {
+            c.segment_bytes = v;
+        }
+        if let Some(v) = self.segment_ms {
+            c.segment_ms = v;
+        }
+        if let Some(v) = self.max_message_bytes {
+            c.max_message_bytes = v;
+        }
+        if let Some(v) = self.fsync {
+            c.fsync = v;
+        }
+        if let (Some(interval), FsyncPolicy::Interval(_)) = (self.fsync_interval, c.fsync) {
+            c.fsync = FsyncPolicy::Interval(interval);
+        }
+        if let Some(v) = self.max_delivery_attempts {
+            c.max_delivery_attempts = v;
+        }
+        if let Some(v) = &self.dead_letter_topic {
+            c.dead_letter_topic = v.clone();
+        }
+        config
+    }
+}

@@ -22,6 +22,9 @@ pub struct Fetched {
     pub batches: Vec<Batch>,
     /// The offset asked for.
     pub from: u64,
+    /// Records at or after this offset are not part of the result (`u64::MAX`: all are): set
+    /// when the first batch alone is larger than the byte budget.
+    pub until: u64,
     /// The partition's start offset when read.
     pub start_offset: u64,
     /// The partition's end offset when read.
@@ -31,12 +34,20 @@ pub struct Fetched {
 impl Fetched {
     /// The offset to read next.
     pub fn next_offset(&self) -> u64 {
-        self.batches.last().map_or(self.from, Batch::next_offset)
+        self.batches.last().map_or(self.from, |b| b.next_offset().min(self.until))
     }
 
-    /// Records at or after `from`.
+    /// Records at or after `from` (and before `until`).
     pub fn record_count(&self) -> u64 {
-        self.batches.iter().map(|b| b.next_offset() - b.base_offset().max(self.from)).sum()
+        self.batches
+            .iter()
+            .map(|b| b.next_offset().min(self.until).saturating_sub(b.base_offset().max(self.from)))
+            .sum()
+    }
+
+    /// True if `offset` is part of the result.
+    pub fn includes(&self, offset: u64) -> bool {
+        offset >= self.from && offset < self.until
     }
 }
 
@@ -68,14 +79,36 @@ fn count_out(topic: &Topic, fetched: &Fetched) {
 }
 
 async fn read(partition: &PartitionHandle, offset: u64, max_bytes: usize) -> Result<Fetched> {
-    let result = partition.read(offset, max_bytes).await?;
+    let mut result = partition.read(offset, max_bytes).await?;
+    let until = cut_first_batch(&result.batches, offset, max_bytes);
+    if until != u64::MAX {
+        result.batches.truncate(1);
+    }
     Ok(Fetched {
         partition: partition.id(),
         batches: result.batches,
         from: offset,
+        until,
         start_offset: result.start_offset,
         end_offset: result.end_offset,
     })
+}
+
+/// Where to stop inside a first batch larger than `max_bytes` (one produce request of many
+/// large records is one batch), so that a response stays near its budget: stock gRPC clients
+/// refuse messages over 4 MiB. At least one record is returned. `u64::MAX` when the batch fits.
+fn cut_first_batch(batches: &[Batch], from: u64, max_bytes: usize) -> u64 {
+    let Some(first) = batches.first().filter(|b| b.as_bytes().len() > max_bytes) else { return u64::MAX };
+    let mut bytes = 0usize;
+    for record in first.records().flatten().filter(|r| r.offset >= from) {
+        // Key and value, plus what framing and headers cost a record on the wire.
+        let size = record.key.as_ref().map_or(0, |k| k.len()) + record.value.len() + 64 * (1 + record.header_count());
+        if bytes > 0 && bytes + size > max_bytes {
+            return record.offset;
+        }
+        bytes += size;
+    }
+    u64::MAX
 }
 
 impl Broker {

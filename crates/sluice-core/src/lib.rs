@@ -40,7 +40,7 @@ pub mod topic_name;
 pub mod verify;
 
 pub use broker::{Broker, Topic};
-pub use config::{BrokerConfig, GroupDefaults, TopicConfig};
+pub use config::{BrokerConfig, GroupDefaults, TopicConfig, TopicConfigChange};
 pub use consume::{Fetched, StartAt, Subscription};
 pub use error::{Error, Result};
 pub use record::{NewRecord, PartitionAppend, ProduceOutcome, ProduceRequest, ProducerRef};

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use sluice_core::{Fetched, FsyncPolicy, NewRecord, ProduceOutcome, ProduceRequest, ProducerRef, TopicConfig};
+use sluice_core::{
+    Fetched, FsyncPolicy, NewRecord, ProduceOutcome, ProduceRequest, ProducerRef, TopicConfig, TopicConfigChange,
+};
 use sluice_proto::v1 as pb;
 use tonic::Status;
 
@@ -61,6 +63,9 @@ pub fn records(fetched: &Fetched) -> Result<Vec<pb::Record>, Status> {
             if record.offset < fetched.from {
                 continue;
             }
+            if !fetched.includes(record.offset) {
+                break;
+            }
             out.push(self::record(record, fetched.partition)?);
         }
     }
@@ -84,47 +89,32 @@ pub fn record(record: sluice_core::StoredRecord, partition: u32) -> Result<pb::R
     })
 }
 
-/// Applies the fields set in `config` to `target`.
-pub fn apply_topic_config(config: &pb::TopicConfig, target: &mut TopicConfig) -> Result<(), Status> {
-    let non_negative = |value: i64| if value < 0 { None } else { Some(value as u64) };
-    if let Some(ms) = config.retention_ms {
-        target.retention_ms = non_negative(ms);
-    }
-    if let Some(bytes) = config.retention_bytes {
-        target.retention_bytes = non_negative(bytes);
-    }
-    if let Some(bytes) = config.segment_bytes {
-        target.segment_bytes = bytes;
-    }
-    if let Some(ms) = config.segment_ms {
-        target.segment_ms = ms;
-    }
-    if let Some(bytes) = config.max_message_bytes {
-        target.max_message_bytes = bytes;
-    }
-    if let Some(attempts) = config.max_delivery_attempts {
-        target.max_delivery_attempts = (attempts != 0).then_some(attempts);
-    }
-    if let Some(name) = &config.dead_letter_topic {
-        target.dead_letter_topic = (!name.is_empty()).then(|| name.clone());
-    }
+/// The settings a request names, as a change the core applies whole; an unknown fsync policy
+/// or an interval policy without its interval is refused before anything changes.
+pub fn topic_config_change(config: &pb::TopicConfig) -> Result<TopicConfigChange, Status> {
+    let non_negative = |value: i64| u64::try_from(value).ok();
     let policy = pb::FsyncPolicy::try_from(config.fsync)
         .map_err(|_unknown| invalid(format!("unknown fsync policy {}", config.fsync)))?;
-    match policy {
-        pb::FsyncPolicy::Unspecified => {
-            if let (Some(ms), FsyncPolicy::Interval(_)) = (config.fsync_interval_ms, target.fsync) {
-                target.fsync = FsyncPolicy::Interval(Duration::from_millis(ms));
-            }
-        }
-        pb::FsyncPolicy::Always => target.fsync = FsyncPolicy::Always,
-        pb::FsyncPolicy::Never => target.fsync = FsyncPolicy::Never,
-        pb::FsyncPolicy::Interval => {
-            let ms =
-                config.fsync_interval_ms.ok_or_else(|| invalid("FSYNC_POLICY_INTERVAL needs fsync_interval_ms"))?;
-            target.fsync = FsyncPolicy::Interval(Duration::from_millis(ms));
-        }
-    }
-    Ok(())
+    let interval = config.fsync_interval_ms.map(Duration::from_millis);
+    let fsync = match policy {
+        pb::FsyncPolicy::Unspecified => None,
+        pb::FsyncPolicy::Always => Some(FsyncPolicy::Always),
+        pb::FsyncPolicy::Never => Some(FsyncPolicy::Never),
+        pb::FsyncPolicy::Interval => Some(FsyncPolicy::Interval(
+            interval.ok_or_else(|| invalid("FSYNC_POLICY_INTERVAL needs fsync_interval_ms"))?,
+        )),
+    };
+    Ok(TopicConfigChange {
+        retention_ms: config.retention_ms.map(non_negative),
+        retention_bytes: config.retention_bytes.map(non_negative),
+        segment_bytes: config.segment_bytes,
+        segment_ms: config.segment_ms,
+        max_message_bytes: config.max_message_bytes,
+        fsync,
+        fsync_interval: interval.filter(|_| fsync.is_none()),
+        max_delivery_attempts: config.max_delivery_attempts.map(|n| (n != 0).then_some(n)),
+        dead_letter_topic: config.dead_letter_topic.as_ref().map(|name| (!name.is_empty()).then(|| name.clone())),
+    })
 }
 
 /// A topic's effective config, every field set.

@@ -107,10 +107,14 @@ impl Server {
         health.set_serving::<AdminServer<AdminService>>().await;
         health.set_serving::<ProducerServer<ProducerService>>().await;
         health.set_serving::<ConsumerServer<ConsumerService>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // v1alpha too: grpcio-reflection (Python) and older grpcurl builds speak only that.
+        let reflection_builder = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection = reflection_builder().build_v1()?;
+        let reflection_v1alpha = reflection_builder().build_v1alpha()?;
 
         let inflight = Arc::new(Inflight::with_gauge(metrics.requests_in_flight()));
         let admin = AdminService {
@@ -132,6 +136,7 @@ impl Server {
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(
                 AdminServer::new(admin).max_decoding_message_size(max_message).max_encoding_message_size(max_message),
             )

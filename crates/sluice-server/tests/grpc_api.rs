@@ -364,6 +364,39 @@ async fn bad_input_gets_a_clear_status_never_a_panic() -> TestResult {
 }
 
 #[tokio::test]
+async fn an_invalid_config_change_changes_nothing_not_even_its_valid_parts() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "inventory", 1, None).await;
+    let mut admin = server.admin().await;
+    let retention = Some(3_600_000);
+    let bad_changes = [
+        pb::TopicConfig { retention_ms: retention, fsync: 99, ..pb::TopicConfig::default() },
+        pb::TopicConfig {
+            retention_ms: retention,
+            fsync: pb::FsyncPolicy::Interval as i32,
+            ..pb::TopicConfig::default()
+        },
+        pb::TopicConfig { retention_ms: retention, segment_bytes: Some(10), ..pb::TopicConfig::default() },
+    ];
+    for change in bad_changes {
+        let request = pb::AlterTopicConfigRequest { name: "inventory".into(), config: Some(change.clone()) };
+        let status = admin.alter_topic_config(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{change:?}: {status:?}");
+        let described = admin.describe_topic(pb::DescribeTopicRequest { name: "inventory".into() }).await?;
+        let config = described.into_inner().topic.unwrap().config.unwrap();
+        assert_eq!(config.retention_ms, Some(7 * 24 * 3_600_000), "{change:?} changed the retention");
+    }
+    server.stop().await;
+    // Nor on disk.
+    let server = TestServer::start(dir.path()).await;
+    let described = server.admin().await.describe_topic(pb::DescribeTopicRequest { name: "inventory".into() }).await?;
+    assert_eq!(described.into_inner().topic.unwrap().config.unwrap().retention_ms, Some(7 * 24 * 3_600_000));
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn admin_describes_alters_grows_and_deletes_topics() -> TestResult {
     let dir = tempfile::tempdir()?;
     let server = TestServer::start(dir.path()).await;
@@ -435,6 +468,23 @@ async fn metrics_health_and_reflection_are_served() -> TestResult {
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     for expected in ["sluice.v1.Admin", "sluice.v1.Producer", "sluice.v1.Consumer", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+    }
+    // The older protocol, which grpcio-reflection and older grpcurl builds speak.
+    {
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut reflection = ServerReflectionClient::new(server.channel().await);
+        let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol("sluice.v1.Producer".into())),
+        };
+        let mut responses = reflection.server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
+        let Some(MessageResponse::FileDescriptorResponse(files)) = responses.next().await.unwrap()?.message_response
+        else {
+            panic!("expected the file declaring sluice.v1.Producer");
+        };
+        assert!(!files.file_descriptor_proto.is_empty());
     }
     server.stop().await;
     Ok(())
@@ -525,6 +575,52 @@ async fn a_subscriber_that_cancels_its_stream_is_no_longer_served() -> TestResul
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     drop(consumer);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn default_responses_fit_a_stock_grpc_clients_4_mib_limit() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "media", 1, None).await;
+    // One request of six records of almost 1 MB: stored as one 6 MB batch.
+    let big = "m".repeat(1_000_000);
+    let records = (0..6).map(|_| record(None, &big)).collect();
+    server.producer().await.produce(produce_request("media", records)).await?;
+    // The test's clients keep tonic's default 4 MiB receive limit, like grpcio, grpc-java and
+    // grpc-go: a larger response would fail to decode.
+    let mut consumer = server.consumer().await;
+    let (mut offset, mut seen) = (0, 0);
+    while offset < 6 {
+        let request = pb::FetchRequest {
+            topic: "media".into(),
+            partition: 0,
+            offset,
+            max_bytes: 0,
+            max_wait_ms: 0,
+            timestamp_ms: None,
+        };
+        let response = consumer.fetch(request).await?.into_inner();
+        assert!(!response.records.is_empty());
+        seen += response.records.len();
+        offset = response.next_offset;
+    }
+    assert_eq!(seen, 6);
+    let start = pb::StartPosition { position: Some(pb::start_position::Position::Offset(0)) };
+    let request = pb::SubscribeRequest { topic: "media".into(), partition: 0, start: Some(start), max_bytes: 0 };
+    let mut stream = consumer.subscribe(request).await?.into_inner();
+    let mut subscribed = 0;
+    while subscribed < 6 {
+        subscribed += stream.next().await.unwrap()?.records.len();
+    }
+    let mut member = common::member::Member::join(&server, "g", &["media"], "m", Default::default()).await;
+    let mut delivered = 0;
+    while delivered < 6 {
+        let records = member.next_records().await;
+        member.ack_all(&records).await;
+        delivered += records.records.len();
+    }
     server.stop().await;
     Ok(())
 }

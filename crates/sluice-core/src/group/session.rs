@@ -123,8 +123,9 @@ pub struct GroupSession {
     carried: Option<(TopicPartition, Vec<Batch>)>,
 }
 
-/// Byte budget of one read for a member: flow control decides how many records are taken, so
-/// a larger read would mostly be read again later.
+/// Byte budget of one read for a member, and of the records of one delivery: flow control
+/// decides how many records are taken, so a larger read would mostly be read again later, and
+/// a delivery stays far below the 4 MiB that stock gRPC clients accept.
 const GROUP_READ_BYTES: u64 = 1 << 20;
 
 impl GroupSession {
@@ -230,11 +231,12 @@ impl GroupSession {
         max_records: u32,
         max_bytes: u64,
     ) -> Result<Option<GroupDelivery>> {
+        let max_bytes = max_bytes.min(GROUP_READ_BYTES);
         let batches = match self.carried_from(&tp, from) {
             Some(batches) => batches,
             None => {
                 let handle = self.partition(&tp)?;
-                match handle.read(from, self.read_budget(max_bytes.min(GROUP_READ_BYTES))).await {
+                match handle.read(from, self.read_budget(max_bytes)).await {
                     Ok(read) => read.batches,
                     // Retention moved the start meanwhile; the next plan moves the cursor.
                     Err(Error::OffsetOutOfRange { .. }) => return Ok(None),

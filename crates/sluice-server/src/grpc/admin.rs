@@ -24,23 +24,15 @@ pub struct AdminService {
 
 impl AdminService {
     async fn create(&self, request: pb::CreateTopicRequest) -> Result<pb::CreateTopicResponse, Status> {
-        let mut config = self.broker.config().topic_defaults.clone();
-        if let Some(overrides) = &request.config {
-            convert::apply_topic_config(overrides, &mut config)?;
-        }
+        let change = convert::topic_config_change(&request.config.unwrap_or_default())?;
+        let config = change.applied_to(&self.broker.config().topic_defaults);
         let topic = self.broker.create_topic(&request.name, request.partitions, config).await.map_err(to_status)?;
         Ok(pb::CreateTopicResponse { topic: Some(convert::topic_info(&topic)) })
     }
 
     async fn alter(&self, request: pb::AlterTopicConfigRequest) -> Result<pb::AlterTopicConfigResponse, Status> {
-        let overrides = request.config.unwrap_or_default();
-        let mut converted = Ok(());
-        let topic = self
-            .broker
-            .alter_topic_config(&request.name, |config| converted = convert::apply_topic_config(&overrides, config))
-            .await
-            .map_err(to_status)?;
-        converted?;
+        let change = convert::topic_config_change(&request.config.unwrap_or_default())?;
+        let topic = self.broker.alter_topic_config(&request.name, &change).await.map_err(to_status)?;
         Ok(pb::AlterTopicConfigResponse { topic: Some(convert::topic_info(&topic)) })
     }
 }
