@@ -11,6 +11,7 @@
 //! - [`grpc`]: the `sluice.v1` services (admin, producer, consumer).
 //! - [`convert`]: protocol <-> core types; [`status`]: core errors -> gRPC statuses.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`; [`metrics`]: what `/metrics` shows.
+//! - [`health_check`]: `sluice-server health`, the container HEALTHCHECK.
 //! - [`offline`]: `verify` and `recover-topic-meta`, on a data directory not being served.
 //! - [`telemetry`]: log setup.
 #![deny(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod convert_dead_letter;
 pub mod convert_group;
 mod group_metrics;
 pub mod grpc;
+pub mod health_check;
 pub mod http;
 pub mod inflight;
 pub mod metrics;

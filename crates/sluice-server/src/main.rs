@@ -44,6 +44,17 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Ask a running broker whether it is ready (GET /readyz); exit 0 if it is, 1 if not. The
+    /// address is the configured server.http_listen (--config, SLUICE_HTTP_LISTEN) unless
+    /// --http names one.
+    Health {
+        /// TOML config file to read server.http_listen from.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The broker's HTTP address, e.g. 127.0.0.1:7141.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,6 +118,28 @@ async fn run(config: ServerConfig) -> Result<(), sluice_server::ServerError> {
 fn offline(command: Command) -> ExitCode {
     let mut out = std::io::stdout();
     let code = match command {
+        Command::Health { config, http } => {
+            let addr = match http {
+                Some(addr) => addr,
+                None => match config::load(config.as_deref(), std::env::vars(), &FlagOverrides::default()) {
+                    Ok(config) => config.http_listen,
+                    Err(e) => {
+                        eprintln!("sluice-server: {e}");
+                        return ExitCode::from(offline::EXIT_FAILED);
+                    }
+                },
+            };
+            return match sluice_server::health_check::check(sluice_server::health_check::target(addr)) {
+                Ok(status) => {
+                    println!("ready: {status}");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("not ready: {why}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Verify { data_dir } => offline::verify(&data_dir, &mut out),
         Command::RecoverTopicMeta { data_dir, topic, config } => {
             match config::load(config.as_deref(), std::env::vars(), &FlagOverrides::default()) {
