@@ -94,6 +94,52 @@ async fn an_idempotent_retry_is_not_written_twice_even_after_a_restart() -> Test
     Ok(())
 }
 
+/// Sends `requests` on one new ProduceStream without waiting, then reads every answer.
+async fn stream_all(server: &TestServer, requests: Vec<pb::ProduceRequest>) -> Vec<pb::ProduceResponse> {
+    let count = requests.len();
+    let mut producer = server.producer().await;
+    let mut answers = producer.produce_stream(tokio_stream::iter(requests)).await.unwrap().into_inner();
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        out.push(answers.next().await.unwrap().unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_producer_that_resends_a_whole_stream_in_flight_gets_every_original_offset() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "payments", 1, None).await;
+    let batch = |i: u64| pb::ProduceRequest {
+        request_id: i,
+        producer_id: Some(7),
+        first_sequence: i * 5,
+        partition: Some(0),
+        ..produce_request("payments", (0..5).map(|j| record(None, &format!("p-{i}-{j}"))).collect())
+    };
+    // As many requests as one stream may have in flight, then the stream is lost and all of
+    // them are sent again on a new one.
+    let first = stream_all(&server, (0..32).map(batch).collect()).await;
+    let resent = stream_all(&server, (0..32).map(batch).collect()).await;
+    for (original, retry) in first.iter().zip(&resent) {
+        assert_eq!(retry.error, None, "{retry:?}");
+        assert!(retry.appends[0].duplicate, "{retry:?}");
+        assert_eq!(retry.appends[0].base_offset, original.appends[0].base_offset);
+    }
+    assert_eq!(fetch_all(&server, "payments", 0, 0).await.len(), 32 * 5, "nothing written twice");
+
+    // Written long ago (past the 64 remembered batches): refused as such, not as a gap.
+    stream_all(&server, (32..80).map(batch).collect()).await;
+    let old = server.producer().await.produce(batch(0)).await.unwrap_err();
+    assert_eq!(old.code(), Code::AlreadyExists, "{old:?}");
+    assert_eq!(old.metadata().get("sluice-reason").unwrap(), "DUPLICATE_SEQUENCE_OUTSIDE_WINDOW");
+    let gap = server.producer().await.produce(batch(90)).await.unwrap_err();
+    assert_eq!(gap.metadata().get("sluice-reason").unwrap(), "OUT_OF_ORDER_SEQUENCE", "a real gap keeps its code");
+    server.stop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_waiting_fetch_wakes_when_records_are_appended() -> TestResult {
     let dir = tempfile::tempdir()?;
