@@ -85,34 +85,45 @@ struct ServeArgs {
     check_config: bool,
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        tracing::error!("cannot install signal handlers; stop the broker with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+/// SIGINT and SIGTERM, installed before the broker opens: a signal that arrives while it
+/// starts (even right after "listening" is printed) begins the ordered shutdown instead of
+/// killing the process.
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
     }
-    tokio::spawn(async move {
+
+    /// Waits for the first signal; a second one exits at once.
+    async fn first(mut self) {
         tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
-        eprintln!("sluice-server: second signal, exiting immediately");
-        std::process::exit(130);
-    });
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+            eprintln!("sluice-server: second signal, exiting immediately");
+            std::process::exit(130);
+        });
+    }
 }
 
 async fn run(config: ServerConfig) -> Result<(), sluice_server::ServerError> {
+    let signals = ShutdownSignals::install()?;
     let server = Server::bind(config).await?;
     let (grpc, http) = (server.grpc_addr()?, server.http_addr()?);
     tracing::info!(%grpc, %http, "sluice-server listening");
     // A plain line on stdout that scripts and tests can wait for.
     println!("sluice-server listening grpc={grpc} http={http}");
-    server.serve(shutdown_signal()).await
+    server.serve(signals.first()).await
 }
 
 fn offline(command: Command) -> ExitCode {
