@@ -259,8 +259,8 @@ fn partition_options(
 /// Topic directories with their metadata.
 ///
 /// A directory with the deletion marker is the remains of an interrupted delete and is
-/// removed. One with neither metadata nor marker is removed only if it holds no partition
-/// directory (the remains of an interrupted creation, which writes the metadata before any
+/// removed. One with neither metadata nor marker is removed only if it holds nothing but a
+/// temporary file (the remains of an interrupted creation, which writes the metadata before any
 /// partition); otherwise opening fails, naming the file, and nothing is deleted. Version 1
 /// metadata files are rewritten with a checksum.
 fn list_topics(topics_dir: &std::path::Path) -> Result<Vec<(String, TopicMeta)>> {
@@ -284,14 +284,16 @@ fn list_topics(topics_dir: &std::path::Path) -> Result<Vec<(String, TopicMeta)>>
             continue;
         }
         if !meta_path.exists() {
-            let has_partitions = std::fs::read_dir(&dir)
+            // Creation writes the metadata (through a temporary file) before anything else, so
+            // a directory holding nothing but that temporary file is an interrupted creation.
+            let holds_data = std::fs::read_dir(&dir)
                 .map_err(io("listing topic", &dir))?
                 .filter_map(|e| e.ok())
-                .any(|e| e.path().is_dir());
-            if has_partitions {
+                .any(|e| !e.file_name().to_string_lossy().ends_with(sluice_storage::layout::TEMP_SUFFIX));
+            if holds_data {
                 return Err(Error::MissingTopicMeta { path: meta_path, topic: name });
             }
-            tracing::warn!(topic = %name, "removing the remains of an interrupted topic creation (no metadata, no partitions)");
+            tracing::warn!(topic = %name, "removing the remains of an interrupted topic creation (no metadata, no data)");
             std::fs::remove_dir_all(&dir).map_err(io("deleting topic", &dir))?;
             continue;
         }

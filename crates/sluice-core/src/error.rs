@@ -159,10 +159,10 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
-    /// A topic directory holds partitions but no metadata and no deletion marker: the broker
+    /// A topic directory holds data but no metadata and no deletion marker: the broker
     /// refuses to start rather than guess, and deletes nothing.
     #[error(
-        "{path} is missing, but the topic directory holds partitions; nothing was deleted. To keep topic '{topic}', rebuild the file with `sluice-server recover-topic-meta --data-dir <DIR> --topic {topic}` (it gets the default settings; check them afterwards); to drop it, remove the directory"
+        "{path} is missing, but the topic directory holds data; nothing was deleted. To keep topic '{topic}', rebuild the file with `sluice-server recover-topic-meta --data-dir <DIR> --topic {topic}` (it gets the default settings; check them afterwards); to drop it, remove the directory"
     )]
     MissingTopicMeta {
         /// The missing file.

@@ -65,6 +65,18 @@ async fn only_the_deletion_marker_lets_a_start_remove_a_topic() -> TestResult {
     assert!(!dir.path().join("topics/gone").exists());
     assert_eq!(fetch_all(&server, "kept", 0, 0).await.len(), 400);
     server.stop().await;
+
+    // A creation interrupted before its metadata was in place left only the temporary file.
+    std::fs::create_dir_all(dir.path().join("topics/half"))?;
+    std::fs::write(dir.path().join("topics/half/topic.meta.tmp"), b"version=2\n")?;
+    TestServer::start(dir.path()).await.stop().await;
+    assert!(!dir.path().join("topics/half").exists(), "nothing but a temporary file: removed");
+    // Anything more is data: no metadata and no marker refuses the start and keeps it.
+    std::fs::create_dir_all(dir.path().join("topics/orphan"))?;
+    std::fs::write(dir.path().join("topics/orphan/0.producers"), b"")?;
+    let refused = sluice_server::Server::bind(config(dir.path(), &[])).await.unwrap_err().to_string();
+    assert!(refused.contains("topics/orphan/topic.meta"), "{refused}");
+    assert!(dir.path().join("topics/orphan/0.producers").exists());
     Ok(())
 }
 

@@ -304,7 +304,10 @@ impl GroupSession {
     /// only (the session and its other partitions go on); anything else ends the session.
     fn damaged(&mut self, tp: &TopicPartition, from: u64, error: Error) -> Result<()> {
         let (from, to, reason) = match error {
-            Error::DataLoss { from, to, reason, .. } => (from, to, reason),
+            // Skipping to `to` must move the read on; a range that does not (a damaged index
+            // pointing back before it) stops the partition instead of looping.
+            Error::DataLoss { from: bad, to, reason, .. } if to > from => (bad, to, reason),
+            Error::DataLoss { reason, .. } => (from, from, reason),
             // No range is known: the partition stops at the read's offset.
             Error::Corrupt { reason, .. } => (from, from, reason),
             other => return Err(other),
