@@ -262,11 +262,24 @@ fn ranges(offsets: &[u64]) -> Vec<(u64, u64)> {
 }
 
 /// True when no partition this member owns has records left to deliver, so a quiet spell means
-/// the member has read everything rather than that the broker is slow.
+/// the member has read everything rather than that the broker is slow. A partition stalled at
+/// records that cannot be read delivers nothing more until an operator acts: it counts as read,
+/// with a warning saying where and how to go on.
 async fn caught_up(client: &Client, group: &str, member_id: u64) -> Result<bool, CliError> {
     let request = pb::DescribeGroupRequest { group: group.to_owned() };
     let described = client.admin().describe_group(request).await?.into_inner();
-    Ok(described.partitions.iter().filter(|p| p.owner == Some(member_id)).all(|p| p.lag == 0))
+    let mine = described.partitions.iter().filter(|p| p.owner == Some(member_id));
+    let mut done = true;
+    for p in mine {
+        match &p.stalled {
+            Some(s) => eprintln!(
+                "warning: {}/{} stopped at offsets {}..{} that cannot be read ({}); `sluice group describe {group}` says how to go on",
+                p.topic, p.partition, s.from_offset, s.to_offset, s.reason
+            ),
+            None => done &= p.lag == 0,
+        }
+    }
+    Ok(done)
 }
 
 async fn consume_group(client: &Client, args: &ConsumeArgs, group: &str, sink: &mut Sink) -> Result<(), CliError> {

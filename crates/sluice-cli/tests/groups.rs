@@ -178,3 +178,54 @@ fn dead_letters_are_listed_counted_and_redriven_to_one_group() {
     let other = broker.sluice(&["consume", "payments", "--group", "email", "--format", "raw"]).ok();
     assert_eq!(values(&other), ["ok-0", "poison", "ok-2"], "another group reads the topic as it is");
 }
+
+/// Flips a byte in the records of the second batch of the partition's second segment; returns
+/// that batch's first offset.
+fn damage_second_batch(data_dir: &std::path::Path, topic: &str) -> u64 {
+    let dir = data_dir.join("topics").join(topic).join("0");
+    let mut bases: Vec<u64> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+        .collect();
+    bases.sort();
+    let path = dir.join(format!("{:020}.log", bases[1]));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let count = u32::from_le_bytes(bytes[20..24].try_into().unwrap());
+    bytes[12 + len + 200] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    bases[1] + u64::from(count)
+}
+
+#[test]
+fn a_group_stalled_on_damaged_records_is_shown_with_the_way_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    broker
+        .sluice(&["topic", "create", "orders", "-p", "1", "--segment-bytes", "16KiB", "--max-message-bytes", "4KiB"])
+        .ok();
+    let input: String = (0..2000).map(|i| format!("order-{i:05}-{}\n", "x".repeat(100))).collect();
+    broker.sluice_with_stdin(&["produce", "orders", "--batch", "10"], input.as_bytes()).ok();
+    drop(broker);
+    let damaged = damage_second_batch(dir.path(), "orders");
+
+    let broker = Broker::start_in(dir.path(), &[]);
+    // The member leaves once it has everything it can read, and says where it stopped.
+    let run = broker.sluice(&["consume", "orders", "--group", "billing", "--wait", "100ms", "--format", "raw"]).ok();
+    assert_eq!(run.stdout.lines().count() as u64, damaged, "every record before the damage");
+    assert!(run.stderr.contains(&format!("orders/0 stopped at offsets {damaged}..")), "{}", run.stderr);
+    let described = broker.sluice(&["group", "describe", "billing"]).ok();
+    let stalled =
+        described.stdout.lines().find(|l| l.starts_with("STALLED")).unwrap_or_else(|| panic!("{}", described.stdout));
+    assert!(stalled.contains(&format!("offsets {damaged}..")) && stalled.contains("--to-offset"), "{stalled}");
+    let json = broker.sluice(&["group", "describe", "billing", "-o", "json"]).ok().json();
+    assert_eq!(json["partitions"][0]["stalled"]["from_offset"], damaged);
+
+    // The command it prints moves the group past the damage.
+    let command: Vec<&str> = stalled.split("to go on: sluice ").nth(1).unwrap().split_whitespace().collect();
+    broker.sluice(&command).ok();
+    let rest = broker.sluice(&["consume", "orders", "--group", "billing", "--wait", "100ms", "--format", "raw"]).ok();
+    let after = rest.stdout.lines().next().unwrap().to_owned();
+    assert!(after.starts_with("order-"), "{after}");
+    assert!(!rest.stderr.contains("stopped at"), "{}", rest.stderr);
+}

@@ -12,7 +12,8 @@ pub struct Broker {
     pub addr: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    /// The data dir when the broker owns it (`None` with [`Broker::start_in`]).
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// What one `sluice` run did.
@@ -77,10 +78,17 @@ impl Broker {
 
     pub fn start_with(env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().unwrap();
+        let mut broker = Self::start_in(dir.path(), env);
+        broker._dir = Some(dir);
+        broker
+    }
+
+    /// A broker on a data dir the test keeps, so it can stop, change the files and start again.
+    pub fn start_in(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Broker {
         let mut vars: Vec<(String, String)> = vec![
             ("SLUICE_LISTEN".into(), "127.0.0.1:0".into()),
             ("SLUICE_HTTP_LISTEN".into(), "127.0.0.1:0".into()),
-            ("SLUICE_DATA_DIR".into(), dir.path().display().to_string()),
+            ("SLUICE_DATA_DIR".into(), data_dir.display().to_string()),
         ];
         vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let config = load(None, vars, &FlagOverrides::default()).unwrap();
@@ -100,7 +108,7 @@ impl Broker {
             });
         });
         let addr = addr_rx.recv().unwrap();
-        Broker { addr, stop: Some(stop), thread: Some(thread), _dir: dir }
+        Broker { addr, stop: Some(stop), thread: Some(thread), _dir: None }
     }
 
     /// `sluice ARGS` against this broker.
