@@ -96,6 +96,7 @@ impl Group {
     /// is replaced atomically, so a crash leaves the previous or the new state.
     pub(crate) async fn flush(&self) -> Result<()> {
         let _serialised = self.flush.lock().await;
+        let (now, wall_now) = (std::time::Instant::now(), state::now_ms());
         let bytes = {
             let mut state = self.lock();
             if !state.dirty {
@@ -108,13 +109,26 @@ impl Group {
                 .map(|(tp, p)| snapshot::PartitionSnapshot {
                     tp: tp.clone(),
                     acks: p.acks.clone(),
-                    redriven: p.pending.range(..p.acks.committed()).map(|(&offset, _)| offset).collect(),
+                    // Pending records the acks count as done are redriven dead letters: their
+                    // dead-letter copy was acked for them, wherever they lie.
+                    redriven: p.pending.keys().copied().filter(|&offset| p.acks.is_done(offset)).collect(),
                     attempts: p
                         .pending
                         .iter()
                         .filter(|(_, pending)| pending.attempts > 0)
                         .map(|(&offset, pending)| (offset, pending.attempts))
                         .chain(p.prior_attempts.iter().map(|(&offset, &attempts)| (offset, attempts)))
+                        .collect(),
+                    backoffs: p
+                        .pending
+                        .iter()
+                        .filter_map(|(&offset, pending)| match pending.delivery {
+                            state::Delivery::Backoff { until } => {
+                                let left = until.saturating_duration_since(now).as_millis() as i64;
+                                Some((offset, wall_now.saturating_add(left)))
+                            }
+                            _ => None,
+                        })
                         .collect(),
                 })
                 .collect();
@@ -166,6 +180,17 @@ impl Groups {
                 for offset in p.redriven {
                     partition.pending.insert(offset, state::Pending::ready(0));
                     partition.ready += 1;
+                }
+                // A record waiting out its backoff waits out the rest of it after the restart
+                // (wall-clock time, so the broker's downtime counts), instead of being delivered
+                // at once.
+                let (now, wall_now) = (std::time::Instant::now(), state::now_ms());
+                for (offset, until_ms) in p.backoffs {
+                    if partition.acks.is_done(offset) || partition.pending.contains_key(&offset) {
+                        continue;
+                    }
+                    let left = std::time::Duration::from_millis(until_ms.saturating_sub(wall_now).max(0) as u64);
+                    partition.pending.insert(offset, state::Pending::backoff(now + left));
                 }
                 for (offset, attempts) in p.attempts {
                     match partition.pending.get_mut(&offset) {

@@ -4,7 +4,7 @@
 //! partition, the committed offset and the acked ranges above it. It never grows with the log:
 //! acked runs collapse into ranges and everything below the committed offset is one number.
 //!
-//! Little-endian layout (version 3; version 1 and 2 files, without the fields marked v2 and v3,
+//! Little-endian layout (version 4; version 1 to 3 files, without the fields marked v2 to v4,
 //! still load):
 //!
 //! ```text
@@ -23,10 +23,13 @@
 //!   4   partition
 //!   8   committed offset
 //!   4   acked range count R, then 16*R: start, end (exclusive)
-//!   v2: 4 redriven offset count K, then 8*K: offsets below the committed offset that were
-//!       redriven and are not done yet
+//!   v2: 4 redriven offset count K, then 8*K: offsets that were redriven and are not done yet
+//!       (the acked ranges count them as done: their dead-letter copy was); up to v3 only those
+//!       below the committed offset were kept
 //!   v2: 4 count A, then 12*A: offset (8) and deliveries made (4) of each record delivered and
 //!       not done, so a restart does not reset how often it has been tried
+//!   v4: 4 count B, then 16*B: offset (8) and the wall-clock time in ms (8) until which a
+//!       failed record waits before its next delivery, so a restart keeps its backoff
 //! v2: 4 dead-letter count D, then D times: 2+T dead-letter topic, 4 partition, 8 offset,
 //!       2+T source topic, 4 source partition, 8 source offset, 8 dead-lettered at (ms)
 //! 4     CRC-32 of everything before it
@@ -43,7 +46,7 @@ use super::backoff::RetryPolicy;
 use super::types::{DeadLettered, GroupSettings, OffsetReset, TopicPartition};
 
 const MAGIC: &[u8; 4] = b"SLGS";
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 
 /// One partition in a group file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +59,8 @@ pub struct PartitionSnapshot {
     pub redriven: Vec<u64>,
     /// Deliveries made of records not done yet, by offset.
     pub attempts: Vec<(u64, u32)>,
+    /// Records waiting out a backoff: offset and until when (ms since the Unix epoch).
+    pub backoffs: Vec<(u64, i64)>,
 }
 
 /// What a group file holds.
@@ -112,6 +117,11 @@ pub fn encode(snapshot: &GroupSnapshot) -> Vec<u8> {
             out.extend_from_slice(&offset.to_le_bytes());
             out.extend_from_slice(&attempts.to_le_bytes());
         }
+        out.extend_from_slice(&(p.backoffs.len() as u32).to_le_bytes());
+        for (offset, until_ms) in &p.backoffs {
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&until_ms.to_le_bytes());
+        }
     }
     out.extend_from_slice(&(snapshot.dead_letters.len() as u32).to_le_bytes());
     for ((tp, offset), letter) in &snapshot.dead_letters {
@@ -164,7 +174,7 @@ fn read_tp(reader: &mut Reader<'_>) -> Result<TopicPartition, String> {
     Ok(TopicPartition::new(Arc::from(topic), reader.u32()?))
 }
 
-/// Decodes a snapshot (version 1, 2 or 3), checking magic, version and checksum. Settings a
+/// Decodes a snapshot (version 1 to 4), checking magic, version and checksum. Settings a
 /// version 1 file lacks come from `defaults`.
 pub fn decode(bytes: &[u8], defaults: &GroupSettings) -> Result<GroupSnapshot, String> {
     if bytes.len() < 4 {
@@ -232,7 +242,19 @@ pub fn decode(bytes: &[u8], defaults: &GroupSettings) -> Result<GroupSnapshot, S
                 attempts.push((reader.u64()?, reader.u32()?));
             }
         }
-        partitions.push(PartitionSnapshot { tp, acks: AckSet::from_parts(committed, list), redriven, attempts });
+        let mut backoffs = Vec::new();
+        if version >= 4 {
+            for _ in 0..reader.u32()? {
+                backoffs.push((reader.u64()?, reader.u64()? as i64));
+            }
+        }
+        partitions.push(PartitionSnapshot {
+            tp,
+            acks: AckSet::from_parts(committed, list),
+            redriven,
+            attempts,
+            backoffs,
+        });
     }
     let mut dead_letters = Vec::new();
     if version >= 2 {
@@ -277,8 +299,20 @@ mod tests {
         GroupSnapshot {
             settings: settings(),
             partitions: vec![
-                PartitionSnapshot { tp: orders(0), acks, redriven: vec![], attempts: vec![(41, 3)] },
-                PartitionSnapshot { tp: orders(1), acks: AckSet::at(7), redriven: vec![2, 5], attempts: vec![(5, 1)] },
+                PartitionSnapshot {
+                    tp: orders(0),
+                    acks,
+                    redriven: vec![],
+                    attempts: vec![(41, 3)],
+                    backoffs: vec![(41, 1_700_000_008_000)],
+                },
+                PartitionSnapshot {
+                    tp: orders(1),
+                    acks: AckSet::at(7),
+                    redriven: vec![2, 5, 9],
+                    attempts: vec![(5, 1)],
+                    backoffs: vec![],
+                },
             ],
             dead_letters: vec![((TopicPartition::new(Arc::from("orders.dead"), 1), 0), letter)],
         }

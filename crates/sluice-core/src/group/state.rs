@@ -98,6 +98,11 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// A failed record waiting until `until` (restored from the group file).
+    pub fn backoff(until: Instant) -> Self {
+        Pending { delivery: Delivery::Backoff { until }, ..Pending::ready(0) }
+    }
+
     pub fn ready(attempts: u32) -> Self {
         Pending { attempts, delivery: Delivery::Ready, bytes: 0, timestamp: 0, failure: None, position: None }
     }
@@ -538,7 +543,14 @@ impl GroupState {
         }
         let member = self.members.get_mut(&id)?;
         let mut delivered = Vec::with_capacity(picks.len());
+        let mut taken = 0u32;
         for pick in picks {
+            // Already tracked (a backoff restored from the group file): it is delivered when
+            // its own turn comes, not as a new record.
+            if partition.pending.contains_key(&pick.offset) {
+                continue;
+            }
+            taken += 1;
             let delivery = Delivery::InFlight { member: id, deadline };
             let attempts = partition.prior_attempts.remove(&pick.offset).map_or(1, |before| before + 1);
             if attempts > 1 {
@@ -557,8 +569,10 @@ impl GroupState {
             member.in_flight_bytes += pick.bytes;
             delivered.push((pick.offset, attempts));
         }
-        partition.in_flight += picks.len() as u32;
+        partition.in_flight += taken;
         partition.cursor = next;
+        // Attempt counts changed: the next flush keeps them, so a restart grants no new ones.
+        self.dirty = true;
         Some((self.generation, delivered))
     }
 
@@ -596,6 +610,9 @@ impl GroupState {
             member.in_flight_records += 1;
             member.in_flight_bytes += pick.bytes;
             taken.push((pick.offset, pending.attempts));
+        }
+        if !taken.is_empty() {
+            self.dirty = true;
         }
         taken
     }
@@ -785,6 +802,8 @@ impl GroupState {
         }
         let delay = nack.delay.unwrap_or_else(|| self.settings.retry.delay(pending.attempts, sample));
         pending.delivery = Delivery::Backoff { until: now + delay };
+        // The backoff deadline is saved by the next flush (a restart keeps it).
+        self.dirty = true;
     }
 
     /// Marks offsets in `ranges` that are in flight to `id` as failed.
