@@ -1,4 +1,4 @@
-//! `sluice dlq …`: dead letters, their reasons, and redrive.
+//! `sluice dlq …`: dead letters, their reasons, redrive and discard.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -36,24 +36,50 @@ pub enum DlqCommand {
     /// Dead letters waiting, per dead-letter topic and group.
     Stats,
     /// Send dead-lettered records back to one group, which alone processes them again.
-    Redrive(RedriveArgs),
+    Redrive(ResolveArgs),
+    /// Mark dead-lettered records of one group as handled without processing them again: they
+    /// leave its dead-letter depth (the records stay in the topic until retention).
+    Discard(ResolveArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct RedriveArgs {
+pub struct ResolveArgs {
     /// The dead-letter topic.
     topic: String,
-    /// The group whose dead letters go back to it.
+    /// The group whose dead letters are redriven to it, or discarded.
     #[arg(long, short)]
     group: String,
     #[command(flatten)]
     selection: Selection,
-    /// Redrive without asking.
+    /// Go ahead without asking.
     #[arg(long, short)]
     yes: bool,
-    /// Only show what would be redriven.
+    /// Only show which dead letters are selected.
     #[arg(long, conflicts_with = "yes")]
     dry_run: bool,
+}
+
+/// What to do with the selected dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolution {
+    Redrive,
+    Discard,
+}
+
+impl Resolution {
+    fn verb(self) -> &'static str {
+        match self {
+            Resolution::Redrive => "redrive",
+            Resolution::Discard => "discard",
+        }
+    }
+
+    fn done(self) -> &'static str {
+        match self {
+            Resolution::Redrive => "redriven",
+            Resolution::Discard => "discarded",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -98,16 +124,28 @@ impl Selection {
         self.offsets.contains(&(d.partition, d.offset))
     }
 
+    fn positions(&self) -> pb::DeadLetterOffsets {
+        let positions = self.offsets.iter().map(|&(partition, offset)| pb::TopicPartitionOffset { partition, offset });
+        pb::DeadLetterOffsets { positions: positions.collect() }
+    }
+
     fn to_proto(&self) -> pb::redrive_dead_letters_request::Selection {
         use pb::redrive_dead_letters_request::Selection as S;
-        if self.all {
-            return S::All(pb::AllDeadLetters {});
+        match self.range {
+            _ if self.all => S::All(pb::AllDeadLetters {}),
+            Some((partition, first, last)) => S::Range(pb::DeadLetterRange { partition, first, last }),
+            None => S::Offsets(self.positions()),
         }
-        if let Some((partition, first, last)) = self.range {
-            return S::Range(pb::DeadLetterRange { partition, first, last });
-        }
-        let positions = self.offsets.iter().map(|&(partition, offset)| pb::TopicPartitionOffset { partition, offset });
-        S::Offsets(pb::DeadLetterOffsets { positions: positions.collect() })
+    }
+
+    fn to_discard_proto(&self) -> pb::DeadLetterSelection {
+        use pb::dead_letter_selection::Selection as S;
+        let selection = match self.range {
+            _ if self.all => S::All(pb::AllDeadLetters {}),
+            Some((partition, first, last)) => S::Range(pb::DeadLetterRange { partition, first, last }),
+            None => S::Offsets(self.positions()),
+        };
+        pb::DeadLetterSelection { selection: Some(selection) }
     }
 }
 
@@ -245,16 +283,18 @@ fn confirm(question: &str) -> Result<bool, CliError> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-async fn redrive(client: &Client, printer: &Printer, args: RedriveArgs) -> Result<(), CliError> {
+/// Redrives or discards the selected dead letters, after a preview and a confirmation.
+async fn resolve(client: &Client, printer: &Printer, args: ResolveArgs, how: Resolution) -> Result<(), CliError> {
     let selection = &args.selection;
     let (chosen, _) =
         gather(client, &args.topic, &args.group, 0, usize::MAX, |d| !d.redriven && selection.matches(d)).await?;
     if !printer.json_mode() {
         printer.line(&format!(
-            "{} dead letters of group {} in {} would be redriven",
+            "{} dead letters of group {} in {} would be {}",
             chosen.len(),
             args.group,
-            args.topic
+            args.topic,
+            how.done()
         ))?;
         if !chosen.is_empty() {
             printer.table(&HEADER, &dead_letter_rows(&chosen[..chosen.len().min(PREVIEW_ROWS)]))?;
@@ -268,25 +308,38 @@ async fn redrive(client: &Client, printer: &Printer, args: RedriveArgs) -> Resul
     } else if args.yes {
         true
     } else if std::io::stdin().is_terminal() {
-        confirm(&format!("redrive {} records to group {}?", chosen.len(), args.group))?
-    } else {
-        return Err(CliError::Usage("redrive needs confirmation: add --yes (or --dry-run to only preview)".into()));
-    };
-    let redriven = if go {
-        let request = pb::RedriveDeadLettersRequest {
-            topic: args.topic.clone(),
-            group: args.group.clone(),
-            selection: Some(args.selection.to_proto()),
+        let question = match how {
+            Resolution::Redrive => format!("redrive {} records to group {}?", chosen.len(), args.group),
+            Resolution::Discard => format!("discard {} dead letters of group {}?", chosen.len(), args.group),
         };
-        client.admin().redrive_dead_letters(request).await?.into_inner().redriven
+        confirm(&question)?
     } else {
-        0
+        return Err(CliError::Usage(format!(
+            "{} needs confirmation: add --yes (or --dry-run to only preview)",
+            how.verb()
+        )));
+    };
+    let (topic, group) = (args.topic.clone(), args.group.clone());
+    let count = match (go, how) {
+        (false, _) => 0,
+        (true, Resolution::Redrive) => {
+            let request = pb::RedriveDeadLettersRequest { topic, group, selection: Some(args.selection.to_proto()) };
+            client.admin().redrive_dead_letters(request).await?.into_inner().redriven
+        }
+        (true, Resolution::Discard) => {
+            let request =
+                pb::DiscardDeadLettersRequest { topic, group, selection: Some(args.selection.to_discard_proto()) };
+            client.admin().discard_dead_letters(request).await?.into_inner().discarded
+        }
     };
     if printer.json_mode() {
         let preview: Vec<Value> = chosen.iter().map(dead_letter_json).collect();
-        return printer.json(&json!({ "selected": preview, "redriven": redriven, "dry_run": !go }));
+        return printer.json(&json!({ "selected": preview, how.done(): count, "dry_run": !go }));
     }
-    printer.line(&format!("redriven {redriven} records to group {}", args.group))
+    match how {
+        Resolution::Redrive => printer.line(&format!("redriven {count} records to group {}", args.group)),
+        Resolution::Discard => printer.line(&format!("discarded {count} dead letters of group {}", args.group)),
+    }
 }
 
 pub async fn run(client: &Client, printer: &Printer, command: DlqCommand) -> Result<(), CliError> {
@@ -303,7 +356,8 @@ pub async fn run(client: &Client, printer: &Printer, command: DlqCommand) -> Res
             printer.line(&format!("{depth} waiting (not yet redriven)"))
         }
         DlqCommand::Stats => stats(client, printer).await,
-        DlqCommand::Redrive(args) => redrive(client, printer, args).await,
+        DlqCommand::Redrive(args) => resolve(client, printer, args, Resolution::Redrive).await,
+        DlqCommand::Discard(args) => resolve(client, printer, args, Resolution::Discard).await,
     }
 }
 

@@ -229,3 +229,34 @@ fn a_group_stalled_on_damaged_records_is_shown_with_the_way_past_it() {
     assert!(after.starts_with("order-"), "{after}");
     assert!(!rest.stderr.contains("stopped at"), "{}", rest.stderr);
 }
+
+#[test]
+fn a_discarded_dead_letter_leaves_the_depth_and_is_never_redriven() {
+    let broker = Broker::start();
+    broker.sluice(&["topic", "create", "payments"]).ok();
+    broker.sluice(&["produce", "payments", "--key", "p", "ok-0", "poison", "ok-2"]).ok();
+    broker.block_on(nack_one(&broker.addr, "billing", "payments", 1, 3));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let run = broker.sluice(&["dlq", "list", "payments.dlq", "-o", "json"]);
+        if run.code == 0 && run.json()["depth"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never dead-lettered: {} {}", run.stdout, run.stderr);
+        std::thread::yield_now();
+    }
+    let unconfirmed = broker.sluice(&["dlq", "discard", "payments.dlq", "--group", "billing", "--all"]);
+    assert_eq!(unconfirmed.code, 2, "no terminal to confirm on: {}", unconfirmed.stderr);
+    assert!(unconfirmed.stdout.contains("1 dead letters of group billing in payments.dlq would be discarded"));
+    let discarded = broker.sluice(&["dlq", "discard", "payments.dlq", "--group", "billing", "--all", "--yes"]).ok();
+    assert!(discarded.stdout.contains("discarded 1 dead letters of group billing"), "{}", discarded.stdout);
+    assert_eq!(broker.sluice(&["dlq", "list", "payments.dlq", "-o", "json"]).ok().json()["depth"], 0);
+    let groups = broker.sluice(&["group", "list", "-o", "json"]).ok().json();
+    assert_eq!(groups[0]["dead_letter_depth"], 0);
+    let redrive =
+        broker.sluice(&["dlq", "redrive", "payments.dlq", "--group", "billing", "--all", "--yes", "-o", "json"]);
+    assert_eq!(redrive.ok().json()["redriven"], 0, "a discarded dead letter cannot be redriven");
+    let nothing =
+        broker.sluice(&["consume", "payments", "--group", "billing", "--wait", "100ms", "--format", "raw"]).ok();
+    assert!(nothing.stdout.is_empty(), "the group has nothing left: {}", nothing.stdout);
+}

@@ -61,6 +61,19 @@ pub fn page(page: DeadLetterPage) -> Result<pb::ListDeadLettersResponse, Status>
     })
 }
 
+/// What a discard selects.
+pub fn discard_selection(request: &pb::DiscardDeadLettersRequest) -> Result<Selection, Status> {
+    use pb::dead_letter_selection::Selection as Wire;
+    match request.selection.as_ref().and_then(|s| s.selection.as_ref()) {
+        Some(Wire::All(_)) => Ok(Selection::All),
+        Some(Wire::Range(r)) => Ok(Selection::Range { partition: r.partition, first: r.first, last: r.last }),
+        Some(Wire::Offsets(list)) => {
+            Ok(Selection::Offsets(list.positions.iter().map(|p| (p.partition, p.offset)).collect()))
+        }
+        None => Err(invalid("discard needs a selection: all, range or offsets")),
+    }
+}
+
 /// What a redrive selects.
 pub fn selection(request: &pb::RedriveDeadLettersRequest) -> Result<Selection, Status> {
     use pb::redrive_dead_letters_request::Selection as Wire;

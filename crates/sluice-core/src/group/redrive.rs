@@ -152,10 +152,35 @@ impl Broker {
     /// group sees them again), with fresh attempt counts. Each dead letter is redriven at most
     /// once. Durable when it returns. Returns how many were redriven.
     pub async fn redrive_dead_letters(&self, topic: &str, group_id: &str, selection: &Selection) -> Result<u64> {
+        let (group, redriven) =
+            self.resolve_dead_letters(topic, group_id, selection, |state, keys| state.redrive(keys))?;
+        tracing::info!(group = %group_id, topic, redriven, "dead letters redriven");
+        group.flush().await?;
+        Ok(redriven)
+    }
+
+    /// Marks a group's dead letters from `topic` as handled without redriving them: the depth
+    /// falls, and they can no longer be redriven. Durable when it returns. Returns how many.
+    pub async fn discard_dead_letters(&self, topic: &str, group_id: &str, selection: &Selection) -> Result<u64> {
+        let (group, discarded) =
+            self.resolve_dead_letters(topic, group_id, selection, |state, keys| state.discard(keys))?;
+        tracing::info!(group = %group_id, topic, discarded, "dead letters discarded");
+        group.flush().await?;
+        Ok(discarded)
+    }
+
+    /// Applies `resolve` to the group's dead letters in `topic` that `selection` picks.
+    fn resolve_dead_letters(
+        &self,
+        topic: &str,
+        group_id: &str,
+        selection: &Selection,
+        resolve: impl FnOnce(&mut super::state::GroupState, &[(TopicPartition, u64)]) -> u64,
+    ) -> Result<(std::sync::Arc<super::Group>, u64)> {
         self.check_open()?;
         self.topic(topic)?;
         let group = self.groups().get(group_id).ok_or_else(|| Error::GroupNotFound(group_id.to_owned()))?;
-        let redriven = {
+        let resolved = {
             let mut state = group.lock();
             let keys: Vec<(TopicPartition, u64)> = state
                 .dead_letters
@@ -172,10 +197,8 @@ impl Broker {
                 })
                 .cloned()
                 .collect();
-            state.redrive(&keys)
+            resolve(&mut state, &keys)
         };
-        tracing::info!(group = %group_id, topic, redriven, "dead letters redriven");
-        group.flush().await?;
-        Ok(redriven)
+        Ok((group, resolved))
     }
 }

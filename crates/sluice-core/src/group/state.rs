@@ -897,6 +897,16 @@ impl GroupState {
         redriven
     }
 
+    /// Forgets dead letters without redriving them (an operator decided they need no more
+    /// processing); returns how many there were.
+    pub fn discard(&mut self, keys: &[(TopicPartition, u64)]) -> u64 {
+        let discarded = keys.iter().filter(|key| self.dead_letters.remove(key).is_some()).count() as u64;
+        if discarded > 0 {
+            self.dirty = true;
+        }
+        discarded
+    }
+
     /// Moves partitions to `position`s, forgetting acks and in-flight records there.
     pub fn reset(&mut self, positions: &[(TopicPartition, u64)]) {
         for (tp, position) in positions {

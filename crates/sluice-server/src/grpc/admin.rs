@@ -199,6 +199,21 @@ impl pb::admin_server::Admin for AdminService {
         unary(&self.metrics, &self.inflight, "RedriveDeadLetters", redrive).await
     }
 
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, group = %request.get_ref().group))]
+    async fn discard_dead_letters(
+        &self,
+        request: Request<pb::DiscardDeadLettersRequest>,
+    ) -> Result<Response<pb::DiscardDeadLettersResponse>, Status> {
+        let r = request.get_ref();
+        let discard = async {
+            let selection = convert_dead_letter::discard_selection(r)?;
+            let discarded =
+                self.broker.discard_dead_letters(&r.topic, &r.group, &selection).await.map_err(to_status)?;
+            Ok(pb::DiscardDeadLettersResponse { discarded })
+        };
+        unary(&self.metrics, &self.inflight, "DiscardDeadLetters", discard).await
+    }
+
     async fn broker_info(
         &self,
         _request: Request<pb::BrokerInfoRequest>,
