@@ -151,6 +151,8 @@ fn describe_json(d: &pb::DescribeGroupResponse) -> Value {
         "on_damage": if d.on_damage == pb::OnDamage::Skip as i32 { "skip" } else { "stop" },
         "damaged_skipped": d.damaged_skipped,
         "offsets_moved_to_end": d.offsets_moved_to_end,
+        "dead_letters_failing": d.dead_letters_failing,
+        "dead_letter_error": (!d.dead_letter_error.is_empty()).then_some(&d.dead_letter_error),
         "rebalances": d.rebalances,
     })
 }
@@ -178,6 +180,11 @@ async fn describe(client: &Client, printer: &Printer, group: &str) -> Result<(),
     if d.on_damage == pb::OnDamage::Skip as i32 || d.damaged_skipped > 0 {
         let policy = if d.on_damage == pb::OnDamage::Skip as i32 { "skip" } else { "stop" };
         pairs.push(("on damage", format!("{policy} ({} unreadable records skipped)", d.damaged_skipped)));
+    }
+    if d.dead_letters_failing > 0 {
+        let failing =
+            format!("{} not written yet, retried with backoff: {}", d.dead_letters_failing, d.dead_letter_error);
+        pairs.push(("dead letters failing", failing));
     }
     if d.offsets_moved_to_end > 0 {
         pairs.push(("moved to end", format!("{} positions past a partition's end", d.offsets_moved_to_end)));

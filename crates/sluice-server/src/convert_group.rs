@@ -196,6 +196,9 @@ pub fn description(d: GroupDescription) -> pb::DescribeGroupResponse {
         on_damage: if d.settings.skip_damaged { pb::OnDamage::Skip } else { pb::OnDamage::Stop } as i32,
         damaged_skipped: d.damaged_skipped,
         offsets_moved_to_end: d.offsets_past_end,
+        dead_letters_failing: d.dead_letters_failing,
+        dead_letter_error: d.dead_letter_error.clone().unwrap_or_default(),
+        dead_letter_failures: d.dead_letter_failures,
     }
 }
 

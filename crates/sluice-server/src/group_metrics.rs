@@ -90,6 +90,18 @@ impl Collector for GroupCollector {
             MetricType::Counter,
         );
         group_family(&mut encoder, &groups, past_end, |g| g.offsets_past_end)?;
+        let failing = (
+            "sluice_group_dead_letters_failing",
+            "Failed records whose dead-letter copy could not be written yet (retried with backoff)",
+            MetricType::Gauge,
+        );
+        group_family(&mut encoder, &groups, failing, |g| g.dead_letters_failing)?;
+        let failures = (
+            "sluice_group_dead_letter_failures",
+            "Failed tries to write dead-letter copies since the broker started",
+            MetricType::Counter,
+        );
+        group_family(&mut encoder, &groups, failures, |g| g.dead_letter_failures)?;
         let depth = ("sluice_group_dead_letter_depth", "Dead-lettered records not yet redriven", MetricType::Gauge);
         group_family(&mut encoder, &groups, depth, |g| g.dead_letter_depth)?;
         dead_letter_families(&mut encoder, &groups)

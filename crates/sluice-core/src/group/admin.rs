@@ -89,6 +89,12 @@ pub struct GroupDescription {
     pub damaged_skipped: u64,
     /// Committed offsets found past their partition's end and moved to it, since start.
     pub offsets_past_end: u64,
+    /// Dead letters whose copy could not be written yet (retried with backoff).
+    pub dead_letters_failing: u64,
+    /// Why the most recent of those failed.
+    pub dead_letter_error: Option<String>,
+    /// Failed tries to write dead-letter copies since the broker started.
+    pub dead_letter_failures: u64,
 }
 
 /// Where a reset moves a group.
@@ -211,6 +217,9 @@ impl Broker {
             oldest_dead_letter_ms: state.dead_letters.values().map(|d| d.at_ms).min(),
             damaged_skipped: state.damaged_skipped,
             offsets_past_end: state.offsets_past_end,
+            dead_letters_failing: state.dead_letter_failed.len() as u64,
+            dead_letter_error: state.dead_letter_failed.values().max_by_key(|f| f.retry_at).map(|f| f.error.clone()),
+            dead_letter_failures: state.dead_letter_failures,
         }
     }
 

@@ -12,6 +12,12 @@
 //! never lost, and at most duplicated in the dead-letter topic.
 //!
 //! Several groups may share one dead-letter topic; each record carries its group in a header.
+//!
+//! Copies are appended in requests that fit the broker's request limit. A copy that cannot be
+//! written (larger than the dead-letter topic's `max_message_bytes`, a full disk) is set aside
+//! in the group as *failing*, shown in DescribeGroup (`dead_letters_failing`, the last error) and
+//! counted (`sluice_group_dead_letter_failures_total`), and tried again after 1 s, doubling up to
+//! a minute: never in a loop. Its record stays pending (not done) meanwhile.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::Group;
-use super::types::{DeadLetterJob, TopicPartition};
+use super::types::{DeadLetterJob, FailedDeadLetter, TopicPartition};
 use sluice_storage::Batch;
 
 use crate::StoredRecord;
@@ -133,45 +139,85 @@ fn dead_letter_copy(group: &str, job: &DeadLetterJob, record: StoredRecord) -> R
     Ok(NewRecord { key: record.key, value: record.value, headers, timestamp: Some(record.timestamp) })
 }
 
-/// Appends the dead-letter copies of one source partition's jobs (sorted by offset) in one
-/// produce; returns where each went, or `None` for a source record that no longer exists.
+/// What became of one job.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// Its copy is in the dead-letter topic, there.
+    Moved(TopicPartition, u64),
+    /// The source record no longer exists (retention removed it).
+    Gone,
+    /// Its copy could not be written; why.
+    Failed(String),
+}
+
+/// Appends the dead-letter copies of one source partition's jobs (sorted by offset) in as few
+/// produces as fit the broker's request limit; returns what became of each job. A copy that
+/// fails (alone too large for the dead-letter topic, a full disk) fails only its own request.
 async fn move_partition(
     broker: &Broker,
     group: &Group,
     tp: &TopicPartition,
     jobs: &[DeadLetterJob],
-) -> Result<Vec<Option<(TopicPartition, u64)>>> {
-    let Ok(source) = broker.topic(&tp.topic) else { return Ok(vec![None; jobs.len()]) };
+) -> Result<Vec<Outcome>> {
+    let Ok(source) = broker.topic(&tp.topic) else { return Ok(vec![Outcome::Gone; jobs.len()]) };
     let records = read_sources(&source, tp, jobs).await?;
     let own = source.config().dead_letter_topic;
     let broker_default = &broker.config().groups.dead_letter_topic;
     let name = group.lock().settings.dead_letter_topic_for(&tp.topic, own.as_deref(), broker_default);
     let topic = dead_letter_topic(broker, &name, &source).await?;
     let partition = tp.partition % topic.partitions().len().max(1) as u32;
-    let found: Vec<bool> = records.iter().map(Option::is_some).collect();
-    let mut copies = Vec::with_capacity(jobs.len());
-    for (job, record) in jobs.iter().zip(records) {
-        if let Some(record) = record {
-            copies.push(dead_letter_copy(&group.id, job, record)?);
+    let mut outcomes = vec![Outcome::Gone; jobs.len()];
+    // Requests of copies (each with its job's index), each within the request limit; a copy
+    // larger than the limit goes alone (and fails alone).
+    let limit = broker.config().max_request_bytes;
+    let mut requests: Vec<Vec<(usize, NewRecord)>> = Vec::new();
+    let mut bytes = 0;
+    for (i, (job, record)) in jobs.iter().zip(records).enumerate() {
+        let Some(record) = record else { continue };
+        let copy = match dead_letter_copy(&group.id, job, record) {
+            Ok(copy) => copy,
+            Err(e) => {
+                outcomes[i] = Outcome::Failed(e.to_string());
+                continue;
+            }
+        };
+        let size = copy.size();
+        match requests.last_mut() {
+            Some(last) if !last.is_empty() && bytes + size <= limit => last.push((i, copy)),
+            _ => {
+                requests.push(vec![(i, copy)]);
+                bytes = 0;
+            }
         }
-    }
-    let mut base = 0;
-    if !copies.is_empty() {
-        let request = ProduceRequest { topic: name, partition: Some(partition), records: copies, producer: None };
-        let outcome = broker.produce(request).await?;
-        base = outcome.appends.first().map_or(0, |a| a.base_offset);
+        bytes += size;
     }
     let dead_letter = TopicPartition::new(topic.name.clone(), partition);
-    let mut next = base;
-    Ok(found
-        .into_iter()
-        .map(|found| {
-            found.then(|| {
-                next += 1;
-                (dead_letter.clone(), next - 1)
-            })
-        })
-        .collect())
+    for request in requests {
+        let (indexes, copies): (Vec<usize>, Vec<NewRecord>) = request.into_iter().unzip();
+        let produce =
+            ProduceRequest { topic: name.clone(), partition: Some(partition), records: copies, producer: None };
+        match broker.produce(produce).await {
+            Ok(outcome) => {
+                let base = outcome.appends.first().map_or(0, |a| a.base_offset);
+                for (k, i) in indexes.into_iter().enumerate() {
+                    outcomes[i] = Outcome::Moved(dead_letter.clone(), base + k as u64);
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                for i in indexes {
+                    outcomes[i] = Outcome::Failed(reason.clone());
+                }
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Delay before the next try of a dead letter that failed `failures` times: 1 s, doubling, at
+/// most a minute, so a copy that cannot be written costs a read now and then, never a loop.
+fn retry_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 /// Moves every queued record of every group; returns false if any failed (they stay queued).
@@ -198,40 +244,56 @@ impl WarnLimit {
     }
 }
 
-async fn pass(broker: &Broker, warn: &mut WarnLimit) -> bool {
-    let mut all_moved = true;
+/// Moves every queued dead letter of every group, and the failed ones whose retry is due;
+/// returns when the next failed one is due, if any.
+async fn pass(broker: &Broker, warn: &mut WarnLimit) -> Option<std::time::Instant> {
     for group in broker.groups().all() {
-        let jobs: Vec<DeadLetterJob> = group.lock().dead_letter_jobs.drain(..).collect();
+        let now = std::time::Instant::now();
+        let jobs: Vec<DeadLetterJob> = {
+            let mut state = group.lock();
+            let mut jobs: Vec<DeadLetterJob> = state.dead_letter_jobs.drain(..).collect();
+            let due: Vec<(TopicPartition, u64)> =
+                state.dead_letter_failed.iter().filter(|(_, f)| f.retry_at <= now).map(|(k, _)| k.clone()).collect();
+            jobs.extend(due.iter().filter_map(|key| state.dead_letter_failed.remove(key)).map(|f| f.job));
+            jobs
+        };
         let mut by_partition: BTreeMap<TopicPartition, Vec<DeadLetterJob>> = BTreeMap::new();
         for job in jobs {
             by_partition.entry(job.tp.clone()).or_default().push(job);
         }
         for (tp, mut jobs) in by_partition {
             jobs.sort_by_key(|j| j.offset);
-            // One produce per chunk keeps each request well under the request size limit.
             for chunk in jobs.chunks(256) {
-                match move_partition(broker, &group, &tp, chunk).await {
-                    Ok(places) => {
-                        let mut state = group.lock();
-                        for (job, at) in chunk.iter().zip(places) {
-                            if at.is_none() {
-                                tracing::warn!(group = %group.id, topic = %tp.topic, partition = tp.partition, offset = job.offset, "record to dead-letter no longer exists; marking it done");
+                let outcomes = move_partition(broker, &group, &tp, chunk).await.unwrap_or_else(|e| {
+                    let reason = e.to_string();
+                    vec![Outcome::Failed(reason); chunk.len()]
+                });
+                let mut state = group.lock();
+                for (job, outcome) in chunk.iter().zip(outcomes) {
+                    match outcome {
+                        Outcome::Moved(tp, offset) => state.dead_lettered(job, Some((tp, offset))),
+                        Outcome::Gone => {
+                            tracing::warn!(group = %group.id, topic = %tp.topic, partition = tp.partition, offset = job.offset, "record to dead-letter no longer exists; marking it done");
+                            state.dead_lettered(job, None);
+                        }
+                        Outcome::Failed(error) => {
+                            let mut job = job.clone();
+                            job.failures += 1;
+                            let retry_at = now + retry_delay(job.failures);
+                            if let Some(suppressed) = warn.allow() {
+                                tracing::warn!(group = %group.id, topic = %tp.topic, partition = tp.partition, offset = job.offset, failures = job.failures, cause = %error, suppressed, "dead-lettering failed; will retry");
                             }
-                            state.dead_lettered(job, at);
+                            state.dead_letter_failures += 1;
+                            state
+                                .dead_letter_failed
+                                .insert((tp.clone(), job.offset), FailedDeadLetter { job, retry_at, error });
                         }
-                    }
-                    Err(e) => {
-                        if let Some(suppressed) = warn.allow() {
-                            tracing::warn!(group = %group.id, topic = %tp.topic, records = chunk.len(), cause = %e, suppressed, "dead-lettering failed; will retry");
-                        }
-                        group.lock().dead_letter_jobs.extend(chunk.iter().cloned());
-                        all_moved = false;
                     }
                 }
             }
         }
     }
-    all_moved
+    broker.groups().all().iter().filter_map(|g| g.lock().dead_letter_failed.values().map(|f| f.retry_at).min()).min()
 }
 
 /// How long the worker lets failures gather after the first one: each source batch is then
@@ -243,7 +305,11 @@ pub(crate) async fn run(broker: Broker) {
     let shutdown = broker.shutdown_token();
     let mut warn = WarnLimit { last: None, suppressed: 0 };
     loop {
-        let pause = if pass(&broker, &mut warn).await { Duration::from_millis(500) } else { Duration::from_secs(1) };
+        let idle = Duration::from_millis(500);
+        let pause = match pass(&broker, &mut warn).await {
+            Some(due) => due.saturating_duration_since(std::time::Instant::now()).min(idle),
+            None => idle,
+        };
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = broker.groups().dead_letter_wake.notified() => {}

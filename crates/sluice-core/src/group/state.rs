@@ -228,6 +228,11 @@ pub(crate) struct GroupState {
     pub dead_lettered_total: BTreeMap<Arc<str>, u64>,
     /// Records waiting for the dead-letter worker.
     pub dead_letter_jobs: VecDeque<DeadLetterJob>,
+    /// Dead letters whose copy could not be written, by source, retried with backoff (see
+    /// [`super::dead_letter`]).
+    pub dead_letter_failed: BTreeMap<(TopicPartition, u64), super::types::FailedDeadLetter>,
+    /// Failed tries to write dead-letter copies, since the broker started.
+    pub dead_letter_failures: u64,
     /// This group's dead-lettered records not yet redriven, by dead-letter partition and offset.
     pub dead_letters: BTreeMap<(TopicPartition, u64), DeadLettered>,
     pub jitter: super::backoff::Jitter,
@@ -255,6 +260,8 @@ impl GroupState {
             redeliveries: 0,
             dead_lettered_total: BTreeMap::new(),
             dead_letter_jobs: VecDeque::new(),
+            dead_letter_failed: BTreeMap::new(),
+            dead_letter_failures: 0,
             dead_letters: BTreeMap::new(),
             jitter: super::backoff::Jitter::new(now_ms() as u64),
             topic_attempts: BTreeMap::new(),
@@ -796,6 +803,7 @@ impl GroupState {
                 attempts: pending.attempts,
                 failure,
                 position: pending.position,
+                failures: 0,
             };
             self.dead_letter_jobs.push_back(job);
             return;

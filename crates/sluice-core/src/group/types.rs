@@ -190,6 +190,19 @@ pub struct DeadLetterJob {
     pub failure: Failure,
     /// Where the record starts in its batch, if known (it can then be read alone).
     pub position: Option<u32>,
+    /// Times writing its dead-letter copy has failed so far.
+    pub failures: u32,
+}
+
+/// A dead letter whose copy could not be written, waiting to be tried again.
+#[derive(Debug, Clone)]
+pub struct FailedDeadLetter {
+    /// The job, with its failure count.
+    pub job: DeadLetterJob,
+    /// When to try again.
+    pub retry_at: std::time::Instant,
+    /// Why the last try failed.
+    pub error: String,
 }
 
 /// A dead-lettered record of this group that has not been redriven.
