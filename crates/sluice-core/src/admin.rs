@@ -129,9 +129,15 @@ impl Broker {
         let partitions = topic.partitions();
         let meta = TopicMeta { partitions: partitions.len() as u32, config: config.clone() };
         blocking(write_meta(topic.dir.clone(), meta)).await?;
-        for partition in partitions.iter() {
-            partition.log().set_config(config.log_config())?;
-        }
+        // On the blocking pool: each log's writer lock may be held across an fsync.
+        let (logs, log_config) = (partitions.iter().map(|p| p.log().clone()).collect::<Vec<_>>(), config.log_config());
+        blocking(move || {
+            for log in logs {
+                log.set_config(log_config.clone())?;
+            }
+            Ok(())
+        })
+        .await?;
         *topic.config.write().unwrap_or_else(PoisonError::into_inner) = config;
         Ok(topic)
     }

@@ -92,6 +92,8 @@ struct Inner {
     counters: Arc<Counters>,
     /// The fsync policy, readable without the writer lock (see `config::encode_policy`).
     fsync: std::sync::atomic::AtomicU64,
+    /// The writer's first failure, readable without the writer lock.
+    poisoned: Arc<std::sync::OnceLock<String>>,
 }
 
 /// One partition's append-only log: a cheap-clone handle, safe to share between threads.
@@ -122,12 +124,13 @@ impl PartitionLog {
         let (sealed, active) = crate::open::load_segments(&cx)?;
         let view = LogView { sealed: Arc::new(sealed), active: active.view() };
         let published = Arc::new(RwLock::new(Arc::new(view.clone())));
+        let poisoned = Arc::new(std::sync::OnceLock::new());
         let writer = Writer {
             dir: dir.clone(),
             config,
             sealed: view.sealed,
             active,
-            poisoned: None,
+            poisoned: Arc::clone(&poisoned),
             closed: false,
             last_sync_ms: now_ms,
             dirty: false,
@@ -142,6 +145,7 @@ impl PartitionLog {
                 dir,
                 view: published,
                 fsync: std::sync::atomic::AtomicU64::new(crate::config::encode_policy(writer.config.fsync)),
+                poisoned,
                 writer: Mutex::new(writer),
                 commit: CommitQueue::default(),
                 counters,
@@ -389,7 +393,7 @@ impl PartitionLog {
 
     /// The error that poisoned the log, if one did.
     pub fn poisoned(&self) -> Option<String> {
-        self.writer().poisoned.clone()
+        self.inner.poisoned.get().cloned()
     }
 
     /// Clean close: fsync, persist the active index, write the clean-shutdown marker so the

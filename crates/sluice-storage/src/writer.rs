@@ -78,7 +78,9 @@ pub(crate) struct Writer {
     pub config: LogConfig,
     pub sealed: Arc<Vec<SegmentView>>,
     pub active: ActiveSegment,
-    pub poisoned: Option<String>,
+    /// Set once, by the first write failure; shared with the log handle so readers (health
+    /// checks, DescribeTopic) see it without the writer lock, which a commit holds across fsync.
+    pub poisoned: Arc<std::sync::OnceLock<String>>,
     pub closed: bool,
     pub last_sync_ms: i64,
     pub dirty: bool,
@@ -110,17 +112,17 @@ impl Writer {
         if self.closed {
             return Err(Error::Closed);
         }
-        match &self.poisoned {
+        match self.poisoned.get() {
             Some(cause) => Err(Error::Poisoned { cause: cause.clone() }),
             None => Ok(()),
         }
     }
 
     fn poison(&mut self, error: &Error) {
-        if self.poisoned.is_none() {
+        if self.poisoned.get().is_none() {
             tracing::error!(dir = %self.dir.display(), cause = %error, "partition log poisoned; appends refused until reopened");
             // Clients see this cause (DescribeTopic); the log line above has the paths.
-            self.poisoned = Some(error.without_paths());
+            let _first_failure_wins = self.poisoned.set(error.without_paths());
         }
     }
 
@@ -146,9 +148,9 @@ impl Writer {
                 self.poison(&error);
                 let mut first = Some(error);
                 for result in results.iter_mut().filter(|r| r.is_ok()) {
-                    *result = Err(first
-                        .take()
-                        .unwrap_or_else(|| Error::Poisoned { cause: self.poisoned.clone().unwrap_or_default() }));
+                    *result = Err(first.take().unwrap_or_else(|| Error::Poisoned {
+                        cause: self.poisoned.get().cloned().unwrap_or_default(),
+                    }));
                 }
                 return results;
             }
@@ -402,7 +404,7 @@ impl Writer {
             return Ok(());
         }
         self.closed = true;
-        if self.poisoned.is_some() {
+        if self.poisoned.get().is_some() {
             return Ok(());
         }
         self.sync_active()?;

@@ -79,6 +79,30 @@ fn group_commit_shares_fsyncs_and_nothing_is_visible_before_its_fsync() -> TestR
     Ok(())
 }
 
+#[test]
+fn health_and_state_reads_never_wait_for_an_fsync() -> TestResult {
+    let (_dir, disk, _clock, log) = open(FsyncPolicy::Always);
+    disk.hold_syncs(true);
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || log.append(encode(&records_of("held", 1))).unwrap())
+    };
+    wait_until("the append's fsync", || disk.held.load(Ordering::SeqCst) == 1);
+    // The commit holds the writer lock across that fsync; these must not need it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = log.clone();
+    std::thread::spawn(move || {
+        let answers = (reader.poisoned(), reader.offsets(), reader.config_fsync(), reader.missing_ranges());
+        let _ = tx.send(answers);
+    });
+    let answered = rx.recv_timeout(Duration::from_secs(10));
+    disk.hold_syncs(false);
+    writer.join().unwrap();
+    let (poisoned, offsets, fsync, missing) = answered.expect("state reads waited for the fsync");
+    assert_eq!((poisoned, offsets, fsync, missing), (None, (0, 0), FsyncPolicy::Always, vec![]));
+    Ok(())
+}
+
 fn records_of(tag: &str, count: usize) -> Vec<Rec> {
     records(tag, count, 0)
 }
