@@ -106,6 +106,9 @@ impl GroupMember {
     /// back to the group, and the call returns once the broker has closed the session.
     pub async fn leave(self) -> Result<()> {
         let GroupMember { requests, mut responses, .. } = self;
+        let leave = pb::ConsumeRequest { request: Some(pb::consume_request::Request::Leave(pb::Leave {})) };
+        // The stream closing says the same if the message cannot be sent.
+        let _closed_anyway = requests.send(leave).await;
         drop(requests);
         while responses.message().await?.is_some() {}
         Ok(())

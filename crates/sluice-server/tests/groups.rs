@@ -485,3 +485,27 @@ async fn renewing_keeps_a_slow_record_from_being_redelivered() -> TestResult {
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_leave_message_ends_the_session_at_once_with_the_stream_still_open() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "orders", 2, None).await;
+    let mut a = Member::join(&server, "billing", &["orders"], "a", JoinOptions::default()).await;
+    a.wait_owned(2).await;
+    let mut b = Member::join(&server, "billing", &["orders"], "b", JoinOptions::default()).await;
+    // `a` leaves by message; its request stream stays open.
+    a.send(pb::consume_request::Request::Leave(pb::Leave {})).await;
+    loop {
+        match a.try_next().await? {
+            None => break,
+            Some(_) => {}
+        }
+    }
+    b.wait_owned(2).await;
+    let described =
+        server.admin().await.describe_group(pb::DescribeGroupRequest { group: "billing".into() }).await?.into_inner();
+    assert_eq!(described.members.len(), 1, "{described:?}");
+    server.stop().await;
+    Ok(())
+}

@@ -108,7 +108,7 @@ async fn read_member(
     drop(serving);
 }
 
-/// Applies one member message; false ends the session.
+/// Applies one member message; false ends the session (a leave, or a protocol error).
 async fn apply(handle: &MemberHandle, request: pb::ConsumeRequest, outbound: &Outbound) -> bool {
     use pb::consume_request::Request;
     let (tp, outcome) = match request.request {
@@ -132,6 +132,7 @@ async fn apply(handle: &MemberHandle, request: pb::ConsumeRequest, outbound: &Ou
             handle.heartbeat();
             return true;
         }
+        Some(Request::Leave(_)) => return false,
         Some(Request::Join(_)) => {
             let _gone =
                 outbound.send(Err(invalid("this stream has already joined; open a new stream to join again"))).await;
