@@ -496,12 +496,7 @@ async fn a_leave_message_ends_the_session_at_once_with_the_stream_still_open() -
     let mut b = Member::join(&server, "billing", &["orders"], "b", JoinOptions::default()).await;
     // `a` leaves by message; its request stream stays open.
     a.send(pb::consume_request::Request::Leave(pb::Leave {})).await;
-    loop {
-        match a.try_next().await? {
-            None => break,
-            Some(_) => {}
-        }
-    }
+    while a.try_next().await?.is_some() {}
     b.wait_owned(2).await;
     let described =
         server.admin().await.describe_group(pb::DescribeGroupRequest { group: "billing".into() }).await?.into_inner();
