@@ -321,6 +321,9 @@ async fn consume_group(client: &Client, args: &ConsumeArgs, group: &str, sink: &
                     idle.as_mut().reset(tokio::time::Instant::now() + args.wait);
                 }
                 Some(GroupEvent::Assignment(_)) => idle.as_mut().reset(tokio::time::Instant::now() + args.wait),
+                Some(GroupEvent::LeaseExpired(expired)) => {
+                    eprintln!("warning: {}/{} offsets {:?} were not acked within the group's ack timeout; they will be delivered again", expired.topic, expired.partition, expired.offsets);
+                }
                 Some(GroupEvent::AckRefused(refused)) => {
                     let range = refused.range.unwrap_or_default();
                     eprintln!("warning: ack of {}/{} offsets {}..={} refused ({:?})", refused.topic, refused.partition, range.first, range.last, refused.reason());

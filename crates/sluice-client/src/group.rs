@@ -25,6 +25,9 @@ pub enum GroupEvent {
     Records(pb::GroupRecords),
     /// An ack, nack or renewal the broker did not apply, and why.
     AckRefused(pb::AckRefused),
+    /// Records whose lease ended (not acked within the ack timeout): they went back to the
+    /// group; acking them now is refused.
+    LeaseExpired(pb::LeaseExpired),
 }
 
 /// A member of a consumer group. Records it receives must be acknowledged ([`GroupMember::ack`])
@@ -74,6 +77,7 @@ impl GroupMember {
                 Some(Response::Assignment(a)) => return Ok(Some(GroupEvent::Assignment(a))),
                 Some(Response::Records(r)) => return Ok(Some(GroupEvent::Records(r))),
                 Some(Response::AckRefused(r)) => return Ok(Some(GroupEvent::AckRefused(r))),
+                Some(Response::LeaseExpired(e)) => return Ok(Some(GroupEvent::LeaseExpired(e))),
                 // A second "joined" or an unknown message: nothing to act on.
                 Some(Response::Joined(_)) | None => {}
             }

@@ -149,6 +149,9 @@ pub struct GroupDefaults {
     pub dead_letter_topic: String,
     /// Whether new groups pass over unreadable records instead of stopping at them.
     pub skip_damaged: bool,
+    /// A member whose leases expire this many times in a row without an ack or nack is
+    /// removed (processing liveness); 0: never.
+    pub max_lease_expiries: u32,
 }
 
 impl GroupDefaults {
@@ -178,6 +181,7 @@ impl Default for GroupDefaults {
             retry: RetryPolicy::default(),
             dead_letter_topic: "{topic}.dlq".into(),
             skip_damaged: false,
+            max_lease_expiries: 3,
         }
     }
 }

@@ -138,6 +138,7 @@ pub struct GroupsSection {
     pub backoff_max: String,
     pub dead_letter_topic: String,
     pub skip_damaged: bool,
+    pub max_lease_expiries: u32,
 }
 
 impl Default for GroupsSection {
@@ -155,6 +156,7 @@ impl Default for GroupsSection {
             backoff_max: "5m".into(),
             dead_letter_topic: "{topic}.dlq".into(),
             skip_damaged: false,
+            max_lease_expiries: 3,
         }
     }
 }
@@ -200,6 +202,7 @@ fn group_defaults(g: &GroupsSection, origin: &str) -> Result<GroupDefaults, Conf
         reset,
         commit_interval: duration("groups.commit_interval", &g.commit_interval)?,
         skip_damaged: g.skip_damaged,
+        max_lease_expiries: g.max_lease_expiries,
     })
 }
 

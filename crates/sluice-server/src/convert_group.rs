@@ -55,6 +55,7 @@ pub fn join(join: pb::Join) -> Result<JoinSpec, Status> {
             Ok(pb::OnDamage::Skip) => Some(true),
             Err(_) => return Err(invalid(format!("unknown on_damage {}", join.on_damage))),
         },
+        max_lease_expiries: nonzero(join.max_lease_expiries),
     })
 }
 

@@ -57,6 +57,7 @@ pub fn to_status(error: Error) -> Status {
             SessionEnd::TimedOut(_) => status(Code::Aborted, "SESSION_TIMED_OUT", error.to_string()),
             SessionEnd::GroupDeleted => status(Code::Aborted, "GROUP_DELETED", error.to_string()),
             SessionEnd::Left => status(Code::Aborted, "SESSION_ENDED", error.to_string()),
+            SessionEnd::NotProcessing(_) => status(Code::Aborted, "NOT_PROCESSING", error.to_string()),
         },
         other => {
             tracing::error!(cause = %other, "internal error");

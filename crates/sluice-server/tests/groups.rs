@@ -33,6 +33,7 @@ async fn work(mut member: Member, owned: Owned, delivered: Delivered, stop: Canc
                 member.ack_all(&records).await;
             }
             Ok(Some(Event::Refused)) => panic!("refused ack: {:?}", member.refusals),
+            Ok(Some(Event::LeaseExpired)) => {}
             Ok(None) | Err(_) => break,
         }
     }
@@ -501,6 +502,47 @@ async fn a_leave_message_ends_the_session_at_once_with_the_stream_still_open() -
     let described =
         server.admin().await.describe_group(pb::DescribeGroupRequest { group: "billing".into() }).await?.into_inner();
     assert_eq!(described.members.len(), 1, "{described:?}");
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_member_that_never_finishes_its_work_loses_its_partitions_to_one_that_does() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "jobs", 1, None).await;
+    produce_keyed(&server, "jobs", 0, 1).await;
+    let options = JoinOptions {
+        ack_timeout_ms: 300,
+        backoff_initial_ms: 20,
+        backoff_multiplier: 1.0,
+        max_delivery_attempts: 10,
+        ..JoinOptions::default()
+    };
+    let mut stuck = Member::join(&server, "workers", &["jobs"], "stuck", options.clone()).await;
+    stuck.wait_owned(1).await;
+    let mut idle = Member::join(&server, "workers", &["jobs"], "idle", options).await;
+    // The stuck member takes the record, never acks it, and is told when its lease ends; after
+    // the third expiry in a row it is removed.
+    let end = loop {
+        match stuck.try_next().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stream ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), Code::Aborted, "{end:?}");
+    assert_eq!(end.metadata().get("sluice-reason").unwrap(), "NOT_PROCESSING");
+    assert!(end.message().contains("3 deliveries"), "{}", end.message());
+    // The first two expiries come as LeaseExpired messages; the third is the end of the stream.
+    assert_eq!(stuck.expired.len(), 2, "told of each expired lease: {:?}", stuck.expired);
+    assert!(stuck.expired.iter().all(|e| e.offsets == [0]));
+    // The member that works gets the partition and the record, with its attempt count.
+    let records = idle.next_records().await;
+    assert_eq!(offsets(&records), vec![0]);
+    assert_eq!(records.records[0].delivery_attempt, 4);
+    idle.ack_all(&records).await;
+    eventually("acked", || fully_acked(&server, "workers", 1)).await;
     server.stop().await;
     Ok(())
 }

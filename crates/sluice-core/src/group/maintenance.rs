@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::Group;
-use super::types::{SessionEnd, TopicPartition};
+use super::types::TopicPartition;
 use crate::broker::Broker;
 
 /// How often deadlines are checked: the resolution of ack and session timeouts.
@@ -23,9 +23,8 @@ fn expire(broker: &Broker, group: &Group, now: Instant) {
     if queued {
         broker.groups().dead_letter_wake.notify_one();
     }
-    for member in timed_out {
-        let timeout = group.lock().members.get(&member).map(|m| m.session_timeout).unwrap_or_default();
-        broker.remove_member(group, member, SessionEnd::TimedOut(timeout));
+    for (member, reason) in timed_out {
+        broker.remove_member(group, member, reason);
     }
 }
 

@@ -374,12 +374,13 @@ impl Broker {
         apply_overrides(&mut settings, &spec, ack_timeout);
         let group = self.groups().get_or_create(&spec.group, settings);
         let id = MemberId(self.groups().next_member.fetch_add(1, Ordering::Relaxed));
-        let member = Member::new(
+        let mut member = Member::new(
             spec.member_name.clone(),
             spec.topics.iter().cloned().collect(),
             FlowLimits { max_records, max_bytes },
             session_timeout,
         );
+        member.max_lease_expiries = spec.max_lease_expiries.unwrap_or(defaults.max_lease_expiries);
         let shared = member.shared.clone();
         {
             let mut state = group.lock();

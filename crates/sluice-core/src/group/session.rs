@@ -35,6 +35,9 @@ pub enum GroupEvent {
     Assignment(AssignmentView),
     /// Records to process and ack.
     Records(GroupDelivery),
+    /// Records whose lease ended (not acked within the ack timeout): they went back to the
+    /// group, and acking them now is refused.
+    LeaseExpired(TopicPartition, Vec<u64>),
 }
 
 /// The inbound side of a session: cheap to clone, used for acks, renewals and heartbeats.
@@ -169,6 +172,10 @@ impl GroupSession {
                 let queued = state.members.get_mut(&self.handle.member).and_then(|m| m.views.pop_front());
                 if let Some(view) = queued {
                     return Ok(GroupEvent::Assignment(view));
+                }
+                let expired = state.members.get_mut(&self.handle.member).and_then(|m| m.expired.pop_front());
+                if let Some((tp, offsets)) = expired {
+                    return Ok(GroupEvent::LeaseExpired(tp, offsets));
                 }
                 state.plan(self.handle.member, &offsets)
             };

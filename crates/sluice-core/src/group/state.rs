@@ -48,6 +48,14 @@ pub(crate) struct Member {
     pub views: VecDeque<AssignmentView>,
     /// The last view queued.
     pub last_view: AssignmentView,
+    /// Leases expired since the member last acked or nacked anything.
+    pub lease_expiries: u32,
+    /// How many may expire in a row before the member is removed (0: never).
+    pub max_lease_expiries: u32,
+    /// When `lease_expiries` last grew.
+    pub last_lapse: Option<Instant>,
+    /// Expired leases not yet told to the member.
+    pub expired: VecDeque<(TopicPartition, Vec<u64>)>,
 }
 
 impl Member {
@@ -65,6 +73,10 @@ impl Member {
             rotation: 0,
             views: VecDeque::new(),
             last_view: AssignmentView::default(),
+            lease_expiries: 0,
+            max_lease_expiries: 0,
+            last_lapse: None,
+            expired: VecDeque::new(),
         }
     }
 }
@@ -679,6 +691,7 @@ impl GroupState {
                 partition.pending.remove(&offset);
                 partition.acks.ack(offset);
                 outcome.accepted += 1;
+                member.lease_expiries = 0;
             }
             if last >= partition.cursor {
                 outcome.refused.push((first.max(partition.cursor), last, AckRefusal::NotDelivered));
@@ -721,10 +734,13 @@ impl GroupState {
         outcome
     }
 
-    /// Makes records whose ack deadline passed deliverable again, and returns members whose
-    /// session timed out (the caller removes them).
-    pub fn expire(&mut self, now: Instant) -> Vec<MemberId> {
+    /// Makes records whose ack deadline passed deliverable again (telling their members), and
+    /// returns the members to remove: those whose session timed out, and those whose leases
+    /// expired `max_lease_expiries` times in a row (alive, but not processing).
+    pub fn expire(&mut self, now: Instant) -> Vec<(MemberId, SessionEnd)> {
         let mut drained = Vec::new();
+        // Members that had leases expire in this pass.
+        let mut lapsed = BTreeSet::new();
         let tps: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
         for tp in tps {
             let Some(partition) = self.partitions.get_mut(&tp) else { continue };
@@ -745,9 +761,18 @@ impl GroupState {
             if !expired.is_empty() {
                 let reason = format!("not acked within the ack timeout of {:?}", self.settings.ack_timeout);
                 let nack = NackSpec { reason: Arc::from(reason), retryable: true, delay: None };
+                let mut told: BTreeMap<MemberId, Vec<u64>> = BTreeMap::new();
                 for (offset, member) in &expired {
                     self.release(&tp, *offset, *member);
                     self.fail(&tp, *offset, &nack, now);
+                    told.entry(*member).or_default().push(*offset);
+                }
+                for (id, offsets) in told {
+                    if let Some(member) = self.members.get_mut(&id) {
+                        member.expired.push_back((tp.clone(), offsets));
+                        member.shared.wake.notify_one();
+                        lapsed.insert(id);
+                    }
                 }
             }
             if !expired.is_empty() {
@@ -755,10 +780,29 @@ impl GroupState {
             }
         }
         self.handover_later(&drained);
+        // Leases handed out together expire within a short span, over one or a few passes:
+        // they count once. The next count needs a new delivery, which expires an ack timeout
+        // later at the earliest.
+        let window = self.settings.ack_timeout / 2;
+        for id in lapsed {
+            if let Some(member) = self.members.get_mut(&id)
+                && member.last_lapse.is_none_or(|at| now.saturating_duration_since(at) >= window)
+            {
+                member.lease_expiries = member.lease_expiries.saturating_add(1);
+                member.last_lapse = Some(now);
+            }
+        }
         self.members
             .iter()
-            .filter(|(_, m)| now.saturating_duration_since(m.last_seen) >= m.session_timeout)
-            .map(|(&id, _)| id)
+            .filter_map(|(&id, m)| {
+                if now.saturating_duration_since(m.last_seen) >= m.session_timeout {
+                    Some((id, SessionEnd::TimedOut(m.session_timeout)))
+                } else if m.max_lease_expiries > 0 && m.lease_expiries >= m.max_lease_expiries {
+                    Some((id, SessionEnd::NotProcessing(m.lease_expiries)))
+                } else {
+                    None
+                }
+            })
             .collect()
     }
 
@@ -854,6 +898,9 @@ impl GroupState {
         }
         outcome.accepted = failed.len() as u64;
         self.nacks += outcome.accepted;
+        if let Some(member) = self.members.get_mut(&id).filter(|_| !failed.is_empty()) {
+            member.lease_expiries = 0;
+        }
         if !failed.is_empty() {
             self.handover_later(std::slice::from_ref(tp));
         }

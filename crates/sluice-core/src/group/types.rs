@@ -127,6 +127,9 @@ pub struct JoinSpec {
     pub strict_ordering: Option<bool>,
     /// Updates the group's handling of unreadable records when set.
     pub skip_damaged: Option<bool>,
+    /// Leases that may expire in a row before the member is removed; `None`: the broker's
+    /// default, `Some(0)`: never.
+    pub max_lease_expiries: Option<u32>,
 }
 
 /// Retry settings a join may change; `None` keeps the group's value.
@@ -153,6 +156,9 @@ pub enum SessionEnd {
     GroupDeleted,
     /// The broker is shutting down.
     Shutdown,
+    /// The member let this many leases expire in a row without acking or nacking anything:
+    /// it is alive but not processing, so its partitions went to the other members.
+    NotProcessing(u32),
 }
 
 impl std::fmt::Display for SessionEnd {
@@ -162,6 +168,10 @@ impl std::fmt::Display for SessionEnd {
             SessionEnd::TimedOut(t) => write!(f, "nothing heard from the member for its session timeout of {t:?}"),
             SessionEnd::GroupDeleted => write!(f, "the group was deleted"),
             SessionEnd::Shutdown => write!(f, "the broker is shutting down"),
+            SessionEnd::NotProcessing(n) => write!(
+                f,
+                "{n} deliveries to the member timed out in a row without an ack or nack; its partitions went to other members"
+            ),
         }
     }
 }

@@ -165,6 +165,10 @@ async fn push_events(
             Ok(GroupEvent::Records(delivery)) => {
                 convert_group::delivery(&delivery).and_then(|r| message(pb::consume_response::Response::Records(r)))
             }
+            Ok(GroupEvent::LeaseExpired(tp, offsets)) => {
+                let expired = pb::LeaseExpired { topic: tp.topic.to_string(), partition: tp.partition, offsets };
+                message(pb::consume_response::Response::LeaseExpired(expired))
+            }
             Err(Error::SessionEnded(SessionEnd::Left)) if !shutdown.is_cancelled() => break,
             // However the session learnt of it, a shutdown ends the stream with UNAVAILABLE.
             Err(Error::SessionEnded(_)) if shutdown.is_cancelled() => Err(to_status(Error::ShuttingDown)),

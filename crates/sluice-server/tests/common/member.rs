@@ -35,12 +35,15 @@ pub struct Member {
     pub assignments: Vec<(u64, BTreeSet<Tp>)>,
     pub owned: BTreeSet<Tp>,
     pub refusals: Vec<pb::AckRefused>,
+    /// Every lease expiry the broker told of.
+    pub expired: Vec<pb::LeaseExpired>,
 }
 
 pub enum Event {
     Assignment,
     Records(pb::GroupRecords),
     Refused,
+    LeaseExpired,
 }
 
 fn request(r: pb::consume_request::Request) -> pb::ConsumeRequest {
@@ -80,6 +83,7 @@ impl Member {
             assignments: Vec::new(),
             owned: BTreeSet::new(),
             refusals: Vec::new(),
+            expired: Vec::new(),
         }
     }
 
@@ -100,6 +104,10 @@ impl Member {
             Some(pb::consume_response::Response::AckRefused(refused)) => {
                 self.refusals.push(refused);
                 Event::Refused
+            }
+            Some(pb::consume_response::Response::LeaseExpired(expired)) => {
+                self.expired.push(expired);
+                Event::LeaseExpired
             }
             other => panic!("unexpected message {other:?}"),
         }))
