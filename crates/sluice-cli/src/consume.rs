@@ -321,6 +321,7 @@ async fn consume_group(client: &Client, args: &ConsumeArgs, group: &str, sink: &
                     idle.as_mut().reset(tokio::time::Instant::now() + args.wait);
                 }
                 Some(GroupEvent::Assignment(_)) => idle.as_mut().reset(tokio::time::Instant::now() + args.wait),
+                Some(GroupEvent::AckReceipt(_)) => {}
                 Some(GroupEvent::LeaseExpired(expired)) => {
                     eprintln!("warning: {}/{} offsets {:?} were not acked within the group's ack timeout; they will be delivered again", expired.topic, expired.partition, expired.offsets);
                 }

@@ -28,6 +28,8 @@ pub enum GroupEvent {
     /// Records whose lease ended (not acked within the ack timeout): they went back to the
     /// group; acking them now is refused.
     LeaseExpired(pb::LeaseExpired),
+    /// Acked offsets that are now durable (with `Join.ack_receipts`).
+    AckReceipt(pb::AckReceipt),
 }
 
 /// A member of a consumer group. Records it receives must be acknowledged ([`GroupMember::ack`])
@@ -78,6 +80,7 @@ impl GroupMember {
                 Some(Response::Records(r)) => return Ok(Some(GroupEvent::Records(r))),
                 Some(Response::AckRefused(r)) => return Ok(Some(GroupEvent::AckRefused(r))),
                 Some(Response::LeaseExpired(e)) => return Ok(Some(GroupEvent::LeaseExpired(e))),
+                Some(Response::AckReceipt(r)) => return Ok(Some(GroupEvent::AckReceipt(r))),
                 // A second "joined" or an unknown message: nothing to act on.
                 Some(Response::Joined(_)) | None => {}
             }

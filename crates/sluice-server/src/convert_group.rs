@@ -56,6 +56,7 @@ pub fn join(join: pb::Join) -> Result<JoinSpec, Status> {
             Err(_) => return Err(invalid(format!("unknown on_damage {}", join.on_damage))),
         },
         max_lease_expiries: nonzero(join.max_lease_expiries),
+        ack_receipts: join.ack_receipts,
     })
 }
 

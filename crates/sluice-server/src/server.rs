@@ -50,6 +50,9 @@ pub enum ServerError {
     Io(#[from] io::Error),
 }
 
+/// How long a graceful shutdown lets connections flush and close once no request is running.
+const CONNECTION_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Largest gRPC message accepted or sent, over the request limit for framing.
 fn max_message_bytes(config: &ServerConfig) -> usize {
     config.broker.max_request_bytes.max(config.broker.max_fetch_bytes) + (1 << 20)
@@ -179,8 +182,11 @@ impl Server {
                 "requests still running at the shutdown timeout; closing anyway"
             );
         }
-        // Idle connections are not waited for: clients may keep them open indefinitely.
-        grpc_task.abort();
+        // Connections got GOAWAY; give them a moment to flush the last responses and close.
+        // Idle connections are not waited for longer: clients may keep them open indefinitely.
+        if tokio::time::timeout(CONNECTION_DRAIN, &mut grpc_task).await.is_err() {
+            grpc_task.abort();
+        }
         let closed = broker.shutdown().await;
         stop_http.cancel();
         let _http_done = http_task.await;

@@ -169,3 +169,38 @@ async fn a_backoff_deadline_survives_a_restart() -> TestResult {
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_ack_receipt_means_the_acks_survive_kill_9() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let env = [("SLUICE_GROUPS_COMMIT_INTERVAL", "50ms")];
+    let mut broker = common::process::spawn_broker(dir.path(), &env);
+    create_topic(&broker.server, "jobs", 1, None).await;
+    produce_values(&broker.server, "jobs", 10).await;
+    let options = JoinOptions { ack_receipts: true, ..JoinOptions::default() };
+    let mut member = Member::join(&broker.server, "workers", &["jobs"], "m", options).await;
+    let mut acked = 0;
+    while acked < 10 {
+        let records = member.next_records().await;
+        member.ack_all(&records).await;
+        acked += records.records.len();
+    }
+    // The receipt comes once the group file holds the acks.
+    let confirmed = |member: &Member| {
+        member.receipts.iter().flat_map(|r| &r.committed).any(|c| c.topic == "jobs" && c.committed_offset == 10)
+    };
+    while !confirmed(&member) {
+        member.next().await;
+    }
+    broker.child.kill()?;
+    broker.child.wait()?;
+    drop(member);
+
+    let broker = common::process::spawn_broker(dir.path(), &env);
+    assert_eq!(
+        describe(&broker.server, "workers").await.partitions[0].committed_offset,
+        10,
+        "receipted acks are durable"
+    );
+    Ok(())
+}

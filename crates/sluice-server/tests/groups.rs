@@ -33,7 +33,7 @@ async fn work(mut member: Member, owned: Owned, delivered: Delivered, stop: Canc
                 member.ack_all(&records).await;
             }
             Ok(Some(Event::Refused)) => panic!("refused ack: {:?}", member.refusals),
-            Ok(Some(Event::LeaseExpired)) => {}
+            Ok(Some(Event::LeaseExpired | Event::Receipt)) => {}
             Ok(None) | Err(_) => break,
         }
     }

@@ -97,12 +97,14 @@ impl Group {
     pub(crate) async fn flush(&self) -> Result<()> {
         let _serialised = self.flush.lock().await;
         let (now, wall_now) = (std::time::Instant::now(), state::now_ms());
-        let bytes = {
+        let (bytes, committed) = {
             let mut state = self.lock();
             if !state.dirty {
                 return Ok(());
             }
             state.dirty = false;
+            let committed: Vec<(TopicPartition, u64)> =
+                state.partitions.iter().map(|(tp, p)| (tp.clone(), p.acks.committed())).collect();
             let partitions = state
                 .partitions
                 .iter()
@@ -133,12 +135,18 @@ impl Group {
                 })
                 .collect();
             let dead_letters = state.dead_letters.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            snapshot::encode(&snapshot::GroupSnapshot { settings: state.settings.clone(), partitions, dead_letters })
+            let bytes = snapshot::encode(&snapshot::GroupSnapshot {
+                settings: state.settings.clone(),
+                partitions,
+                dead_letters,
+            });
+            (bytes, committed)
         };
         let path = self.path.clone();
         let written = blocking(move || Ok(sluice_storage::store::write_atomic(&path, &bytes)?)).await;
-        if written.is_err() {
-            self.lock().dirty = true;
+        match &written {
+            Ok(()) => self.lock().receipt_durable(&committed),
+            Err(_) => self.lock().dirty = true,
         }
         written
     }
@@ -381,6 +389,7 @@ impl Broker {
             session_timeout,
         );
         member.max_lease_expiries = spec.max_lease_expiries.unwrap_or(defaults.max_lease_expiries);
+        member.wants_receipts = spec.ack_receipts;
         let shared = member.shared.clone();
         {
             let mut state = group.lock();

@@ -38,6 +38,9 @@ pub enum GroupEvent {
     /// Records whose lease ended (not acked within the ack timeout): they went back to the
     /// group, and acking them now is refused.
     LeaseExpired(TopicPartition, Vec<u64>),
+    /// Committed offsets of the member's partitions that are now durable (the group file was
+    /// written with them): everything below each was acked and survives any crash.
+    AckReceipt(Vec<(TopicPartition, u64)>),
 }
 
 /// The inbound side of a session: cheap to clone, used for acks, renewals and heartbeats.
@@ -176,6 +179,10 @@ impl GroupSession {
                 let expired = state.members.get_mut(&self.handle.member).and_then(|m| m.expired.pop_front());
                 if let Some((tp, offsets)) = expired {
                     return Ok(GroupEvent::LeaseExpired(tp, offsets));
+                }
+                let receipt = state.members.get_mut(&self.handle.member).map(|m| std::mem::take(&mut m.receipt));
+                if let Some(receipt) = receipt.filter(|r| !r.is_empty()) {
+                    return Ok(GroupEvent::AckReceipt(receipt));
                 }
                 state.plan(self.handle.member, &offsets)
             };

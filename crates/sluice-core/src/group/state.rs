@@ -56,6 +56,11 @@ pub(crate) struct Member {
     pub last_lapse: Option<Instant>,
     /// Expired leases not yet told to the member.
     pub expired: VecDeque<(TopicPartition, Vec<u64>)>,
+    /// Whether the member asked for ack receipts.
+    pub wants_receipts: bool,
+    /// Committed offsets last confirmed to the member, and those durable since, not yet sent.
+    pub receipted: BTreeMap<TopicPartition, u64>,
+    pub receipt: Vec<(TopicPartition, u64)>,
 }
 
 impl Member {
@@ -76,6 +81,9 @@ impl Member {
             lease_expiries: 0,
             max_lease_expiries: 0,
             last_lapse: None,
+            wants_receipts: false,
+            receipted: BTreeMap::new(),
+            receipt: Vec::new(),
             expired: VecDeque::new(),
         }
     }
@@ -950,6 +958,29 @@ impl GroupState {
             self.dirty = true;
         }
         redriven
+    }
+
+    /// The group file now holds these committed offsets: queues a receipt for each member that
+    /// asked for them, naming the partitions it owns whose committed offset moved since its
+    /// last receipt.
+    pub fn receipt_durable(&mut self, committed: &[(TopicPartition, u64)]) {
+        let owners: BTreeMap<&TopicPartition, MemberId> =
+            self.partitions.iter().filter_map(|(tp, p)| p.owner.map(|o| (tp, o))).collect();
+        for (&id, member) in self.members.iter_mut().filter(|(_, m)| m.wants_receipts) {
+            let moved: Vec<(TopicPartition, u64)> = committed
+                .iter()
+                .filter(|(tp, offset)| owners.get(tp) == Some(&id) && member.receipted.get(tp) != Some(offset))
+                .cloned()
+                .collect();
+            if moved.is_empty() {
+                continue;
+            }
+            for (tp, offset) in &moved {
+                member.receipted.insert(tp.clone(), *offset);
+            }
+            member.receipt.extend(moved);
+            member.shared.wake.notify_one();
+        }
     }
 
     /// Forgets dead letters without redriving them (an operator decided they need no more

@@ -130,6 +130,8 @@ pub struct JoinSpec {
     /// Leases that may expire in a row before the member is removed; `None`: the broker's
     /// default, `Some(0)`: never.
     pub max_lease_expiries: Option<u32>,
+    /// Confirm acks once durable (see `GroupEvent::AckReceipt`).
+    pub ack_receipts: bool,
 }
 
 /// Retry settings a join may change; `None` keeps the group's value.

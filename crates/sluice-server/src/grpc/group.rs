@@ -65,7 +65,14 @@ pub(crate) async fn consume(
     // acks that reached the broker before it, and for the pusher to say why the stream ends.
     tokio::spawn(read_member(handle, inbound, tx.clone(), shutdown.clone(), service.inflight.enter()));
     tokio::spawn(push_events(session, tx, shutdown, service.inflight.enter()));
-    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    // The response body holds a guard too, so the final status reaches the connection before
+    // a graceful shutdown stops serving.
+    let serving = service.inflight.enter();
+    let responses = futures::stream::unfold((ReceiverStream::new(rx), serving), |(mut rx, serving)| async move {
+        let next = tokio_stream::StreamExt::next(&mut rx).await?;
+        Some((next, (rx, serving)))
+    });
+    Ok(Response::new(Box::pin(responses)))
 }
 
 /// After the broker's shutdown signal, the reader goes on applying what the member sent
@@ -164,6 +171,17 @@ async fn push_events(
             }
             Ok(GroupEvent::Records(delivery)) => {
                 convert_group::delivery(&delivery).and_then(|r| message(pb::consume_response::Response::Records(r)))
+            }
+            Ok(GroupEvent::AckReceipt(committed)) => {
+                let committed = committed
+                    .into_iter()
+                    .map(|(tp, committed_offset)| pb::CommittedOffset {
+                        topic: tp.topic.to_string(),
+                        partition: tp.partition,
+                        committed_offset,
+                    })
+                    .collect();
+                message(pb::consume_response::Response::AckReceipt(pb::AckReceipt { committed }))
             }
             Ok(GroupEvent::LeaseExpired(tp, offsets)) => {
                 let expired = pb::LeaseExpired { topic: tp.topic.to_string(), partition: tp.partition, offsets };

@@ -133,8 +133,15 @@ async fn run_stream(
     // end would tell it they were all answered.
     if cut {
         let _client_gone = outbound.send(Err(to_status(sluice_core::Error::ShuttingDown))).await;
+        // Requests still arriving are read and dropped for a moment: resetting the stream
+        // while the client sends could reach it before the final status does.
+        let deadline = tokio::time::Instant::now() + CUT_DRAIN;
+        while let Ok(Ok(Some(_unanswered))) = tokio::time::timeout_at(deadline, inbound.message()).await {}
     }
 }
+
+/// How long a stream cut by shutdown goes on reading (and dropping) what its client sends.
+const CUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Validates, routes, encodes and queues a request without a producer id, on the caller's
 /// task: the order of these calls is the order of the records in the log.
@@ -157,12 +164,14 @@ impl pb::producer_server::Producer for ProducerService {
         request: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
+        tokio::spawn(run_stream(self.broker.clone(), Arc::clone(&self.metrics), request.into_inner(), tx));
+        // The response body holds the in-flight guard: a graceful shutdown waits until the last
+        // answer and the final status are handed to the connection, not only queued.
         let serving = self.inflight.enter();
-        let stream = run_stream(self.broker.clone(), Arc::clone(&self.metrics), request.into_inner(), tx);
-        tokio::spawn(async move {
-            stream.await;
-            drop(serving);
+        let responses = futures::stream::unfold((ReceiverStream::new(rx), serving), |(mut rx, serving)| async move {
+            let next = tokio_stream::StreamExt::next(&mut rx).await?;
+            Some((next, (rx, serving)))
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(responses)))
     }
 }

@@ -24,6 +24,7 @@ pub struct JoinOptions {
     pub backoff_multiplier: f64,
     pub strict: bool,
     pub on_damage: i32,
+    pub ack_receipts: bool,
 }
 
 pub struct Member {
@@ -37,6 +38,8 @@ pub struct Member {
     pub refusals: Vec<pb::AckRefused>,
     /// Every lease expiry the broker told of.
     pub expired: Vec<pb::LeaseExpired>,
+    /// Every ack receipt received.
+    pub receipts: Vec<pb::AckReceipt>,
 }
 
 pub enum Event {
@@ -44,6 +47,7 @@ pub enum Event {
     Records(pb::GroupRecords),
     Refused,
     LeaseExpired,
+    Receipt,
 }
 
 fn request(r: pb::consume_request::Request) -> pb::ConsumeRequest {
@@ -67,6 +71,7 @@ impl Member {
             backoff_multiplier: options.backoff_multiplier,
             ordering: if options.strict { pb::Ordering::Strict as i32 } else { 0 },
             on_damage: options.on_damage,
+            ack_receipts: options.ack_receipts,
             ..pb::Join::default()
         };
         tx.send(request(pb::consume_request::Request::Join(join))).await.unwrap();
@@ -84,6 +89,7 @@ impl Member {
             owned: BTreeSet::new(),
             refusals: Vec::new(),
             expired: Vec::new(),
+            receipts: Vec::new(),
         }
     }
 
@@ -108,6 +114,10 @@ impl Member {
             Some(pb::consume_response::Response::LeaseExpired(expired)) => {
                 self.expired.push(expired);
                 Event::LeaseExpired
+            }
+            Some(pb::consume_response::Response::AckReceipt(receipt)) => {
+                self.receipts.push(receipt);
+                Event::Receipt
             }
             other => panic!("unexpected message {other:?}"),
         }))
