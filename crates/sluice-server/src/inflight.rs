@@ -50,6 +50,22 @@ impl Inflight {
     }
 }
 
+impl InflightGuard {
+    /// `stream` as a response body that keeps this guard until the body ends or is dropped: a
+    /// graceful shutdown then waits until the last message and the final status are handed to
+    /// the connection, not only queued for it.
+    pub fn hold_during<S>(self, stream: S) -> impl tokio_stream::Stream<Item = S::Item> + Send + 'static
+    where
+        S: tokio_stream::Stream + Unpin + Send + 'static,
+        S::Item: Send,
+    {
+        futures::stream::unfold((stream, self), |(mut stream, guard)| async move {
+            let next = tokio_stream::StreamExt::next(&mut stream).await?;
+            Some((next, (stream, guard)))
+        })
+    }
+}
+
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         // `dec` returns the count before it.

@@ -67,12 +67,7 @@ pub(crate) async fn consume(
     tokio::spawn(push_events(session, tx, shutdown, service.inflight.enter()));
     // The response body holds a guard too, so the final status reaches the connection before
     // a graceful shutdown stops serving.
-    let serving = service.inflight.enter();
-    let responses = futures::stream::unfold((ReceiverStream::new(rx), serving), |(mut rx, serving)| async move {
-        let next = tokio_stream::StreamExt::next(&mut rx).await?;
-        Some((next, (rx, serving)))
-    });
-    Ok(Response::new(Box::pin(responses)))
+    Ok(Response::new(Box::pin(service.inflight.enter().hold_during(ReceiverStream::new(rx)))))
 }
 
 /// After the broker's shutdown signal, the reader goes on applying what the member sent

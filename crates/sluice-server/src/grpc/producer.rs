@@ -165,13 +165,6 @@ impl pb::producer_server::Producer for ProducerService {
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
         tokio::spawn(run_stream(self.broker.clone(), Arc::clone(&self.metrics), request.into_inner(), tx));
-        // The response body holds the in-flight guard: a graceful shutdown waits until the last
-        // answer and the final status are handed to the connection, not only queued.
-        let serving = self.inflight.enter();
-        let responses = futures::stream::unfold((ReceiverStream::new(rx), serving), |(mut rx, serving)| async move {
-            let next = tokio_stream::StreamExt::next(&mut rx).await?;
-            Some((next, (rx, serving)))
-        });
-        Ok(Response::new(Box::pin(responses)))
+        Ok(Response::new(Box::pin(self.inflight.enter().hold_during(ReceiverStream::new(rx)))))
     }
 }
