@@ -109,11 +109,7 @@ impl FreeSpace {
 
     /// The error for an append of `needed` bytes that does not fit.
     pub fn full(&self, needed: u64) -> Error {
-        Error::DiskFull {
-            available: self.estimate.load(Ordering::Relaxed).min(i64::MAX as u64),
-            reserve: self.reserve,
-            needed,
-        }
+        Error::DiskFull { available: self.estimate.load(Ordering::Relaxed), reserve: self.reserve, needed }
     }
 }
 
