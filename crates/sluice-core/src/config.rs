@@ -165,6 +165,7 @@ impl GroupDefaults {
             dead_letter_topic: None,
             strict_ordering: false,
             skip_damaged: self.skip_damaged,
+            delivery: crate::group::DeliveryMode::PartitionOwned,
         }
     }
 }

@@ -145,6 +145,19 @@ pub enum Error {
         /// Connected members.
         members: u32,
     },
+    /// A group of that name exists already.
+    #[error("group '{0}' already exists; change its policy with AlterGroupConfig (sluice group alter)")]
+    GroupExists(String),
+    /// A join asked for a policy the group does not have.
+    #[error(
+        "group '{group}' has a different policy than this member asks for ({differences}); a join sets policy only for a group it creates: change it with AlterGroupConfig (sluice group alter), or join without those settings"
+    )]
+    PolicyConflict {
+        /// Group id.
+        group: String,
+        /// What differs: field, the group's value, the join's value.
+        differences: String,
+    },
     /// A member's session is over.
     #[error("consumer group session ended: {0}")]
     SessionEnded(crate::group::SessionEnd),

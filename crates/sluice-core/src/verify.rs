@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sluice_storage::verify::{Finding, PartitionReport, Severity, verify_partition};
 
 use crate::error::{Error, Result};
-use crate::group::{GROUP_FILE_EXTENSION, GROUPS_DIR, snapshot};
+use crate::group::{GROUP_FILE_EXTENSION, GROUPS_DIR, journal, snapshot};
 use crate::metadata::{self, TopicMeta};
 use crate::producers::ProducerTable;
 
@@ -76,6 +76,10 @@ pub fn verify_data_dir(data_dir: &Path) -> Result<DataDirReport> {
     }
     let defaults = crate::config::GroupDefaults::default().settings();
     for path in entries(&data_dir.join(GROUPS_DIR))? {
+        if path.extension().and_then(|e| e.to_str()) == Some(journal::JOURNAL_EXTENSION) {
+            verify_journal(&path, &mut report)?;
+            continue;
+        }
         if path.extension().and_then(|e| e.to_str()) != Some(GROUP_FILE_EXTENSION) {
             continue;
         }
@@ -85,6 +89,26 @@ pub fn verify_data_dir(data_dir: &Path) -> Result<DataDirReport> {
         }
     }
     Ok(report)
+}
+
+fn verify_journal(path: &Path, report: &mut DataDirReport) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(io("reading dead-letter journal", path))?;
+    match journal::parse(&bytes) {
+        Err(reason) => report.add(Severity::Damage, path, format!("dead-letter journal: {reason}")),
+        Ok(loaded) => {
+            for position in loaded.skipped {
+                report.add(Severity::Damage, path, format!("damaged dead-letter journal entry at byte {position}"));
+            }
+            if loaded.torn > 0 {
+                let torn = format!(
+                    "{} bytes at byte {} do not form an entry (a torn append); the next start cuts them off",
+                    loaded.torn, loaded.good_len
+                );
+                report.add(Severity::Note, path, torn);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn verify_topic(dir: &Path, topic: &str, report: &mut DataDirReport) -> Result<()> {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use sluice_core::group::admin::{GroupDescription, ResetSpec, ResetTarget};
 use sluice_core::group::{
-    AckOutcome, AckRefusal, AssignmentView, GroupDelivery, JoinSpec, NackSpec, OffsetReset, RetryOverrides,
-    TopicPartition,
+    AckOutcome, AckRefusal, AssignmentView, DeliveryMode, GroupDelivery, GroupSettings, JoinSpec, LeaseEnd,
+    LeaseEndReason, NackSpec, OffsetReset, PolicyChange, RetryOverrides, TopicPartition,
 };
 use sluice_proto::v1 as pb;
 use tonic::Status;
@@ -19,13 +19,61 @@ fn nonzero<T: PartialEq + Default>(value: T) -> Option<T> {
     if value == T::default() { None } else { Some(value) }
 }
 
+fn reset_policy(value: i32) -> Result<Option<OffsetReset>, Status> {
+    match pb::OffsetReset::try_from(value) {
+        Ok(pb::OffsetReset::Unspecified) => Ok(None),
+        Ok(pb::OffsetReset::Earliest) => Ok(Some(OffsetReset::Earliest)),
+        Ok(pb::OffsetReset::Latest) => Ok(Some(OffsetReset::Latest)),
+        Err(_) => Err(invalid(format!("unknown offset reset policy {value}"))),
+    }
+}
+
+fn ordering(value: i32) -> Result<Option<bool>, Status> {
+    match pb::Ordering::try_from(value) {
+        Ok(pb::Ordering::Unspecified) => Ok(None),
+        Ok(pb::Ordering::Relaxed) => Ok(Some(false)),
+        Ok(pb::Ordering::Strict) => Ok(Some(true)),
+        Err(_) => Err(invalid(format!("unknown ordering {value}"))),
+    }
+}
+
+fn on_damage(value: i32) -> Result<Option<bool>, Status> {
+    match pb::OnDamage::try_from(value) {
+        Ok(pb::OnDamage::Unspecified) => Ok(None),
+        Ok(pb::OnDamage::Stop) => Ok(Some(false)),
+        Ok(pb::OnDamage::Skip) => Ok(Some(true)),
+        Err(_) => Err(invalid(format!("unknown on_damage {value}"))),
+    }
+}
+
+fn delivery_mode(value: i32) -> Result<Option<DeliveryMode>, Status> {
+    match pb::Delivery::try_from(value) {
+        Ok(pb::Delivery::Unspecified) => Ok(None),
+        Ok(pb::Delivery::PartitionOwned) => Ok(Some(DeliveryMode::PartitionOwned)),
+        Ok(pb::Delivery::Shared) => Ok(Some(DeliveryMode::Shared)),
+        Err(_) => Err(invalid(format!("unknown delivery mode {value}"))),
+    }
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
 /// A join request for the core.
 pub fn join(join: pb::Join) -> Result<JoinSpec, Status> {
-    let reset = match pb::OffsetReset::try_from(join.reset) {
-        Ok(pb::OffsetReset::Unspecified) => None,
-        Ok(pb::OffsetReset::Earliest) => Some(OffsetReset::Earliest),
-        Ok(pb::OffsetReset::Latest) => Some(OffsetReset::Latest),
-        Err(_) => return Err(invalid(format!("unknown offset reset policy {}", join.reset))),
+    let policy = PolicyChange {
+        reset: reset_policy(join.reset)?,
+        ack_timeout: nonzero(join.ack_timeout_ms).map(|ms| millis(u64::from(ms))),
+        retry: RetryOverrides {
+            max_attempts: nonzero(join.max_delivery_attempts),
+            initial: nonzero(join.backoff_initial_ms).map(|ms| millis(u64::from(ms))),
+            multiplier: if join.backoff_multiplier == 0.0 { None } else { Some(join.backoff_multiplier) },
+            max: nonzero(join.backoff_max_ms).map(|ms| millis(u64::from(ms))),
+        },
+        dead_letter_topic: nonzero(join.dead_letter_topic),
+        strict_ordering: ordering(join.ordering)?,
+        skip_damaged: on_damage(join.on_damage)?,
+        delivery: delivery_mode(join.delivery)?,
     };
     Ok(JoinSpec {
         group: join.group,
@@ -33,31 +81,67 @@ pub fn join(join: pb::Join) -> Result<JoinSpec, Status> {
         member_name: join.member_name,
         max_in_flight_records: nonzero(join.max_in_flight_records),
         max_in_flight_bytes: nonzero(join.max_in_flight_bytes),
-        session_timeout: nonzero(join.session_timeout_ms).map(|ms| Duration::from_millis(u64::from(ms))),
-        reset,
-        ack_timeout: nonzero(join.ack_timeout_ms).map(|ms| Duration::from_millis(u64::from(ms))),
-        retry: RetryOverrides {
-            max_attempts: nonzero(join.max_delivery_attempts),
-            initial: nonzero(join.backoff_initial_ms).map(|ms| Duration::from_millis(u64::from(ms))),
-            multiplier: if join.backoff_multiplier == 0.0 { None } else { Some(join.backoff_multiplier) },
-            max: nonzero(join.backoff_max_ms).map(|ms| Duration::from_millis(u64::from(ms))),
-        },
-        dead_letter_topic: nonzero(join.dead_letter_topic),
-        strict_ordering: match pb::Ordering::try_from(join.ordering) {
-            Ok(pb::Ordering::Unspecified) => None,
-            Ok(pb::Ordering::Relaxed) => Some(false),
-            Ok(pb::Ordering::Strict) => Some(true),
-            Err(_) => return Err(invalid(format!("unknown ordering {}", join.ordering))),
-        },
-        skip_damaged: match pb::OnDamage::try_from(join.on_damage) {
-            Ok(pb::OnDamage::Unspecified) => None,
-            Ok(pb::OnDamage::Stop) => Some(false),
-            Ok(pb::OnDamage::Skip) => Some(true),
-            Err(_) => return Err(invalid(format!("unknown on_damage {}", join.on_damage))),
-        },
+        session_timeout: nonzero(join.session_timeout_ms).map(|ms| millis(u64::from(ms))),
+        policy,
         max_lease_expiries: nonzero(join.max_lease_expiries),
         ack_receipts: join.ack_receipts,
     })
+}
+
+/// A group config from CreateGroup or AlterGroupConfig as a policy change.
+pub fn policy(config: Option<pb::GroupConfig>) -> Result<PolicyChange, Status> {
+    let config = config.unwrap_or_default();
+    Ok(PolicyChange {
+        reset: reset_policy(config.reset)?,
+        ack_timeout: config.ack_timeout_ms.map(millis),
+        retry: RetryOverrides {
+            max_attempts: config.max_delivery_attempts,
+            initial: config.backoff_initial_ms.map(millis),
+            multiplier: config.backoff_multiplier,
+            max: config.backoff_max_ms.map(millis),
+        },
+        dead_letter_topic: config.dead_letter_topic,
+        strict_ordering: ordering(config.ordering)?,
+        skip_damaged: on_damage(config.on_damage)?,
+        delivery: delivery_mode(config.delivery)?,
+    })
+}
+
+/// A group's policy for the wire, every field set.
+pub fn config(settings: &GroupSettings) -> pb::GroupConfig {
+    pb::GroupConfig {
+        reset: match settings.reset {
+            OffsetReset::Earliest => pb::OffsetReset::Earliest,
+            OffsetReset::Latest => pb::OffsetReset::Latest,
+        } as i32,
+        ack_timeout_ms: Some(settings.ack_timeout.as_millis() as u64),
+        max_delivery_attempts: Some(settings.max_attempts.unwrap_or(0)),
+        backoff_initial_ms: Some(settings.retry.initial.as_millis() as u64),
+        backoff_multiplier: Some(settings.retry.multiplier),
+        backoff_max_ms: Some(settings.retry.max.as_millis() as u64),
+        dead_letter_topic: Some(settings.dead_letter_topic.clone().unwrap_or_default()),
+        ordering: if settings.strict_ordering { pb::Ordering::Strict } else { pb::Ordering::Relaxed } as i32,
+        on_damage: if settings.skip_damaged { pb::OnDamage::Skip } else { pb::OnDamage::Stop } as i32,
+        delivery: match settings.delivery {
+            DeliveryMode::PartitionOwned => pb::Delivery::PartitionOwned,
+            DeliveryMode::Shared => pb::Delivery::Shared,
+        } as i32,
+    }
+}
+
+/// A lease notice for the wire.
+pub fn lease_end(ended: LeaseEnd) -> pb::LeaseExpired {
+    pb::LeaseExpired {
+        topic: ended.tp.topic.to_string(),
+        partition: ended.tp.partition,
+        offsets: ended.offsets,
+        reason: match ended.reason {
+            LeaseEndReason::AckTimeout => pb::LeaseEndReason::AckTimeout,
+            LeaseEndReason::OffsetsReset => pb::LeaseEndReason::OffsetsReset,
+            LeaseEndReason::RecordsGone => pb::LeaseEndReason::RecordsGone,
+            LeaseEndReason::Skipped => pb::LeaseEndReason::Skipped,
+        } as i32,
+    }
 }
 
 /// Offsets and ranges of an ack or renew as inclusive ranges.
@@ -139,6 +223,7 @@ pub fn refusals(tp: &TopicPartition, outcome: &AckOutcome) -> Vec<pb::AckRefused
                 AckRefusal::NotOwner => pb::AckRefusalReason::NotOwner,
                 AckRefusal::StaleGeneration => pb::AckRefusalReason::StaleGeneration,
                 AckRefusal::NotDelivered => pb::AckRefusalReason::NotDelivered,
+                AckRefusal::LeasedToOther => pb::AckRefusalReason::LeasedToOther,
             } as i32,
         })
         .collect()
@@ -201,6 +286,7 @@ pub fn description(d: GroupDescription) -> pb::DescribeGroupResponse {
         dead_letters_failing: d.dead_letters_failing,
         dead_letter_error: d.dead_letter_error.clone().unwrap_or_default(),
         dead_letter_failures: d.dead_letter_failures,
+        config: Some(config(&d.settings)),
     }
 }
 

@@ -52,6 +52,8 @@ pub fn to_status(error: Error) -> Status {
         Error::ShuttingDown => status(Code::Unavailable, "SHUTTING_DOWN", error.to_string()),
         Error::GroupNotFound(_) => status(Code::NotFound, "GROUP_NOT_FOUND", error.to_string()),
         Error::GroupHasMembers { .. } => status(Code::FailedPrecondition, "GROUP_HAS_MEMBERS", error.to_string()),
+        Error::GroupExists(_) => status(Code::AlreadyExists, "GROUP_EXISTS", error.to_string()),
+        Error::PolicyConflict { .. } => status(Code::FailedPrecondition, "POLICY_CONFLICT", error.to_string()),
         Error::SessionEnded(ref end) => match end {
             SessionEnd::Shutdown => status(Code::Unavailable, "SHUTTING_DOWN", error.to_string()),
             SessionEnd::TimedOut(_) => status(Code::Aborted, "SESSION_TIMED_OUT", error.to_string()),

@@ -381,12 +381,21 @@ async fn dead_letters_that_retention_deletes_leave_the_depth_and_the_group_file(
         .await?
         .into_inner();
     assert_eq!(listed.depth as usize, listed.dead_letters.len(), "depth counts only records still there");
-    let file = dir.path().join("groups").join("archiver.group");
-    let defaults = sluice_core::GroupDefaults::default().settings();
-    eventually("the group file forgets them too", || async {
+    // The dead-letter journal forgets them too (what its entries leave live).
+    let file = dir.path().join("groups").join("archiver.deadletters");
+    eventually("the journal forgets them too", || async {
+        use sluice_core::group::journal::{Change, parse};
         let bytes = std::fs::read(&file).unwrap_or_default();
-        sluice_core::group::snapshot::decode(&bytes, &defaults)
-            .is_ok_and(|s| s.dead_letters.len() == listed.dead_letters.len())
+        parse(&bytes).is_ok_and(|journal| {
+            let mut live = std::collections::BTreeSet::new();
+            for entry in journal.entries {
+                match entry.change {
+                    Change::Added => live.insert(entry.key),
+                    Change::Redriven | Change::Discarded => live.remove(&entry.key),
+                };
+            }
+            live.len() == listed.dead_letters.len()
+        })
     })
     .await;
     member.close();

@@ -1,6 +1,7 @@
 //! Operating on groups: list, describe (with lag), reset offsets, delete.
 
-use super::state::{Delivery, now_ms};
+use super::ledger::Delivery;
+use super::state::now_ms;
 use super::types::{GroupSettings, MemberId, SessionEnd, TopicPartition};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -157,6 +158,7 @@ impl Broker {
     fn describe(&self, group: &super::Group) -> GroupDescription {
         let now = now_ms();
         let state = group.lock();
+        let in_flight = state.in_flight_by_member();
         let members = state
             .members
             .iter()
@@ -168,7 +170,7 @@ impl Broker {
                     topics: member.topics.iter().cloned().collect(),
                     partitions: view.partitions,
                     revoking: view.revoking,
-                    in_flight: member.in_flight_records,
+                    in_flight: in_flight.get(&id).copied().unwrap_or(0),
                 }
             })
             .collect();
@@ -177,17 +179,17 @@ impl Broker {
             .iter()
             .map(|(tp, p)| {
                 let end_offset = self.partition_offsets(tp).map_or(0, |(_, end)| end);
-                let committed = p.acks.committed();
+                let committed = p.ledger.committed();
                 let lag = end_offset.saturating_sub(committed);
-                let oldest = p.pending.get(&committed).map(|pending| pending.timestamp).or(p.oldest_unacked_timestamp);
+                let oldest = p.ledger.get(committed).map(|pending| pending.timestamp).or(p.oldest_unacked_timestamp);
                 let lag_seconds = match oldest {
                     Some(ts) if lag > 0 => (now - ts).max(0) as f64 / 1000.0,
                     _ => 0.0,
                 };
                 let awaiting = p
-                    .pending
-                    .values()
-                    .filter(|pending| matches!(pending.delivery, Delivery::Ready | Delivery::Backoff { .. }))
+                    .ledger
+                    .pending()
+                    .filter(|(_, pending)| matches!(pending.delivery, Delivery::Ready | Delivery::Backoff { .. }))
                     .count();
                 PartitionLag {
                     tp: tp.clone(),
@@ -196,7 +198,7 @@ impl Broker {
                     end_offset,
                     lag,
                     lag_seconds,
-                    in_flight: p.in_flight,
+                    in_flight: p.ledger.in_flight(),
                     awaiting_redelivery: awaiting as u32,
                     stalled: p.stalled.clone(),
                 }
@@ -214,7 +216,7 @@ impl Broker {
             redeliveries: state.redeliveries,
             dead_lettered: state.dead_lettered_total.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
             dead_letter_depth: state.dead_letters.len() as u64,
-            oldest_dead_letter_ms: state.dead_letters.values().map(|d| d.at_ms).min(),
+            oldest_dead_letter_ms: state.dead_letters.oldest_ms(),
             damaged_skipped: state.damaged_skipped,
             offsets_past_end: state.offsets_past_end,
             dead_letters_failing: state.dead_letter_failed.len() as u64,
@@ -285,14 +287,23 @@ impl Broker {
             state.dirty = false;
         }
         let path = group.path.clone();
-        crate::partition::blocking(move || match std::fs::remove_file(&path) {
-            Ok(()) => Ok(sluice_storage::io::fsync_dir(path.parent().unwrap_or(&path))?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::Storage(sluice_storage::Error::Io {
-                operation: "deleting group file",
-                path: path.clone(),
-                source: e,
-            })),
+        crate::partition::blocking(move || {
+            // The group file goes first: a journal without one is never loaded.
+            let journal = path.with_extension(super::journal::JOURNAL_EXTENSION);
+            for (file, operation) in [(&path, "deleting group file"), (&journal, "deleting dead-letter journal")] {
+                match std::fs::remove_file(file) {
+                    Ok(()) => sluice_storage::io::fsync_dir(file.parent().unwrap_or(file))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Error::Storage(sluice_storage::Error::Io {
+                            operation,
+                            path: file.clone(),
+                            source: e,
+                        }));
+                    }
+                }
+            }
+            Ok(())
         })
         .await?;
         tracing::info!(group = %id, force, "group deleted");

@@ -15,7 +15,7 @@
 //! end, with a warning and a count, when the broker opens and whenever a member's plan sees it.
 
 use super::state::GroupState;
-use super::types::TopicPartition;
+use super::types::{LeaseEndReason, TopicPartition};
 
 /// Where delivery from a partition stopped because offsets cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,11 +43,8 @@ impl GroupState {
             }
             return false;
         }
-        let skipped = (from..to).filter(|&o| !partition.acks.is_done(o)).count() as u64;
-        partition.acks.ack_range(from, to);
-        partition.cursor = partition.cursor.max(to);
-        partition.prior_attempts.retain(|&offset, _| !(from..to).contains(&offset));
-        self.drop_pending(tp, from..to);
+        let (skipped, ended) = partition.ledger.skip(from, to);
+        self.tell_ended(tp, &ended, LeaseEndReason::Skipped);
         self.damaged_skipped += skipped;
         self.dirty = true;
         tracing::warn!(group, topic = %tp.topic, partition = tp.partition, from, to, skipped, reason, "passed over records that cannot be read (skip_damaged)");
@@ -57,15 +54,9 @@ impl GroupState {
     /// Moves `tp`'s position back to `end` if it lies past it; returns true if it did.
     pub(crate) fn clamp_to_end(&mut self, tp: &TopicPartition, end: u64) -> bool {
         let Some(partition) = self.partitions.get_mut(tp) else { return false };
-        let was = partition.acks.committed();
-        if partition.cursor <= end && partition.acks.acked().end().is_none_or(|e| e <= end) {
-            return false;
-        }
-        partition.acks.forget_from(end);
-        partition.cursor = partition.cursor.min(end);
-        partition.prior_attempts =
-            std::mem::take(&mut partition.prior_attempts).into_iter().filter(|&(o, _)| o < end).collect();
-        self.drop_pending(tp, end..);
+        let was = partition.ledger.committed();
+        let Some(ended) = partition.ledger.truncate(end) else { return false };
+        self.tell_ended(tp, &ended, LeaseEndReason::RecordsGone);
         self.offsets_past_end += 1;
         self.dirty = true;
         tracing::warn!(topic = %tp.topic, partition = tp.partition, committed = was, end, "group position was past the end of the partition (its log lost its tail); moved to the end so new records are delivered");
@@ -79,18 +70,20 @@ mod tests {
 
     use super::*;
     use crate::group::acks::AckSet;
-    use crate::group::state::{PartitionState, Pending};
-    use crate::group::types::GroupSettings;
+    use crate::group::ledger::Pick;
+    use crate::group::state::PartitionState;
+    use crate::group::types::{GroupSettings, MemberId};
 
     fn state(skip_damaged: bool) -> (GroupState, TopicPartition) {
         let settings = GroupSettings { skip_damaged, ..GroupSettings::defaults_for_tests() };
         let mut state = GroupState::new(settings);
         let tp = TopicPartition::new(Arc::from("t"), 0);
         let mut partition = PartitionState::at(AckSet::at(10));
-        partition.cursor = 30;
-        partition.pending.insert(12, Pending::ready(1));
-        partition.pending.insert(25, Pending::ready(1));
-        partition.ready = 2;
+        // Records 12 and 25 were delivered and are waiting to go again; the cursor is at 30.
+        let picks = [12, 25].map(|offset| Pick { offset, bytes: 1, timestamp: 0, position: 0 });
+        let delivered = partition.ledger.deliver(10, 30, &picks, MemberId(1), std::time::Instant::now());
+        assert_eq!(delivered.map(|d| d.len()), Some(2));
+        partition.ledger.release_member(MemberId(1));
         state.partitions.insert(tp.clone(), partition);
         (state, tp)
     }
@@ -100,9 +93,9 @@ mod tests {
         let (mut state, tp) = state(true);
         assert!(state.on_damage("g", &tp, 20, 40, "checksum mismatch"));
         let p = &state.partitions[&tp];
-        assert!((20..40).all(|o| p.acks.is_done(o)) && !p.acks.is_done(12), "only the range is done");
-        assert_eq!(p.pending.keys().copied().collect::<Vec<_>>(), vec![12]);
-        assert_eq!((p.ready, p.cursor, p.stalled.clone()), (1, 40, None));
+        assert!((20..40).all(|o| p.ledger.acks().is_done(o)) && !p.ledger.acks().is_done(12), "only the range is done");
+        assert_eq!(p.ledger.pending().map(|(o, _)| o).collect::<Vec<_>>(), vec![12]);
+        assert_eq!((p.ledger.ready(), p.ledger.cursor(), p.stalled.clone()), (1, 40, None));
         assert_eq!(state.damaged_skipped, 20);
     }
 
@@ -112,7 +105,11 @@ mod tests {
         assert!(!state.on_damage("g", &tp, 30, 40, "segment file lost"));
         let p = &state.partitions[&tp];
         assert_eq!(p.stalled, Some(Stalled { from: 30, to: 40, reason: "segment file lost".into() }));
-        assert_eq!((p.cursor, p.acks.committed(), p.pending.len()), (30, 10, 2), "nothing else changed");
+        assert_eq!(
+            (p.ledger.cursor(), p.ledger.committed(), p.ledger.pending_len()),
+            (30, 10, 2),
+            "nothing else changed"
+        );
         // A range without a known end stalls even a skipping group.
         let (mut skipping, tp) = super::tests::state(true);
         assert!(!skipping.on_damage("g", &tp, 30, 30, "corrupt"));
@@ -128,10 +125,14 @@ mod tests {
         assert!(!state.clamp_to_end(&tp, 30), "at the end is fine");
         assert!(state.clamp_to_end(&tp, 20));
         let p = &state.partitions[&tp];
-        assert_eq!((p.cursor, p.acks.committed()), (20, 10));
-        assert_eq!(p.pending.keys().copied().collect::<Vec<_>>(), vec![12], "records past the end are forgotten");
+        assert_eq!((p.ledger.cursor(), p.ledger.committed()), (20, 10));
+        assert_eq!(
+            p.ledger.pending().map(|(o, _)| o).collect::<Vec<_>>(),
+            vec![12],
+            "records past the end are forgotten"
+        );
         assert!(state.clamp_to_end(&tp, 5));
-        assert_eq!(state.partitions[&tp].acks.committed(), 5);
+        assert_eq!(state.partitions[&tp].ledger.committed(), 5);
         assert_eq!(state.offsets_past_end, 2);
     }
 }

@@ -6,10 +6,12 @@
 //! through the normal produce path, so the append is durable per that topic's fsync policy.
 //! Only then is the record marked done in the group.
 //!
-//! Crash guarantee: a crash before the append leaves the record pending in the group (it is
-//! delivered again after the restart). A crash after the append but before the group's next
-//! offset flush also leaves it pending, so it may be dead-lettered a second time: a record is
-//! never lost, and at most duplicated in the dead-letter topic.
+//! Crash guarantee: a record out of attempts is saved as *being dead-lettered* by the next group
+//! flush, and a restart goes on writing its copy without delivering it again. A crash after the
+//! append but before the flush that records it leaves it being dead-lettered: at start-up the
+//! worker first looks for its copy among the last [`RESTORED_SEARCH`] records of the
+//! dead-letter partition (same group, source and failure time), and writes it only if it is
+//! not there. A record is never lost; it is duplicated only if its copy lies further back.
 //!
 //! Several groups may share one dead-letter topic; each record carries its group in a header.
 //!
@@ -79,6 +81,66 @@ async fn dead_letter_topic(broker: &Broker, name: &str, source: &Topic) -> Resul
         Err(Error::TopicExists(_)) => broker.topic(name),
         Err(e) => Err(e),
     }
+}
+
+/// How many records at the end of a dead-letter partition are searched for the copies of
+/// restored jobs.
+pub const RESTORED_SEARCH: u64 = 10_000;
+
+/// Where the copies of restored `jobs` of `group` already are in the dead-letter partition,
+/// by source offset (for copies of the same failure: same last failure time).
+async fn find_copies(
+    dead_letter: &Topic,
+    partition: u32,
+    group: &str,
+    source: &TopicPartition,
+    jobs: &[DeadLetterJob],
+) -> Result<BTreeMap<u64, u64>> {
+    let wanted: BTreeMap<u64, i64> =
+        jobs.iter().filter(|j| j.restored).map(|j| (j.offset, j.failure.last_ms)).collect();
+    let mut found = BTreeMap::new();
+    if wanted.is_empty() {
+        return Ok(found);
+    }
+    let handle = dead_letter.partition(partition)?;
+    let (start, end) = handle.offsets();
+    let mut next = end.saturating_sub(RESTORED_SEARCH).max(start);
+    let (topic, source_partition) = (source.topic.to_string(), source.partition.to_string());
+    while next < end && found.len() < wanted.len() {
+        let read = match handle.read(next, 1 << 20).await {
+            Ok(read) => read,
+            Err(Error::OffsetOutOfRange { start, .. }) if start > next => {
+                next = start;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if read.batches.is_empty() {
+            break;
+        }
+        for record in read.batches.iter().flat_map(|b| b.records()).filter_map(Result::ok) {
+            if record.offset < next {
+                continue;
+            }
+            next = record.offset + 1;
+            let p = super::redrive::provenance(&record);
+            let field = |name: &str| p.get(name).map(String::as_str);
+            if field(HEADER_GROUP) != Some(group)
+                || field(HEADER_TOPIC) != Some(&topic)
+                || field(HEADER_PARTITION) != Some(&source_partition)
+            {
+                continue;
+            }
+            let offset = field(HEADER_OFFSET).and_then(|o| o.parse::<u64>().ok());
+            let last = field(HEADER_LAST_FAILURE).and_then(|t| t.parse::<i64>().ok());
+            if let (Some(offset), Some(last)) = (offset, last)
+                && wanted.get(&offset) == Some(&last)
+            {
+                found.insert(offset, record.offset);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Reads every record `jobs` (of one partition, sorted by offset) name: alone when its position
@@ -166,13 +228,19 @@ async fn move_partition(
     let name = group.lock().settings.dead_letter_topic_for(&tp.topic, own.as_deref(), broker_default);
     let topic = dead_letter_topic(broker, &name, &source).await?;
     let partition = tp.partition % topic.partitions().len().max(1) as u32;
+    let dead_letter = TopicPartition::new(topic.name.clone(), partition);
     let mut outcomes = vec![Outcome::Gone; jobs.len()];
+    let written = find_copies(&topic, partition, &group.id, tp, jobs).await?;
     // Requests of copies (each with its job's index), each within the request limit; a copy
     // larger than the limit goes alone (and fails alone).
     let limit = broker.config().max_request_bytes;
     let mut requests: Vec<Vec<(usize, NewRecord)>> = Vec::new();
     let mut bytes = 0;
     for (i, (job, record)) in jobs.iter().zip(records).enumerate() {
+        if let Some(&at) = written.get(&job.offset) {
+            outcomes[i] = Outcome::Moved(dead_letter.clone(), at);
+            continue;
+        }
         let Some(record) = record else { continue };
         let copy = match dead_letter_copy(&group.id, job, record) {
             Ok(copy) => copy,
@@ -191,7 +259,6 @@ async fn move_partition(
         }
         bytes += size;
     }
-    let dead_letter = TopicPartition::new(topic.name.clone(), partition);
     for request in requests {
         let (indexes, copies): (Vec<usize>, Vec<NewRecord>) = request.into_iter().unzip();
         let produce =

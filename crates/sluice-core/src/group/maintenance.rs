@@ -2,7 +2,6 @@
 //! (every tick), rebalancing when subscribed topics gain partitions or disappear, and writing
 //! changed offsets plus refreshing lag ages every `commit_interval`.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::Group;
@@ -46,23 +45,19 @@ fn check_topology(broker: &Broker, group: &Group) {
 /// topic: they can no longer be redriven, and the group file must not grow with them forever.
 fn prune_dead_letters(broker: &Broker, group: &Group) {
     let mut state = group.lock();
-    if state.dead_letters.is_empty() {
+    if state.dead_letters.len() == 0 {
         return;
     }
-    let before = state.dead_letters.len();
-    // Each dead-letter partition's start is looked up once, not once per dead letter.
-    let mut starts: BTreeMap<TopicPartition, Option<u64>> = BTreeMap::new();
-    for (tp, _) in state.dead_letters.keys() {
-        if !starts.contains_key(tp) {
-            starts.insert(tp.clone(), broker.partition_offsets(tp).map(|(start, _)| start));
-        }
+    // Each dead-letter partition's start is looked up once, and only what lies below it is
+    // touched: the cost does not grow with the dead letters that stay.
+    let mut removed = 0;
+    for tp in state.dead_letters.partitions() {
+        let start = broker.partition_offsets(&tp).map_or(u64::MAX, |(start, _)| start);
+        removed += state.dead_letters.prune_below(&tp, start);
     }
-    state
-        .dead_letters
-        .retain(|(tp, offset), _| starts.get(tp).copied().flatten().is_some_and(|start| *offset >= start));
-    if state.dead_letters.len() != before {
+    if removed > 0 {
         state.dirty = true;
-        tracing::info!(group = %group.id, removed = before - state.dead_letters.len(), "forgot dead letters deleted by retention");
+        tracing::info!(group = %group.id, removed, "forgot dead letters deleted by retention");
     }
 }
 
@@ -74,8 +69,8 @@ async fn refresh_lag_ages(broker: &Broker, group: &Group) {
         state
             .partitions
             .iter()
-            .filter(|(_, p)| !p.pending.contains_key(&p.acks.committed()))
-            .map(|(tp, p)| (tp.clone(), p.acks.committed()))
+            .filter(|(_, p)| p.ledger.get(p.ledger.committed()).is_none())
+            .map(|(tp, p)| (tp.clone(), p.ledger.committed()))
             .collect()
     };
     for (tp, committed) in wanted {
@@ -95,7 +90,7 @@ async fn refresh_lag_ages(broker: &Broker, group: &Group) {
             }
         };
         if let Some(partition) = group.lock().partitions.get_mut(&tp)
-            && partition.acks.committed() == committed
+            && partition.ledger.committed() == committed
         {
             partition.oldest_unacked_timestamp = timestamp;
         }

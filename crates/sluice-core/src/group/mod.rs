@@ -30,8 +30,13 @@ pub mod acks;
 pub mod admin;
 pub mod assignment;
 pub mod backoff;
+pub mod config;
 pub mod damage;
 pub mod dead_letter;
+pub(crate) mod dead_letter_index;
+pub(crate) mod delivery;
+pub mod journal;
+pub(crate) mod ledger;
 pub(crate) mod maintenance;
 pub mod redrive;
 pub mod session;
@@ -45,16 +50,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
+pub use delivery::{AckOutcome, AckRefusal};
 pub use session::{GroupDelivery, GroupEvent, GroupSession, MemberHandle};
-pub use state::{AckOutcome, AckRefusal, AssignmentView};
+pub use state::AssignmentView;
 pub use types::{
-    DeadLetterJob, DeadLettered, Failure, FlowLimits, GroupSettings, JoinSpec, MemberId, NackSpec, OffsetReset,
-    RetryOverrides, SessionEnd, TopicPartition,
+    DeadLetterJob, DeadLettered, DeliveryMode, Failure, FlowLimits, GroupSettings, JoinSpec, LeaseEnd, LeaseEndReason,
+    MemberId, NackSpec, OffsetReset, PolicyChange, RetryOverrides, SessionEnd, TopicPartition,
 };
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::partition::blocking;
+use journal::Journal;
 use state::{GroupState, Member, PartitionState};
 
 /// Directory under the data dir that holds group files.
@@ -64,7 +71,7 @@ pub const GROUP_FILE_EXTENSION: &str = "group";
 
 /// Limits on what a joining member may ask for.
 const SESSION_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3600));
-const ACK_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(24 * 3600));
+pub(crate) const ACK_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(24 * 3600));
 const MAX_IN_FLIGHT_RECORDS: u32 = 1_000_000;
 
 /// One consumer group.
@@ -75,11 +82,19 @@ pub struct Group {
     state: Mutex<GroupState>,
     /// Serialises file writes so an older snapshot never replaces a newer one.
     flush: tokio::sync::Mutex<()>,
+    /// The dead-letter journal; used only by flushes (on the blocking pool), under `flush`.
+    journal: Arc<Mutex<Journal>>,
 }
 
 impl Group {
-    fn new(id: &str, path: PathBuf, state: GroupState) -> Self {
-        Group { id: Arc::from(id), path, state: Mutex::new(state), flush: tokio::sync::Mutex::new(()) }
+    fn new(id: &str, path: PathBuf, state: GroupState, journal: Journal) -> Self {
+        Group {
+            id: Arc::from(id),
+            path,
+            state: Mutex::new(state),
+            flush: tokio::sync::Mutex::new(()),
+            journal: Arc::new(Mutex::new(journal)),
+        }
     }
 
     /// A std mutex: every holder does bounded in-memory work and never awaits.
@@ -92,64 +107,161 @@ impl Group {
         &self.id
     }
 
-    /// Writes the group file if offsets changed since the last write. Crash guarantee: the file
-    /// is replaced atomically, so a crash leaves the previous or the new state.
+    /// Writes what changed since the last write: new dead-letter changes are appended to the
+    /// journal (fsynced), then the group file is replaced atomically. Crash guarantee: a crash
+    /// leaves the previous or the new group file, with a journal that holds at least every
+    /// change the group file reflects (see [`journal`]).
     pub(crate) async fn flush(&self) -> Result<()> {
         let _serialised = self.flush.lock().await;
-        let (now, wall_now) = (std::time::Instant::now(), state::now_ms());
-        let (bytes, committed) = {
+        let (bytes, committed, entries) = {
             let mut state = self.lock();
             if !state.dirty {
                 return Ok(());
             }
             state.dirty = false;
-            let committed: Vec<(TopicPartition, u64)> =
-                state.partitions.iter().map(|(tp, p)| (tp.clone(), p.acks.committed())).collect();
-            let partitions = state
-                .partitions
-                .iter()
-                .map(|(tp, p)| snapshot::PartitionSnapshot {
-                    tp: tp.clone(),
-                    acks: p.acks.clone(),
-                    // Pending records the acks count as done are redriven dead letters: their
-                    // dead-letter copy was acked for them, wherever they lie.
-                    redriven: p.pending.keys().copied().filter(|&offset| p.acks.is_done(offset)).collect(),
-                    attempts: p
-                        .pending
-                        .iter()
-                        .filter(|(_, pending)| pending.attempts > 0)
-                        .map(|(&offset, pending)| (offset, pending.attempts))
-                        .chain(p.prior_attempts.iter().map(|(&offset, &attempts)| (offset, attempts)))
-                        .collect(),
-                    backoffs: p
-                        .pending
-                        .iter()
-                        .filter_map(|(&offset, pending)| match pending.delivery {
-                            state::Delivery::Backoff { until } => {
-                                let left = until.saturating_duration_since(now).as_millis() as i64;
-                                Some((offset, wall_now.saturating_add(left)))
-                            }
-                            _ => None,
-                        })
-                        .collect(),
-                })
-                .collect();
-            let dead_letters = state.dead_letters.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            let bytes = snapshot::encode(&snapshot::GroupSnapshot {
-                settings: state.settings.clone(),
-                partitions,
-                dead_letters,
-            });
-            (bytes, committed)
+            let entries = state.dead_letters.take_unsaved();
+            let (snapshot, committed) = snapshot_of(&state);
+            (snapshot::encode(&snapshot), committed, entries)
         };
-        let path = self.path.clone();
-        let written = blocking(move || Ok(sluice_storage::store::write_atomic(&path, &bytes)?)).await;
+        let (path, journal) = (self.path.clone(), self.journal.clone());
+        let (written, entries) = blocking(move || {
+            let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
+            let appended = journal.append(&entries);
+            // Appended changes are not appended twice, even if the group file write fails.
+            let unsaved = if appended.is_err() { entries } else { Vec::new() };
+            let written = match appended {
+                Ok(()) => sluice_storage::store::write_atomic(&path, &bytes).map_err(Error::from),
+                Err(e) => Err(Error::from(e)),
+            };
+            if written.is_ok() && journal.wants_compaction() {
+                // The group file now reflects every change: the journal may be rewritten.
+                if let Err(e) = journal.compact() {
+                    tracing::warn!(path = %path.display(), cause = %e, "compacting the dead-letter journal failed; will retry");
+                }
+            }
+            Ok((written, unsaved))
+        })
+        .await?;
+        let mut state = self.lock();
         match &written {
-            Ok(()) => self.lock().receipt_durable(&committed),
-            Err(_) => self.lock().dirty = true,
+            Ok(()) => state.receipt_durable(&committed),
+            Err(_) => {
+                state.dead_letters.unsave(entries);
+                state.dirty = true;
+            }
         }
         written
     }
+}
+
+/// What the group file holds now, and the committed offsets in it.
+fn snapshot_of(state: &GroupState) -> (snapshot::GroupSnapshot, Vec<(TopicPartition, u64)>) {
+    let (now, wall_now) = (std::time::Instant::now(), state::now_ms());
+    let committed = state.partitions.iter().map(|(tp, p)| (tp.clone(), p.ledger.committed())).collect();
+    let partitions = state
+        .partitions
+        .iter()
+        .map(|(tp, p)| snapshot::PartitionSnapshot {
+            tp: tp.clone(),
+            acks: p.ledger.acks().clone(),
+            redriven: p.ledger.redriven().collect(),
+            attempts: p.ledger.attempts().collect(),
+            backoffs: p
+                .ledger
+                .backoffs()
+                .map(|(offset, until)| {
+                    let left = until.saturating_duration_since(now).as_millis() as i64;
+                    (offset, wall_now.saturating_add(left))
+                })
+                .collect(),
+            dead_lettering: p
+                .ledger
+                .dead_lettering()
+                .filter_map(|(offset, pending)| {
+                    Some(snapshot::DeadLetteringSnapshot {
+                        offset,
+                        attempts: pending.attempts,
+                        failure: pending.failure.clone()?,
+                        position: pending.position,
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    let snapshot = snapshot::GroupSnapshot {
+        settings: state.settings.clone(),
+        partitions,
+        dead_letters: Vec::new(),
+        journal_seq: state.dead_letters.next_seq(),
+    };
+    (snapshot, committed)
+}
+
+/// Rebuilds a group's state from its group file and dead-letter journal.
+fn restore(loaded: snapshot::GroupSnapshot, journal: &[journal::Entry]) -> GroupState {
+    let mut state = GroupState::new(loaded.settings);
+    let (now, wall_now) = (std::time::Instant::now(), state::now_ms());
+    for p in loaded.partitions {
+        let mut partition = PartitionState::at(p.acks);
+        let ledger = &mut partition.ledger;
+        for offset in p.redriven {
+            ledger.restore_redrive(offset);
+        }
+        // A record waiting out its backoff waits out the rest of it after the restart
+        // (wall-clock time, so the broker's downtime counts), instead of being delivered at once.
+        for (offset, until_ms) in p.backoffs {
+            let left = std::time::Duration::from_millis(until_ms.saturating_sub(wall_now).max(0) as u64);
+            ledger.restore_backoff(offset, now + left);
+        }
+        for d in p.dead_lettering {
+            ledger.restore_dead_lettering(d.offset, d.attempts, d.failure, d.position);
+        }
+        for (offset, attempts) in p.attempts {
+            ledger.restore_attempts(offset, attempts);
+        }
+        state.partitions.insert(p.tp, partition);
+    }
+    // Files up to v4 held the dead letters: they go to the journal at the next flush.
+    for (key, letter) in loaded.dead_letters {
+        state.dead_letters.insert(key, letter);
+        state.dirty = true;
+    }
+    state.dead_letters.advance_seq(loaded.journal_seq);
+    for entry in journal {
+        state.dead_letters.replay(entry);
+        // Changes the group file does not reflect yet (a crash came between the journal append
+        // and the group file's replacement).
+        if entry.seq == 0 || entry.seq < loaded.journal_seq {
+            continue;
+        }
+        let Some(partition) = state.partitions.get_mut(&entry.letter.source) else { continue };
+        match entry.change {
+            journal::Change::Added => partition.ledger.restore_dead_lettered(entry.letter.source_offset),
+            journal::Change::Redriven => partition.ledger.restore_redrive(entry.letter.source_offset),
+            journal::Change::Discarded => {}
+        }
+        state.dirty = true;
+    }
+    // Copies that were being written are written now.
+    let jobs: Vec<DeadLetterJob> = state
+        .partitions
+        .iter()
+        .flat_map(|(tp, p)| {
+            p.ledger.dead_lettering().filter_map(move |(offset, pending)| {
+                Some(DeadLetterJob {
+                    tp: tp.clone(),
+                    offset,
+                    attempts: pending.attempts,
+                    failure: pending.failure.clone()?,
+                    position: pending.position,
+                    failures: 0,
+                    restored: true,
+                })
+            })
+        })
+        .collect();
+    state.dead_letter_jobs.extend(jobs);
+    state
 }
 
 /// Every group of the broker.
@@ -182,36 +294,9 @@ impl Groups {
             let bytes = std::fs::read(&path).map_err(io)?;
             let loaded = snapshot::decode(&bytes, defaults)
                 .map_err(|reason| Error::BadMetadata { path: path.clone(), reason: format!("group file: {reason}") })?;
-            let mut state = GroupState::new(loaded.settings);
-            for p in loaded.partitions {
-                let mut partition = PartitionState::at(p.acks);
-                for offset in p.redriven {
-                    partition.pending.insert(offset, state::Pending::ready(0));
-                    partition.ready += 1;
-                }
-                // A record waiting out its backoff waits out the rest of it after the restart
-                // (wall-clock time, so the broker's downtime counts), instead of being delivered
-                // at once.
-                let (now, wall_now) = (std::time::Instant::now(), state::now_ms());
-                for (offset, until_ms) in p.backoffs {
-                    if partition.acks.is_done(offset) || partition.pending.contains_key(&offset) {
-                        continue;
-                    }
-                    let left = std::time::Duration::from_millis(until_ms.saturating_sub(wall_now).max(0) as u64);
-                    partition.pending.insert(offset, state::Pending::backoff(now + left));
-                }
-                for (offset, attempts) in p.attempts {
-                    match partition.pending.get_mut(&offset) {
-                        Some(pending) => pending.attempts = attempts,
-                        None => {
-                            partition.prior_attempts.insert(offset, attempts);
-                        }
-                    }
-                }
-                state.partitions.insert(p.tp, partition);
-            }
-            state.dead_letters = loaded.dead_letters.into_iter().collect();
-            map.insert(id.clone(), Arc::new(Group::new(&id, path, state)));
+            let (journal, entries) = Journal::open(path.with_extension(journal::JOURNAL_EXTENSION))?;
+            let state = restore(loaded, &entries);
+            map.insert(id.clone(), Arc::new(Group::new(&id, path, state, journal)));
         }
         Ok(Groups {
             dir,
@@ -247,16 +332,33 @@ impl Groups {
         self.map.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
     }
 
-    fn get_or_create(&self, id: &str, settings: GroupSettings) -> Arc<Group> {
+    pub(crate) fn get_or_create(&self, id: &str, settings: GroupSettings) -> Arc<Group> {
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         map.entry(id.to_owned())
             .or_insert_with(|| {
                 let path = self.dir.join(format!("{id}.{GROUP_FILE_EXTENSION}"));
                 let mut state = GroupState::new(settings);
                 state.dirty = true;
-                Arc::new(Group::new(id, path, state))
+                // A journal left by a deleted group of the same name is overwritten.
+                let journal = Journal::empty(path.with_extension(journal::JOURNAL_EXTENSION));
+                Arc::new(Group::new(id, path, state, journal))
             })
             .clone()
+    }
+
+    /// Creates a group; `None` if one of that name exists.
+    pub(crate) fn create(&self, id: &str, settings: GroupSettings) -> Option<Arc<Group>> {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.contains_key(id) {
+            return None;
+        }
+        let path = self.dir.join(format!("{id}.{GROUP_FILE_EXTENSION}"));
+        let mut state = GroupState::new(settings);
+        state.dirty = true;
+        let journal = Journal::empty(path.with_extension(journal::JOURNAL_EXTENSION));
+        let group = Arc::new(Group::new(id, path, state, journal));
+        map.insert(id.to_owned(), group.clone());
+        Some(group)
     }
 
     fn remove(&self, id: &str) -> Option<Arc<Group>> {
@@ -264,51 +366,7 @@ impl Groups {
     }
 }
 
-fn validate_overrides(spec: &JoinSpec) -> Result<()> {
-    if spec.retry.max_attempts == Some(0) {
-        return Err(Error::InvalidArgument("max_delivery_attempts must be at least 1".into()));
-    }
-    if let Some(multiplier) = spec.retry.multiplier
-        && !(1.0..=100.0).contains(&multiplier)
-    {
-        return Err(Error::InvalidArgument(format!("backoff_multiplier must be between 1 and 100, got {multiplier}")));
-    }
-    if let Some(template) = &spec.dead_letter_topic {
-        for topic in &spec.topics {
-            crate::topic_name::validate(&template.replace("{topic}", topic))
-                .map_err(|e| Error::InvalidArgument(format!("dead_letter_topic: {e}")))?;
-        }
-    }
-    Ok(())
-}
-
-/// Applies what a join sets to a group's settings.
-fn apply_overrides(settings: &mut GroupSettings, spec: &JoinSpec, ack_timeout: Option<Duration>) {
-    if let Some(reset) = spec.reset {
-        settings.reset = reset;
-    }
-    if let Some(timeout) = ack_timeout {
-        settings.ack_timeout = timeout;
-    }
-    if let Some(max) = spec.retry.max_attempts {
-        settings.max_attempts = Some(max);
-    }
-    let retry = &mut settings.retry;
-    retry.initial = spec.retry.initial.unwrap_or(retry.initial);
-    retry.multiplier = spec.retry.multiplier.unwrap_or(retry.multiplier);
-    retry.max = spec.retry.max.unwrap_or(retry.max);
-    if let Some(template) = &spec.dead_letter_topic {
-        settings.dead_letter_topic = Some(template.clone());
-    }
-    if let Some(strict) = spec.strict_ordering {
-        settings.strict_ordering = strict;
-    }
-    if let Some(skip) = spec.skip_damaged {
-        settings.skip_damaged = skip;
-    }
-}
-
-fn check_range(name: &str, value: Duration, (min, max): (Duration, Duration)) -> Result<Duration> {
+pub(crate) fn check_range(name: &str, value: Duration, (min, max): (Duration, Duration)) -> Result<Duration> {
     if value < min || value > max {
         return Err(Error::InvalidArgument(format!("{name} must be between {min:?} and {max:?}, got {value:?}")));
     }
@@ -369,7 +427,6 @@ impl Broker {
             spec.session_timeout.unwrap_or(defaults.session_timeout),
             SESSION_TIMEOUT_RANGE,
         )?;
-        let ack_timeout = spec.ack_timeout.map(|t| check_range("ack_timeout", t, ACK_TIMEOUT_RANGE)).transpose()?;
         let max_records = spec.max_in_flight_records.unwrap_or(defaults.max_in_flight_records);
         if max_records == 0 || max_records > MAX_IN_FLIGHT_RECORDS {
             return Err(Error::InvalidArgument(format!(
@@ -377,9 +434,10 @@ impl Broker {
             )));
         }
         let max_bytes = spec.max_in_flight_bytes.unwrap_or(defaults.max_in_flight_bytes).max(1);
-        validate_overrides(&spec)?;
+        config::validate(&spec.policy, &spec.topics, false)?;
         let mut settings = defaults.settings();
-        apply_overrides(&mut settings, &spec, ack_timeout);
+        config::apply(&mut settings, &spec.policy);
+        config::check_combination(&settings)?;
         let group = self.groups().get_or_create(&spec.group, settings);
         let id = MemberId(self.groups().next_member.fetch_add(1, Ordering::Relaxed));
         let mut member = Member::new(
@@ -393,11 +451,7 @@ impl Broker {
         let shared = member.shared.clone();
         {
             let mut state = group.lock();
-            let before = state.settings.clone();
-            apply_overrides(&mut state.settings, &spec, ack_timeout);
-            if state.settings != before {
-                state.dirty = true;
-            }
+            config::check_join(&spec.group, &state.settings, &spec.policy)?;
             let topology = self.group_topology(&state, &spec.topics);
             state.topic_attempts = self.topic_attempt_limits(&topology);
             let offsets = |tp: &TopicPartition| self.partition_offsets(tp);

@@ -71,7 +71,7 @@ pub enum Selection {
     Offsets(Vec<(u32, u64)>),
 }
 
-fn provenance(record: &StoredRecord) -> BTreeMap<String, String> {
+pub(crate) fn provenance(record: &StoredRecord) -> BTreeMap<String, String> {
     record
         .headers()
         .filter_map(|h| h.ok())
@@ -86,12 +86,12 @@ impl Broker {
             .all()
             .iter()
             .filter(|g| group.is_none_or(|id| *g.id == *id))
-            .map(|g| g.lock().dead_letters.keys().filter(|(tp, _)| &*tp.topic == topic).count() as u64)
+            .map(|g| g.lock().dead_letters.depth(topic))
             .sum()
     }
 
     fn is_redriven(&self, group: &str, key: &(TopicPartition, u64)) -> bool {
-        self.groups().get(group).is_none_or(|g| !g.lock().dead_letters.contains_key(key))
+        self.groups().get(group).is_none_or(|g| !g.lock().dead_letters.contains(key))
     }
 
     /// Lists a dead-letter topic's records with their provenance, a page at a time.
@@ -178,25 +178,22 @@ impl Broker {
         resolve: impl FnOnce(&mut super::state::GroupState, &[(TopicPartition, u64)]) -> u64,
     ) -> Result<(std::sync::Arc<super::Group>, u64)> {
         self.check_open()?;
-        self.topic(topic)?;
+        let name = self.topic(topic)?.name.clone();
         let group = self.groups().get(group_id).ok_or_else(|| Error::GroupNotFound(group_id.to_owned()))?;
         let resolved = {
             let mut state = group.lock();
-            let keys: Vec<(TopicPartition, u64)> = state
-                .dead_letters
-                .keys()
-                .filter(|(tp, offset)| {
-                    &*tp.topic == topic
-                        && match selection {
-                            Selection::All => true,
-                            Selection::Range { partition, first, last } => {
-                                tp.partition == *partition && (*first..=*last).contains(offset)
-                            }
-                            Selection::Offsets(list) => list.contains(&(tp.partition, *offset)),
-                        }
-                })
-                .cloned()
-                .collect();
+            let keys: Vec<(TopicPartition, u64)> = match selection {
+                Selection::All => state.dead_letters.keys_of_topic(&name),
+                Selection::Range { partition, first, last } if first <= last => {
+                    state.dead_letters.keys_in(&name, *partition, *first, *last)
+                }
+                Selection::Range { .. } => Vec::new(),
+                Selection::Offsets(list) => list
+                    .iter()
+                    .map(|&(partition, offset)| (TopicPartition::new(name.clone(), partition), offset))
+                    .filter(|key| state.dead_letters.contains(key))
+                    .collect(),
+            };
             resolve(&mut state, &keys)
         };
         Ok((group, resolved))

@@ -8,8 +8,10 @@ use std::time::Instant;
 use futures::future::{BoxFuture, FutureExt, select_all};
 use sluice_storage::Batch;
 
-use super::state::{AckOutcome, AssignmentView, Pick, Step};
-use super::types::{MemberId, NackSpec, SessionEnd, TopicPartition};
+use super::delivery::{AckOutcome, Step};
+use super::ledger::Pick;
+use super::state::AssignmentView;
+use super::types::{LeaseEnd, MemberId, NackSpec, SessionEnd, TopicPartition};
 use super::{Group, state::MemberShared};
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -35,9 +37,9 @@ pub enum GroupEvent {
     Assignment(AssignmentView),
     /// Records to process and ack.
     Records(GroupDelivery),
-    /// Records whose lease ended (not acked within the ack timeout): they went back to the
-    /// group, and acking them now is refused.
-    LeaseExpired(TopicPartition, Vec<u64>),
+    /// Records whose lease ended without an ack (the ack timeout passed, an operator reset the
+    /// offsets, the records are gone or were passed over): see [`LeaseEnd`].
+    LeaseEnded(LeaseEnd),
     /// Committed offsets of the member's partitions that are now durable (the group file was
     /// written with them): everything below each was acked and survives any crash.
     AckReceipt(Vec<(TopicPartition, u64)>),
@@ -176,9 +178,9 @@ impl GroupSession {
                 if let Some(view) = queued {
                     return Ok(GroupEvent::Assignment(view));
                 }
-                let expired = state.members.get_mut(&self.handle.member).and_then(|m| m.expired.pop_front());
-                if let Some((tp, offsets)) = expired {
-                    return Ok(GroupEvent::LeaseExpired(tp, offsets));
+                let ended = state.members.get_mut(&self.handle.member).and_then(|m| m.ended_leases.pop_front());
+                if let Some(ended) = ended {
+                    return Ok(GroupEvent::LeaseEnded(ended));
                 }
                 let receipt = state.members.get_mut(&self.handle.member).map(|m| std::mem::take(&mut m.receipt));
                 if let Some(receipt) = receipt.filter(|r| !r.is_empty()) {
@@ -188,7 +190,10 @@ impl GroupSession {
             };
             match step {
                 Step::Read { tp, from, end, max_records, max_bytes } => {
-                    if let Some(delivery) = self.read_new(tp, from, end, max_records, max_bytes).await? {
+                    let read = self.read_new(tp.clone(), from, end, max_records, max_bytes).await;
+                    // Shared delivery: whatever came of the read, others may read there now.
+                    self.handle.group.lock().end_read(self.handle.member, &tp);
+                    if let Some(delivery) = read? {
                         return Ok(GroupEvent::Records(delivery));
                     }
                 }
@@ -267,8 +272,8 @@ impl GroupSession {
             state
                 .partitions
                 .get(&tp)
-                .filter(|p| p.acks.acked().end().is_some_and(|end| end > from))
-                .map(|p| p.acks.clone())
+                .filter(|p| p.ledger.acks().acked().end().is_some_and(|end| end > from))
+                .map(|p| p.ledger.acks().clone())
         };
         'batches: for batch in &batches {
             for record in batch.records() {

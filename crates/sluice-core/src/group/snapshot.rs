@@ -4,7 +4,7 @@
 //! partition, the committed offset and the acked ranges above it. It never grows with the log:
 //! acked runs collapse into ranges and everything below the committed offset is one number.
 //!
-//! Little-endian layout (version 4; version 1 to 3 files, without the fields marked v2 to v4,
+//! Little-endian layout (version 5; version 1 to 4 files, without the fields marked v2 to v5,
 //! still load):
 //!
 //! ```text
@@ -16,6 +16,7 @@
 //! v2:   4 max delivery attempts (0: the topic's or broker's), 8 backoff initial ms,
 //!       8 backoff multiplier (f64 bits), 8 backoff max ms, 1 strict ordering (0/1),
 //!       v3: 1 skip damaged records (0/1),
+//!       v5: 1 delivery mode (0 partition-owned, 1 shared),
 //!       2+N dead-letter topic template (empty: the topic's or broker's)
 //! 4     partition count P
 //! then P times:
@@ -30,23 +31,43 @@
 //!       not done, so a restart does not reset how often it has been tried
 //!   v4: 4 count B, then 16*B: offset (8) and the wall-clock time in ms (8) until which a
 //!       failed record waits before its next delivery, so a restart keeps its backoff
+//!   v5: 4 count E, then E times: offset (8), deliveries (4), failure reason (2+N), first and
+//!       last failure ms (8 + 8), position in batch (4, u32::MAX: unknown) of each record whose
+//!       dead-letter copy was being written, so a restart goes on writing it
 //! v2: 4 dead-letter count D, then D times: 2+T dead-letter topic, 4 partition, 8 offset,
-//!       2+T source topic, 4 source partition, 8 source offset, 8 dead-lettered at (ms)
+//!       2+T source topic, 4 source partition, 8 source offset, 8 dead-lettered at (ms);
+//!       from v5 always 0: dead letters live in the dead-letter journal ([`super::journal`])
+//! v5: 8 journal sequence: the dead-letter journal's changes below it are reflected here
 //! 4     CRC-32 of everything before it
 //! ```
 //!
 //! Dead letters are this group's records in dead-letter topics that were not redriven: their
 //! count is the group's dead-letter depth, and a redrive removes them, so none is redriven twice.
+//! Up to v4 they were in this file, rewritten whole on every flush; a v4 file's dead letters
+//! move to the journal at the first flush.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::acks::AckSet;
 use super::backoff::RetryPolicy;
-use super::types::{DeadLettered, GroupSettings, OffsetReset, TopicPartition};
+use super::types::{DeadLettered, DeliveryMode, Failure, GroupSettings, OffsetReset, TopicPartition};
 
 const MAGIC: &[u8; 4] = b"SLGS";
-const VERSION: u8 = 4;
+const VERSION: u8 = 5;
+
+/// A record whose dead-letter copy was being written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetteringSnapshot {
+    /// Its offset.
+    pub offset: u64,
+    /// Deliveries made.
+    pub attempts: u32,
+    /// Why it failed.
+    pub failure: Failure,
+    /// Where it starts in its batch, if known.
+    pub position: Option<u32>,
+}
 
 /// One partition in a group file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +82,8 @@ pub struct PartitionSnapshot {
     pub attempts: Vec<(u64, u32)>,
     /// Records waiting out a backoff: offset and until when (ms since the Unix epoch).
     pub backoffs: Vec<(u64, i64)>,
+    /// Records whose dead-letter copy was being written.
+    pub dead_lettering: Vec<DeadLetteringSnapshot>,
 }
 
 /// What a group file holds.
@@ -70,8 +93,11 @@ pub struct GroupSnapshot {
     pub settings: GroupSettings,
     /// Per partition state.
     pub partitions: Vec<PartitionSnapshot>,
-    /// Dead letters not redriven, keyed by dead-letter partition and offset.
+    /// Dead letters not redriven, keyed by dead-letter partition and offset (only in files
+    /// up to v4; later ones keep them in the journal).
     pub dead_letters: Vec<((TopicPartition, u64), DeadLettered)>,
+    /// The dead-letter journal's changes below this sequence number are reflected here.
+    pub journal_seq: u64,
 }
 
 fn put_str(out: &mut Vec<u8>, text: &str) {
@@ -97,6 +123,10 @@ pub fn encode(snapshot: &GroupSnapshot) -> Vec<u8> {
     out.extend_from_slice(&(settings.retry.max.as_millis() as u64).to_le_bytes());
     out.push(u8::from(settings.strict_ordering));
     out.push(u8::from(settings.skip_damaged));
+    out.push(match settings.delivery {
+        DeliveryMode::PartitionOwned => 0,
+        DeliveryMode::Shared => 1,
+    });
     put_str(&mut out, settings.dead_letter_topic.as_deref().unwrap_or(""));
     out.extend_from_slice(&(snapshot.partitions.len() as u32).to_le_bytes());
     for p in &snapshot.partitions {
@@ -122,6 +152,15 @@ pub fn encode(snapshot: &GroupSnapshot) -> Vec<u8> {
             out.extend_from_slice(&offset.to_le_bytes());
             out.extend_from_slice(&until_ms.to_le_bytes());
         }
+        out.extend_from_slice(&(p.dead_lettering.len() as u32).to_le_bytes());
+        for d in &p.dead_lettering {
+            out.extend_from_slice(&d.offset.to_le_bytes());
+            out.extend_from_slice(&d.attempts.to_le_bytes());
+            put_str(&mut out, &d.failure.reason);
+            out.extend_from_slice(&d.failure.first_ms.to_le_bytes());
+            out.extend_from_slice(&d.failure.last_ms.to_le_bytes());
+            out.extend_from_slice(&d.position.unwrap_or(u32::MAX).to_le_bytes());
+        }
     }
     out.extend_from_slice(&(snapshot.dead_letters.len() as u32).to_le_bytes());
     for ((tp, offset), letter) in &snapshot.dead_letters {
@@ -133,6 +172,7 @@ pub fn encode(snapshot: &GroupSnapshot) -> Vec<u8> {
         out.extend_from_slice(&letter.source_offset.to_le_bytes());
         out.extend_from_slice(&letter.at_ms.to_le_bytes());
     }
+    out.extend_from_slice(&snapshot.journal_seq.to_le_bytes());
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -174,7 +214,7 @@ fn read_tp(reader: &mut Reader<'_>) -> Result<TopicPartition, String> {
     Ok(TopicPartition::new(Arc::from(topic), reader.u32()?))
 }
 
-/// Decodes a snapshot (version 1 to 4), checking magic, version and checksum. Settings a
+/// Decodes a snapshot (version 1 to 5), checking magic, version and checksum. Settings a
 /// version 1 file lacks come from `defaults`.
 pub fn decode(bytes: &[u8], defaults: &GroupSettings) -> Result<GroupSnapshot, String> {
     if bytes.len() < 4 {
@@ -215,6 +255,13 @@ pub fn decode(bytes: &[u8], defaults: &GroupSettings) -> Result<GroupSnapshot, S
         if version >= 3 {
             settings.skip_damaged = reader.u8()? != 0;
         }
+        if version >= 5 {
+            settings.delivery = match reader.u8()? {
+                0 => DeliveryMode::PartitionOwned,
+                1 => DeliveryMode::Shared,
+                other => return Err(format!("unknown delivery mode {other}")),
+            };
+        }
         let template = reader.string()?;
         settings.dead_letter_topic = (!template.is_empty()).then(|| template.to_owned());
     }
@@ -248,12 +295,24 @@ pub fn decode(bytes: &[u8], defaults: &GroupSettings) -> Result<GroupSnapshot, S
                 backoffs.push((reader.u64()?, reader.u64()? as i64));
             }
         }
+        let mut dead_lettering = Vec::new();
+        if version >= 5 {
+            for _ in 0..reader.u32()? {
+                let (offset, attempts) = (reader.u64()?, reader.u32()?);
+                let reason = Arc::from(reader.string()?);
+                let (first_ms, last_ms) = (reader.u64()? as i64, reader.u64()? as i64);
+                let position = Some(reader.u32()?).filter(|&p| p != u32::MAX);
+                let failure = Failure { reason, first_ms, last_ms };
+                dead_lettering.push(DeadLetteringSnapshot { offset, attempts, failure, position });
+            }
+        }
         partitions.push(PartitionSnapshot {
             tp,
             acks: AckSet::from_parts(committed, list),
             redriven,
             attempts,
             backoffs,
+            dead_lettering,
         });
     }
     let mut dead_letters = Vec::new();
@@ -267,10 +326,11 @@ pub fn decode(bytes: &[u8], defaults: &GroupSettings) -> Result<GroupSnapshot, S
             dead_letters.push(((dlq, offset), DeadLettered { source, source_offset, at_ms }));
         }
     }
+    let journal_seq = if version >= 5 { reader.u64()? } else { 0 };
     if !reader.rest.is_empty() {
         return Err("trailing bytes".into());
     }
-    Ok(GroupSnapshot { settings, partitions, dead_letters })
+    Ok(GroupSnapshot { settings, partitions, dead_letters, journal_seq })
 }
 
 #[cfg(test)]
@@ -286,6 +346,7 @@ mod tests {
             dead_letter_topic: Some("{topic}.dead".into()),
             strict_ordering: true,
             skip_damaged: true,
+            delivery: DeliveryMode::Shared,
         }
     }
 
@@ -305,6 +366,12 @@ mod tests {
                     redriven: vec![],
                     attempts: vec![(41, 3)],
                     backoffs: vec![(41, 1_700_000_008_000)],
+                    dead_lettering: vec![DeadLetteringSnapshot {
+                        offset: 44,
+                        attempts: 5,
+                        failure: Failure { reason: Arc::from("bad input"), first_ms: 10, last_ms: 20 },
+                        position: Some(3),
+                    }],
                 },
                 PartitionSnapshot {
                     tp: orders(1),
@@ -312,9 +379,11 @@ mod tests {
                     redriven: vec![2, 5, 9],
                     attempts: vec![(5, 1)],
                     backoffs: vec![],
+                    dead_lettering: vec![],
                 },
             ],
             dead_letters: vec![((TopicPartition::new(Arc::from("orders.dead"), 1), 0), letter)],
+            journal_seq: 17,
         }
     }
 

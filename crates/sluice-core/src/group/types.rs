@@ -40,6 +40,43 @@ pub enum OffsetReset {
     Latest,
 }
 
+/// How a group shares records among its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryMode {
+    /// Each partition is owned by one member at a time, which gets its records in offset order
+    /// (Kafka consumer groups): per-key order holds, parallelism is the partition count.
+    #[default]
+    PartitionOwned,
+    /// Records of every partition go to any member with room, each leased to one member at a
+    /// time and acked alone (Kafka share groups, Pulsar Shared, SQS): parallelism is the member
+    /// count, order is not kept.
+    Shared,
+}
+
+/// Why the broker took back a member's lease on records it did not ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseEndReason {
+    /// Not acked within the ack timeout: the records go to the group again.
+    AckTimeout,
+    /// An operator reset the group's offsets: the records are no longer pending.
+    OffsetsReset,
+    /// The records no longer exist (retention deleted them, or the log lost its tail).
+    RecordsGone,
+    /// The records cannot be read and were passed over (`skip_damaged`).
+    Skipped,
+}
+
+/// Records whose lease ended, as told to their member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseEnd {
+    /// Their partition.
+    pub tp: TopicPartition,
+    /// Their offsets, ascending.
+    pub offsets: Vec<u64>,
+    /// Why.
+    pub reason: LeaseEndReason,
+}
+
 /// A group's settings (persisted with its offsets).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupSettings {
@@ -59,6 +96,8 @@ pub struct GroupSettings {
     /// Pass over records that cannot be read (damaged batches, lost segments) as if acked,
     /// instead of stopping delivery from their partition there (see [`super::damage`]).
     pub skip_damaged: bool,
+    /// Partition-owned or shared delivery.
+    pub delivery: DeliveryMode,
 }
 
 impl GroupSettings {
@@ -72,6 +111,7 @@ impl GroupSettings {
             dead_letter_topic: None,
             strict_ordering: false,
             skip_damaged: false,
+            delivery: DeliveryMode::PartitionOwned,
         }
     }
 
@@ -115,23 +155,34 @@ pub struct JoinSpec {
     pub max_in_flight_bytes: Option<u64>,
     /// Silence after which the member is removed; `None`: the broker's default.
     pub session_timeout: Option<Duration>,
-    /// Updates the group's reset policy when set.
-    pub reset: Option<OffsetReset>,
-    /// Updates the group's ack timeout when set.
-    pub ack_timeout: Option<Duration>,
-    /// Updates the group's retry policy fields that are set.
-    pub retry: RetryOverrides,
-    /// Updates the group's dead-letter topic template when set.
-    pub dead_letter_topic: Option<String>,
-    /// Updates the group's ordering mode when set.
-    pub strict_ordering: Option<bool>,
-    /// Updates the group's handling of unreadable records when set.
-    pub skip_damaged: Option<bool>,
+    /// The policy the member expects. A join that creates the group sets it; a join to an
+    /// existing group whose policy differs in a field set here is refused
+    /// ([`crate::Error::PolicyConflict`]): policy changes go through `alter_group_config`.
+    pub policy: PolicyChange,
     /// Leases that may expire in a row before the member is removed; `None`: the broker's
     /// default, `Some(0)`: never.
     pub max_lease_expiries: Option<u32>,
     /// Confirm acks once durable (see `GroupEvent::AckReceipt`).
     pub ack_receipts: bool,
+}
+
+/// Changes to a group's policy; `None` keeps the group's value.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PolicyChange {
+    /// Where to start without a committed offset.
+    pub reset: Option<OffsetReset>,
+    /// The ack timeout.
+    pub ack_timeout: Option<Duration>,
+    /// Retry fields; `max_attempts: Some(0)` clears the group's own limit (alter only).
+    pub retry: RetryOverrides,
+    /// Dead-letter topic template; `Some("")` clears it (alter only).
+    pub dead_letter_topic: Option<String>,
+    /// Ordering mode.
+    pub strict_ordering: Option<bool>,
+    /// Handling of unreadable records.
+    pub skip_damaged: Option<bool>,
+    /// Delivery mode.
+    pub delivery: Option<DeliveryMode>,
 }
 
 /// Retry settings a join may change; `None` keeps the group's value.
@@ -204,6 +255,9 @@ pub struct DeadLetterJob {
     pub position: Option<u32>,
     /// Times writing its dead-letter copy has failed so far.
     pub failures: u32,
+    /// Restored from the group file at start-up: its copy may have been written just before
+    /// the broker stopped, so the dead-letter partition is searched for it first.
+    pub restored: bool,
 }
 
 /// A dead letter whose copy could not be written, waiting to be tried again.

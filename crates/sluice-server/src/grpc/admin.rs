@@ -149,6 +149,34 @@ impl pb::admin_server::Admin for AdminService {
         unary(&self.metrics, &self.inflight, "DescribeGroup", describe).await
     }
 
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
+    async fn create_group(
+        &self,
+        request: Request<pb::CreateGroupRequest>,
+    ) -> Result<Response<pb::CreateGroupResponse>, Status> {
+        let create = async {
+            let request = request.into_inner();
+            let change = convert_group::policy(request.config)?;
+            let settings = self.broker.create_group(&request.group, &change).await.map_err(to_status)?;
+            Ok(pb::CreateGroupResponse { config: Some(convert_group::config(&settings)) })
+        };
+        unary(&self.metrics, &self.inflight, "CreateGroup", create).await
+    }
+
+    #[tracing::instrument(skip_all, fields(group = %request.get_ref().group))]
+    async fn alter_group_config(
+        &self,
+        request: Request<pb::AlterGroupConfigRequest>,
+    ) -> Result<Response<pb::AlterGroupConfigResponse>, Status> {
+        let alter = async {
+            let request = request.into_inner();
+            let change = convert_group::policy(request.config)?;
+            let settings = self.broker.alter_group_config(&request.group, &change).await.map_err(to_status)?;
+            Ok(pb::AlterGroupConfigResponse { config: Some(convert_group::config(&settings)) })
+        };
+        unary(&self.metrics, &self.inflight, "AlterGroupConfig", alter).await
+    }
+
     #[tracing::instrument(skip_all, fields(group = %request.get_ref().group, topic = %request.get_ref().topic))]
     async fn reset_group_offsets(
         &self,

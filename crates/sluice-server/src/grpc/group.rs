@@ -178,9 +178,8 @@ async fn push_events(
                     .collect();
                 message(pb::consume_response::Response::AckReceipt(pb::AckReceipt { committed }))
             }
-            Ok(GroupEvent::LeaseExpired(tp, offsets)) => {
-                let expired = pb::LeaseExpired { topic: tp.topic.to_string(), partition: tp.partition, offsets };
-                message(pb::consume_response::Response::LeaseExpired(expired))
+            Ok(GroupEvent::LeaseEnded(ended)) => {
+                message(pb::consume_response::Response::LeaseExpired(convert_group::lease_end(ended)))
             }
             Err(Error::SessionEnded(SessionEnd::Left)) if !shutdown.is_cancelled() => break,
             // However the session learnt of it, a shutdown ends the stream with UNAVAILABLE.

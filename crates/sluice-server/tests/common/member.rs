@@ -25,6 +25,8 @@ pub struct JoinOptions {
     pub strict: bool,
     pub on_damage: i32,
     pub ack_receipts: bool,
+    pub delivery: i32,
+    pub max_lease_expiries: u32,
 }
 
 pub struct Member {
@@ -56,6 +58,20 @@ fn request(r: pb::consume_request::Request) -> pb::ConsumeRequest {
 
 impl Member {
     pub async fn join(server: &TestServer, group: &str, topics: &[&str], name: &str, options: JoinOptions) -> Member {
+        match Self::try_join(server, group, topics, name, options).await {
+            Ok(member) => member,
+            Err(status) => panic!("join of {name} refused: {status:?}"),
+        }
+    }
+
+    /// Joins, or returns the status the broker refused the join with.
+    pub async fn try_join(
+        server: &TestServer,
+        group: &str,
+        topics: &[&str],
+        name: &str,
+        options: JoinOptions,
+    ) -> Result<Member, tonic::Status> {
         let (tx, rx) = mpsc::channel(64);
         let join = pb::Join {
             group: group.into(),
@@ -72,15 +88,17 @@ impl Member {
             ordering: if options.strict { pb::Ordering::Strict as i32 } else { 0 },
             on_damage: options.on_damage,
             ack_receipts: options.ack_receipts,
+            delivery: options.delivery,
+            max_lease_expiries: options.max_lease_expiries,
             ..pb::Join::default()
         };
         tx.send(request(pb::consume_request::Request::Join(join))).await.unwrap();
-        let mut stream = server.consumer().await.consume(ReceiverStream::new(rx)).await.unwrap().into_inner();
-        let first = stream.message().await.unwrap().unwrap();
+        let mut stream = server.consumer().await.consume(ReceiverStream::new(rx)).await?.into_inner();
+        let first = stream.message().await?.unwrap();
         let Some(pb::consume_response::Response::Joined(joined)) = first.response else {
             panic!("first message is not joined: {first:?}")
         };
-        Member {
+        Ok(Member {
             id: joined.member_id,
             name: name.into(),
             tx: Some(tx),
@@ -90,7 +108,7 @@ impl Member {
             refusals: Vec::new(),
             expired: Vec::new(),
             receipts: Vec::new(),
-        }
+        })
     }
 
     /// The next message, or `None` when the stream has ended (panics after 20 s of nothing).
