@@ -17,6 +17,19 @@ pub enum GroupCommand {
     List,
     /// Show a group's members, assignment, committed and end offsets, and lag.
     Describe { group: String },
+    /// Create a group with a policy before any member joins (members then join without one).
+    Create {
+        group: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Change a group's policy: only the options given change. The delivery mode changes only
+    /// while no member is connected.
+    Alter {
+        group: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
     /// Move a group's committed offsets; previews unless --execute is given.
     Reset(ResetArgs),
     /// Delete a group and its committed offsets.
@@ -26,6 +39,120 @@ pub enum GroupCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// A group's policy, as `create` and `alter` take it.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// How records are shared: `partition-owned` (each partition to one member, in order) or
+    /// `shared` (any member takes any record; parallelism beyond partitions, no order).
+    #[arg(long, value_parser = ["partition-owned", "shared"])]
+    delivery: Option<String>,
+    /// Where to start without a committed offset: `earliest` or `latest`.
+    #[arg(long, value_parser = ["earliest", "latest"])]
+    reset: Option<String>,
+    /// Time a delivered record may stay unacked before it goes to the group again (e.g. 30s).
+    #[arg(long, value_parser = units::parse_duration)]
+    ack_timeout: Option<Duration>,
+    /// Deliveries before a record is dead-lettered (0 with alter: each topic's or the broker's).
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// First redelivery backoff (e.g. 1s).
+    #[arg(long, value_parser = units::parse_duration)]
+    backoff_initial: Option<Duration>,
+    /// Backoff growth per further failure.
+    #[arg(long)]
+    backoff_multiplier: Option<f64>,
+    /// Longest backoff (e.g. 5m).
+    #[arg(long, value_parser = units::parse_duration)]
+    backoff_max: Option<Duration>,
+    /// Dead-letter topic; `{topic}` stands for the source topic ("" with alter: the topic's or
+    /// the broker's).
+    #[arg(long)]
+    dead_letter_topic: Option<String>,
+    /// `strict` holds back later records of a partition while one waits for redelivery.
+    #[arg(long, value_parser = ["strict", "relaxed"])]
+    ordering: Option<String>,
+    /// `skip` passes over records that cannot be read; `stop` stalls their partition.
+    #[arg(long, value_parser = ["stop", "skip"])]
+    on_damage: Option<String>,
+}
+
+impl PolicyArgs {
+    fn to_proto(&self) -> pb::GroupConfig {
+        let ms = |d: Duration| d.as_millis() as u64;
+        pb::GroupConfig {
+            reset: match self.reset.as_deref() {
+                Some("earliest") => pb::OffsetReset::Earliest,
+                Some("latest") => pb::OffsetReset::Latest,
+                _ => pb::OffsetReset::Unspecified,
+            } as i32,
+            ack_timeout_ms: self.ack_timeout.map(ms),
+            max_delivery_attempts: self.max_attempts,
+            backoff_initial_ms: self.backoff_initial.map(ms),
+            backoff_multiplier: self.backoff_multiplier,
+            backoff_max_ms: self.backoff_max.map(ms),
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            ordering: match self.ordering.as_deref() {
+                Some("strict") => pb::Ordering::Strict,
+                Some("relaxed") => pb::Ordering::Relaxed,
+                _ => pb::Ordering::Unspecified,
+            } as i32,
+            on_damage: match self.on_damage.as_deref() {
+                Some("skip") => pb::OnDamage::Skip,
+                Some("stop") => pb::OnDamage::Stop,
+                _ => pb::OnDamage::Unspecified,
+            } as i32,
+            delivery: match self.delivery.as_deref() {
+                Some("shared") => pb::Delivery::Shared,
+                Some("partition-owned") => pb::Delivery::PartitionOwned,
+                _ => pb::Delivery::Unspecified,
+            } as i32,
+        }
+    }
+}
+
+fn delivery_name(value: i32) -> &'static str {
+    if value == pb::Delivery::Shared as i32 { "shared" } else { "partition-owned" }
+}
+
+fn config_json(c: &pb::GroupConfig) -> Value {
+    json!({
+        "delivery": delivery_name(c.delivery),
+        "reset": if c.reset == pb::OffsetReset::Latest as i32 { "latest" } else { "earliest" },
+        "ack_timeout_ms": c.ack_timeout_ms,
+        "max_delivery_attempts": c.max_delivery_attempts,
+        "backoff_initial_ms": c.backoff_initial_ms,
+        "backoff_multiplier": c.backoff_multiplier,
+        "backoff_max_ms": c.backoff_max_ms,
+        "dead_letter_topic": c.dead_letter_topic,
+        "ordering": if c.ordering == pb::Ordering::Strict as i32 { "strict" } else { "relaxed" },
+        "on_damage": if c.on_damage == pb::OnDamage::Skip as i32 { "skip" } else { "stop" },
+    })
+}
+
+fn print_config(printer: &Printer, verb: &str, group: &str, config: Option<pb::GroupConfig>) -> Result<(), CliError> {
+    let config = config.unwrap_or_default();
+    if printer.json_mode() {
+        return printer.json(&json!({ "group": group, "config": config_json(&config) }));
+    }
+    printer.line(&format!("{verb} group {group}"))?;
+    let or = |value: Option<u64>| value.map_or("-".to_owned(), |v| format!("{v} ms"));
+    printer.pairs(&[
+        ("delivery", delivery_name(config.delivery).to_owned()),
+        ("ack timeout", or(config.ack_timeout_ms)),
+        ("max attempts", config.max_delivery_attempts.filter(|&n| n > 0).map_or("per topic".into(), |n| n.to_string())),
+        (
+            "backoff",
+            format!(
+                "{} x{} up to {}",
+                or(config.backoff_initial_ms),
+                config.backoff_multiplier.unwrap_or(0.0),
+                or(config.backoff_max_ms)
+            ),
+        ),
+        ("dead-letter topic", config.dead_letter_topic.filter(|t| !t.is_empty()).unwrap_or_else(|| "per topic".into())),
+    ])
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +281,7 @@ fn describe_json(d: &pb::DescribeGroupResponse) -> Value {
         "dead_letters_failing": d.dead_letters_failing,
         "dead_letter_error": (!d.dead_letter_error.is_empty()).then_some(&d.dead_letter_error),
         "rebalances": d.rebalances,
+        "config": d.config.as_ref().map(config_json),
     })
 }
 
@@ -175,6 +303,7 @@ async fn describe(client: &Client, printer: &Printer, group: &str) -> Result<(),
             if d.max_delivery_attempts == 0 { "per topic".into() } else { d.max_delivery_attempts.to_string() },
         ),
         ("ordering", if d.strict_ordering { "strict".into() } else { "relaxed".into() }),
+        ("delivery", delivery_name(d.config.as_ref().map_or(0, |c| c.delivery)).into()),
     ];
     // Shown only when they say something, so the usual description stays short.
     if d.on_damage == pb::OnDamage::Skip as i32 || d.damaged_skipped > 0 {
@@ -380,6 +509,16 @@ pub async fn run(client: &Client, printer: &Printer, command: GroupCommand) -> R
         GroupCommand::List => list(client, printer).await,
         GroupCommand::Describe { group } => describe(client, printer, &group).await,
         GroupCommand::Reset(args) => reset(client, printer, args).await,
+        GroupCommand::Create { group, policy } => {
+            let request = pb::CreateGroupRequest { group: group.clone(), config: Some(policy.to_proto()) };
+            let created = client.admin().create_group(request).await?.into_inner();
+            print_config(printer, "created", &group, created.config)
+        }
+        GroupCommand::Alter { group, policy } => {
+            let request = pb::AlterGroupConfigRequest { group: group.clone(), config: Some(policy.to_proto()) };
+            let altered = client.admin().alter_group_config(request).await?.into_inner();
+            print_config(printer, "altered", &group, altered.config)
+        }
         GroupCommand::Delete { group, force } => {
             client.admin().delete_group(pb::DeleteGroupRequest { group: group.clone(), force }).await?;
             if printer.json_mode() {

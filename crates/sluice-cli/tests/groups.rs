@@ -260,3 +260,31 @@ fn a_discarded_dead_letter_leaves_the_depth_and_is_never_redriven() {
         broker.sluice(&["consume", "payments", "--group", "billing", "--wait", "100ms", "--format", "raw"]).ok();
     assert!(nothing.stdout.is_empty(), "the group has nothing left: {}", nothing.stdout);
 }
+
+#[test]
+fn group_create_and_alter_set_a_groups_policy() {
+    let broker = Broker::start();
+    broker.sluice(&["topic", "create", "emails"]).ok();
+    let created = broker
+        .sluice(&["group", "create", "mailers", "--delivery", "shared", "--ack-timeout", "2m", "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(created["config"]["delivery"], "shared");
+    assert_eq!(created["config"]["ack_timeout_ms"], 120_000);
+    let again = broker.sluice(&["group", "create", "mailers"]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("ALREADY_EXISTS") || again.stderr.contains("already exists"), "{}", again.stderr);
+
+    let altered = broker.sluice(&["group", "alter", "mailers", "--max-attempts", "3", "-o", "json"]).ok().json();
+    assert_eq!(altered["config"]["max_delivery_attempts"], 3);
+    assert_eq!(altered["config"]["ack_timeout_ms"], 120_000, "fields not named keep their value");
+    let text = broker.sluice(&["group", "describe", "mailers"]).ok().stdout;
+    assert!(text.contains("delivery:          shared"), "{text}");
+    assert!(text.contains("max attempts:      3"), "{text}");
+
+    let bad = broker.sluice(&["group", "alter", "mailers", "--ordering", "strict"]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("strict ordering needs partition-owned delivery"), "{}", bad.stderr);
+    let missing = broker.sluice(&["group", "alter", "nobody", "--max-attempts", "3"]);
+    assert!(missing.stderr.contains("NOT_FOUND"), "{}", missing.stderr);
+}
