@@ -13,6 +13,9 @@ impl From<sluice_storage::Error> for Error {
             sluice_storage::Error::Io { source, .. } if sluice_storage::space::is_disk_full(&source) => {
                 Error::DiskFull { available: 0, reserve: 0, needed: 0 }
             }
+            sluice_storage::Error::ProducerSequence { producer_id, expected, received } => {
+                Error::OutOfOrderSequence { producer_id, expected, received }
+            }
             other => Error::Storage(other),
         }
     }
@@ -28,6 +31,10 @@ pub enum Error {
     /// No topic of that name.
     #[error("topic '{0}' does not exist")]
     TopicNotFound(String),
+    /// A retried idempotent batch arrived while its original was still being written, and the
+    /// original failed: neither was written, so the batch may be sent again.
+    #[error("the original of this retried batch failed ({0}); nothing was written: send it again")]
+    RetryFailed(String),
     /// A topic of that name exists.
     #[error("topic '{0}' already exists")]
     TopicExists(String),

@@ -2,25 +2,33 @@
 //! idempotent producers.
 //!
 //! Storage is synchronous; calls into it that may wait on the disk (reads, appends that fsync
-//! or are large) run on tokio's blocking pool, and only small page-cache appends run on the
-//! calling task (see [`INLINE_APPEND_BYTES`]). Appends are queued in call order and meet in the
-//! storage's group-commit queue, where they share fsyncs.
+//! or are large) run on tokio's blocking pool. Only a small append that the log says touches
+//! nothing but the page cache (no other appender writing, no roll, no space reservation, no
+//! fsync due; see [`INLINE_APPEND_BYTES`] and `PartitionLog::try_complete_inline`) is written
+//! on the calling task, so no runtime thread waits on the disk. Appends are queued in call
+//! order and meet in the storage's group-commit queue, where they share fsyncs.
+//!
+//! Idempotent producers share that queue too: a batch's sequence is checked when it is queued,
+//! under a short lock that fixes its place in the log, and the producer's later batches may
+//! queue behind it at once. The log refuses a batch that does not follow its producer's last
+//! one written, so if a batch fails, those queued behind it fail too instead of being written
+//! past the gap; a retry of a batch still in flight waits for the original's result.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_storage::{EncodedBatch, FsyncPolicy, LogConfig, LogStats, PartitionLog, ReadResult};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::producers::{Check, ProducerTable, WrittenBatch};
 use crate::tail::TailCache;
 
-/// Appends up to this size (records' bytes) to a partition without fsync-on-append are written
-/// on the calling task: a page-cache write of this size takes microseconds, less than handing
-/// it to the blocking pool and back.
+/// Appends up to this size (records' bytes, and encoded bytes of the group written with them)
+/// to a partition without fsync-on-append may be written on the calling task: a page-cache
+/// write of this size takes microseconds, less than handing it to the blocking pool and back.
 pub const INLINE_APPEND_BYTES: usize = 64 << 10;
 use crate::record::ProducerRef;
 
@@ -124,9 +132,9 @@ struct Inner {
     /// Batch headers replayed when the partition opened.
     replayed: u64,
     end: watch::Sender<u64>,
-    /// Held across an idempotent producer's check-append-record, so a retry racing its original
-    /// cannot both be written.
-    producers: Mutex<ProducerTable>,
+    /// Idempotent producers: what was written, and what is queued and not yet written. Held
+    /// only to check a batch's sequence and queue it (never across a write).
+    producers: std::sync::Mutex<Producers>,
     /// Recent batches; a std mutex held only to insert or clone a few `Bytes` handles.
     tail: std::sync::Mutex<TailCache>,
     /// Reads the tail cache could not serve, which went to the segment files.
@@ -169,6 +177,33 @@ impl std::fmt::Display for Damage {
     }
 }
 
+/// A batch of an idempotent producer queued and not yet written; retries of it wait for `done`.
+#[derive(Debug)]
+struct InFlightBatch {
+    first_sequence: u64,
+    record_count: u32,
+    /// The log's end when it was queued: it lands at or after it.
+    queued_at: u64,
+    done: watch::Receiver<Option<std::result::Result<u64, String>>>,
+}
+
+/// A partition's idempotent producers.
+#[derive(Debug, Default)]
+struct Producers {
+    table: ProducerTable,
+    in_flight: std::collections::HashMap<u64, std::collections::VecDeque<InFlightBatch>>,
+}
+
+/// What to do with an idempotent batch.
+enum Admit {
+    /// Queued: complete it, then report it.
+    Queued(QueuedAppend, watch::Sender<Option<std::result::Result<u64, String>>>),
+    /// Already written at this offset.
+    Written(u64),
+    /// The same batch is in flight: wait for its result.
+    Wait(watch::Receiver<Option<std::result::Result<u64, String>>>),
+}
+
 /// An append queued with [`PartitionHandle::enqueue`]. Dropped without
 /// [`QueuedAppend::complete`], it is completed in the background, so its batch is still
 /// written in its turn and the queue forgets it.
@@ -180,8 +215,8 @@ pub struct QueuedAppend {
 }
 
 impl QueuedAppend {
-    /// True when [`QueuedAppend::complete`] writes on the calling task (a small append without
-    /// fsync): it waits on no other thread unless another appender is writing.
+    /// True when [`QueuedAppend::complete`] may write on the calling task (a small append
+    /// without fsync-on-append); it does only if that touches nothing but the page cache.
     pub fn is_inline(&self) -> bool {
         self.inline
     }
@@ -193,12 +228,16 @@ impl QueuedAppend {
             return Err(Error::Internal("append completed twice".into()));
         };
         let partition = self.partition.clone();
-        let written = if self.inline {
-            partition.complete(ticket)
+        let ticket = if self.inline {
+            match partition.try_complete_inline(ticket) {
+                Ok(written) => return Ok(written.map_err(|e| self.partition.map_storage(e))?.appended.base_offset),
+                Err(ticket) => ticket,
+            }
         } else {
-            blocking(move || Ok(partition.complete(ticket))).await?
-        }
-        .map_err(|e| self.partition.map_storage(e))?;
+            ticket
+        };
+        let written =
+            blocking(move || Ok(partition.complete(ticket))).await?.map_err(|e| self.partition.map_storage(e))?;
         Ok(written.appended.base_offset)
     }
 }
@@ -248,7 +287,7 @@ impl PartitionHandle {
                 snapshot_covers: std::sync::atomic::AtomicU64::new(covered),
                 replayed,
                 end,
-                producers: Mutex::new(producers),
+                producers: std::sync::Mutex::new(Producers { table: producers, in_flight: Default::default() }),
                 tail,
                 log_reads: std::sync::atomic::AtomicU64::new(0),
                 damage: std::sync::Mutex::default(),
@@ -267,13 +306,16 @@ impl PartitionHandle {
     /// the previous snapshot, which is still correct (it covers fewer batches).
     pub async fn snapshot_producers(&self) -> Result<()> {
         let (text, end) = {
-            let table = self.inner.producers.lock().await;
-            // Idempotent appends run under this lock, so the table covers every batch below `end`.
+            let producers = self.inner.producers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Every idempotent batch below the earliest one in flight is recorded: the table
+            // covers the log up to there (the replay at open re-reads the rest).
             let (start, end) = self.inner.log.offsets();
+            let in_flight = producers.in_flight.values().flatten().map(|b| b.queued_at).min();
+            let end = in_flight.map_or(end, |at| at.min(end));
             if end <= self.inner.snapshot_covers.load(std::sync::atomic::Ordering::Acquire) {
                 return Ok(());
             }
-            let mut table = table.clone();
+            let mut table = producers.table.clone();
             table.retain_after(start);
             (table.encode_snapshot(end), end)
         };
@@ -347,6 +389,15 @@ impl PartitionHandle {
         self.inner.log.complete_append_with(ticket, |group| self.publish(group))
     }
 
+    /// Completes a queued append on the calling thread if that waits on nothing (see the
+    /// module docs); otherwise gives the ticket back.
+    fn try_complete_inline(
+        &self,
+        ticket: sluice_storage::AppendTicket,
+    ) -> std::result::Result<sluice_storage::Result<sluice_storage::Written>, sluice_storage::AppendTicket> {
+        self.inner.log.try_complete_inline(ticket, INLINE_APPEND_BYTES as u64, |group| self.publish(group))
+    }
+
     /// Makes a written group visible to readers: first the tail cache, then the end-offset
     /// watch, so a reader woken by the watch finds every batch of the group in memory.
     fn publish(&self, group: &[sluice_storage::Result<sluice_storage::Written>]) {
@@ -376,16 +427,94 @@ impl PartitionHandle {
         let Some(producer) = producer else {
             return Ok(Appended { base_offset: self.append_batch(size, encode).await?, duplicate: false });
         };
-        let mut table = self.inner.producers.lock().await;
-        match table.check(producer.producer_id, producer.first_sequence, record_count)? {
-            Check::Duplicate(batch) => Ok(Appended { base_offset: batch.base_offset, duplicate: true }),
-            Check::Append => {
-                let base_offset = self.append_batch(size, encode).await?;
-                let batch = WrittenBatch { first_sequence: producer.first_sequence, record_count, base_offset };
-                table.record(producer.producer_id, batch);
-                Ok(Appended { base_offset, duplicate: false })
+        // Encoded before the lock: only the check and the queueing hold it.
+        let batch = encode()?;
+        let (queued, done) = match self.admit(producer, record_count, batch, size)? {
+            Admit::Written(base_offset) => return Ok(Appended { base_offset, duplicate: true }),
+            Admit::Wait(mut done) => {
+                let result = done.wait_for(Option::is_some).await.map(|r| r.clone()).ok().flatten();
+                return match result {
+                    Some(Ok(base_offset)) => Ok(Appended { base_offset, duplicate: true }),
+                    // The original failed: this retry was not written either; the client may
+                    // send it again.
+                    Some(Err(cause)) => Err(Error::RetryFailed(cause)),
+                    None => Err(Error::RetryFailed("the original request was abandoned".into())),
+                };
+            }
+            Admit::Queued(queued, done) => (queued, done),
+        };
+        // On its own task: a caller that goes away (a client gone) must not leave the batch
+        // unrecorded, or its retries would wait forever.
+        let partition = self.clone();
+        let finished = tokio::spawn(partition.finish_idempotent(producer, record_count, queued, done));
+        let base_offset = finished.await.map_err(|e| Error::Internal(format!("append task failed: {e}")))??;
+        Ok(Appended { base_offset, duplicate: false })
+    }
+
+    /// Waits for a queued idempotent batch, records it and tells retries waiting for it.
+    async fn finish_idempotent(
+        self,
+        producer: ProducerRef,
+        record_count: u32,
+        queued: QueuedAppend,
+        done: watch::Sender<Option<std::result::Result<u64, String>>>,
+    ) -> Result<u64> {
+        let result = queued.complete().await;
+        let mut producers = self.inner.producers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(queue) = producers.in_flight.get_mut(&producer.producer_id) {
+            queue.retain(|b| b.first_sequence != producer.first_sequence);
+            if queue.is_empty() {
+                producers.in_flight.remove(&producer.producer_id);
             }
         }
+        if let Ok(base_offset) = &result {
+            let batch =
+                WrittenBatch { first_sequence: producer.first_sequence, record_count, base_offset: *base_offset };
+            producers.table.record(producer.producer_id, batch);
+        }
+        drop(producers);
+        let _no_retry_waiting = done.send(Some(result.as_ref().map(|o| *o).map_err(|e| e.to_string())));
+        result
+    }
+
+    /// Checks an idempotent batch's sequence against what is written and in flight, and queues
+    /// it if it is next.
+    fn admit(&self, producer: ProducerRef, record_count: u32, batch: EncodedBatch, size: usize) -> Result<Admit> {
+        let mut producers = self.inner.producers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let in_flight = producers.in_flight.get(&producer.producer_id);
+        if let Some(same) = in_flight.and_then(|q| {
+            q.iter().find(|b| b.first_sequence == producer.first_sequence && b.record_count == record_count)
+        }) {
+            return Ok(Admit::Wait(same.done.clone()));
+        }
+        let expected = in_flight.and_then(|q| q.back()).map(|b| b.first_sequence + u64::from(b.record_count));
+        match expected {
+            Some(expected) if producer.first_sequence != expected => {
+                // Not next after what is in flight: a retry of a written batch, or a gap.
+                return match producers.table.check(producer.producer_id, producer.first_sequence, record_count)? {
+                    Check::Duplicate(batch) => Ok(Admit::Written(batch.base_offset)),
+                    Check::Append => Err(Error::OutOfOrderSequence {
+                        producer_id: producer.producer_id,
+                        expected,
+                        received: producer.first_sequence,
+                    }),
+                };
+            }
+            Some(_) => {}
+            None => {
+                if let Check::Duplicate(batch) =
+                    producers.table.check(producer.producer_id, producer.first_sequence, record_count)?
+                {
+                    return Ok(Admit::Written(batch.base_offset));
+                }
+            }
+        }
+        let queued = self.enqueue(batch, size);
+        let (done, waiting) = watch::channel(None);
+        let queued_at = self.inner.log.offsets().1;
+        let entry = InFlightBatch { first_sequence: producer.first_sequence, record_count, queued_at, done: waiting };
+        producers.in_flight.entry(producer.producer_id).or_default().push_back(entry);
+        Ok(Admit::Queued(queued, done))
     }
 
     /// Reads whole batches from the one holding `offset`: from the tail cache when it holds

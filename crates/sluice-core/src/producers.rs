@@ -110,14 +110,23 @@ impl ProducerTable {
         }
     }
 
-    /// Records a written batch.
+    /// Records a written batch. Batches of one producer may be recorded out of order (their
+    /// appends complete on different tasks) or twice (replayed from the log after a snapshot
+    /// that already held them): the table keeps them in sequence order, once each.
     pub fn record(&mut self, producer_id: u64, batch: WrittenBatch) {
         let entry = self.producers.entry(producer_id).or_default();
-        entry.next_sequence = batch.first_sequence + u64::from(batch.record_count);
-        while entry.recent.len() >= self.window {
+        if entry.recent.iter().any(|b| b.first_sequence == batch.first_sequence) {
+            return;
+        }
+        let end = batch.first_sequence + u64::from(batch.record_count);
+        if entry.recent.is_empty() || end > entry.next_sequence {
+            entry.next_sequence = end;
+        }
+        let at = entry.recent.partition_point(|b| b.first_sequence < batch.first_sequence);
+        entry.recent.insert(at, batch);
+        while entry.recent.len() > self.window {
             entry.recent.pop_front();
         }
-        entry.recent.push_back(batch);
     }
 
     /// Forgets producers whose newest batch is below `start_offset` (removed by retention):

@@ -52,6 +52,7 @@ pub fn to_status(error: Error) -> Status {
         Error::ShuttingDown => status(Code::Unavailable, "SHUTTING_DOWN", error.to_string()),
         Error::GroupNotFound(_) => status(Code::NotFound, "GROUP_NOT_FOUND", error.to_string()),
         Error::GroupHasMembers { .. } => status(Code::FailedPrecondition, "GROUP_HAS_MEMBERS", error.to_string()),
+        Error::RetryFailed(_) => status(Code::Unavailable, "RETRY_OF_FAILED_BATCH", error.to_string()),
         Error::GroupExists(_) => status(Code::AlreadyExists, "GROUP_EXISTS", error.to_string()),
         Error::PolicyConflict { .. } => status(Code::FailedPrecondition, "POLICY_CONFLICT", error.to_string()),
         Error::SessionEnded(ref end) => match end {

@@ -149,6 +149,31 @@ impl CommitQueue {
         }
     }
 
+    /// Like [`CommitQueue::wait`], but only if it needs no waiting: returns the result if
+    /// another appender wrote the batch already, or leads one group if no one else is writing
+    /// and `may_write` accepts every queued batch; otherwise `None`, and the ticket stays valid.
+    pub fn try_wait(
+        &self,
+        ticket: u64,
+        may_write: impl FnOnce(&[(u64, EncodedBatch)]) -> bool,
+        write: impl FnOnce(Vec<EncodedBatch>) -> Vec<Result<Written>>,
+    ) -> Option<Result<Written>> {
+        let mut state = lock(&self.state);
+        if let Some(result) = state.results.remove(&ticket) {
+            return Some(result);
+        }
+        if state.leader_active || !state.pending.iter().any(|(t, _)| *t == ticket) || !may_write(&state.pending) {
+            return None;
+        }
+        state.leader_active = true;
+        let (tickets, batches): (Vec<u64>, Vec<EncodedBatch>) = std::mem::take(&mut state.pending).into_iter().unzip();
+        drop(state);
+        let mut guard = LeaderGuard { queue: self, tickets, results: Vec::new() };
+        guard.results = write(batches);
+        drop(guard);
+        lock(&self.state).results.remove(&ticket)
+    }
+
     /// Appends queued behind the one being written.
     pub fn queued(&self) -> usize {
         lock(&self.state).pending.len()

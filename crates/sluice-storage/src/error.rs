@@ -42,6 +42,17 @@ pub enum Error {
         /// The configured `max_batch_bytes`.
         limit: usize,
     },
+    /// An idempotent producer's batch does not follow its last batch written since the log
+    /// opened (or the one whose write failed): writing it would leave a gap in its sequence.
+    #[error("producer {producer_id}: expected sequence {expected}, got {received}")]
+    ProducerSequence {
+        /// The producer.
+        producer_id: u64,
+        /// The sequence its next batch must start at.
+        expected: u64,
+        /// The sequence this batch starts at.
+        received: u64,
+    },
     /// An argument is invalid; the message says which and why.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -94,6 +94,8 @@ struct Inner {
     fsync: std::sync::atomic::AtomicU64,
     /// The writer's first failure, readable without the writer lock.
     poisoned: Arc<std::sync::OnceLock<String>>,
+    /// The writer's clock (for the inline-append check).
+    clock: Arc<dyn crate::io::Clock>,
 }
 
 /// One partition's append-only log: a cheap-clone handle, safe to share between threads.
@@ -136,10 +138,12 @@ impl PartitionLog {
             dirty: false,
             io: env.io,
             space: env.space,
-            clock: env.clock,
+            clock: Arc::clone(&env.clock),
             counters: Arc::clone(&counters),
             published: Arc::clone(&published),
+            producer_next: std::collections::HashMap::new(),
         };
+        writer.refresh_inline();
         Ok(PartitionLog {
             inner: Arc::new(Inner {
                 dir,
@@ -149,6 +153,7 @@ impl PartitionLog {
                 writer: Mutex::new(writer),
                 commit: CommitQueue::default(),
                 counters,
+                clock: env.clock,
             }),
         })
     }
@@ -215,6 +220,37 @@ impl PartitionLog {
             on_group(&results);
             results
         })
+    }
+
+    /// [`PartitionLog::complete_append_with`] if that writes only to the page cache and waits
+    /// for nobody: no other appender is writing, every queued batch together is at most
+    /// `max_bytes`, and none of them needs a segment roll, a space reservation or an fsync (by
+    /// policy or by time). Otherwise the ticket comes back untouched, for a thread that may
+    /// wait on the disk. The check reads what the writer published after its last change; only
+    /// a config change or roll racing this very call could make its write do more.
+    pub fn try_complete_inline(
+        &self,
+        ticket: AppendTicket,
+        max_bytes: u64,
+        mut on_group: impl FnMut(&[Result<Written>]),
+    ) -> std::result::Result<Result<Written>, AppendTicket> {
+        let counters = &self.inner.counters;
+        let room = counters.inline_bytes.load(Ordering::Relaxed).min(max_bytes);
+        let records = counters.inline_records.load(Ordering::Relaxed);
+        let in_time = self.inner.clock.now_ms() < counters.inline_until_ms.load(Ordering::Relaxed);
+        let fits = |pending: &[(u64, EncodedBatch)]| {
+            let bytes: u64 = pending.iter().map(|(_, b)| b.len() as u64).sum();
+            let count: u64 = pending.iter().map(|(_, b)| u64::from(b.record_count())).sum();
+            in_time && bytes <= room && count <= records
+        };
+        self.inner
+            .commit
+            .try_wait(ticket.0, fits, |group| {
+                let results = self.writer().append_group(group);
+                on_group(&results);
+                results
+            })
+            .ok_or(ticket)
     }
 
     /// Appends waiting behind the one being written (for observing group commit).
@@ -367,7 +403,9 @@ impl PartitionLog {
     pub fn set_config(&self, config: LogConfig) -> Result<()> {
         config.validate()?;
         self.inner.fsync.store(crate::config::encode_policy(config.fsync), Ordering::Relaxed);
-        self.writer().config = config;
+        let mut writer = self.writer();
+        writer.config = config;
+        writer.refresh_inline();
         Ok(())
     }
 

@@ -34,6 +34,14 @@ pub(crate) struct Counters {
     pub recovery_indexes_rebuilt: AtomicU64,
     /// True when the log was opened without the clean-shutdown marker.
     pub recovery_unclean: std::sync::atomic::AtomicBool,
+    /// Bytes and records that can be appended now without a roll or a space reservation (0
+    /// when appends must not be written inline at all: fsync `always`, poisoned, closed), and
+    /// until when (ms) no roll or fsync falls due by time. Kept by the writer after every change,
+    /// so an appender can tell without the writer lock that a small append touches only the
+    /// page cache.
+    pub inline_bytes: AtomicU64,
+    pub inline_records: AtomicU64,
+    pub inline_until_ms: std::sync::atomic::AtomicI64,
 }
 
 /// The segment being appended to.
@@ -89,6 +97,10 @@ pub(crate) struct Writer {
     pub space: Option<Arc<crate::space::FreeSpace>>,
     pub counters: Arc<Counters>,
     pub published: Arc<RwLock<Arc<LogView>>>,
+    /// Each idempotent producer's next sequence, from the batches written (or refused) since
+    /// open: a batch that does not start there is refused, so a failed batch's successors queued
+    /// behind it are never written past the gap.
+    pub producer_next: std::collections::HashMap<u64, u64>,
 }
 
 /// Opens (creating if needed) a segment data file for appending.
@@ -106,6 +118,46 @@ impl Writer {
     pub fn publish(&self) {
         let view = Arc::new(LogView { sealed: Arc::clone(&self.sealed), active: self.active.view() });
         *self.published.write().unwrap_or_else(std::sync::PoisonError::into_inner) = view;
+        self.refresh_inline();
+    }
+
+    /// Recomputes what may be appended without a roll, a reservation or an fsync (see
+    /// [`Counters::inline_bytes`]).
+    pub fn refresh_inline(&self) {
+        let active = &self.active;
+        let mut bytes = if active.len == 0 { u64::MAX } else { self.config.segment_bytes.saturating_sub(active.len) };
+        if self.config.preallocate_bytes > 0 {
+            bytes = bytes.min(active.reserved_to.saturating_sub(active.len));
+        }
+        let mut until = i64::MAX;
+        match self.config.fsync {
+            FsyncPolicy::Always => bytes = 0,
+            FsyncPolicy::Interval(interval) => until = self.last_sync_ms.saturating_add(interval.as_millis() as i64),
+            FsyncPolicy::Never => {}
+        }
+        if let Some(ms) = self.config.segment_ms
+            && active.len > 0
+        {
+            until = until.min(active.created_ms.saturating_add(ms as i64));
+        }
+        if self.closed || self.poisoned.get().is_some() {
+            bytes = 0;
+        }
+        let records = u64::from(u32::MAX).saturating_sub(active.next_offset - active.base_offset);
+        self.counters.inline_bytes.store(bytes, Ordering::Relaxed);
+        self.counters.inline_records.store(records, Ordering::Relaxed);
+        self.counters.inline_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    /// Refuses an idempotent producer's batch that does not follow its last one.
+    fn check_producer_sequence(&self, batch: &EncodedBatch) -> Result<()> {
+        let (producer_id, sequence) = batch.producer();
+        match self.producer_next.get(&producer_id) {
+            Some(&expected) if producer_id != 0 && expected != sequence => {
+                Err(Error::ProducerSequence { producer_id, expected, received: sequence })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -130,13 +182,29 @@ impl Writer {
     pub fn append_group(&mut self, batches: Vec<EncodedBatch>) -> Vec<Result<Written>> {
         let mut results = Vec::with_capacity(batches.len());
         for batch in batches {
-            let result = self.check_writable().and_then(|()| self.write_batch(batch));
+            let (producer_id, sequence) = batch.producer();
+            let count = u64::from(batch.record_count());
+            let result = self
+                .check_writable()
+                .and_then(|()| self.check_producer_sequence(&batch))
+                .and_then(|()| self.write_batch(batch));
+            if producer_id != 0 {
+                // After a failure the producer must resend from the failed batch on.
+                let next = if result.is_ok() { sequence + count } else { sequence };
+                if result.is_ok() || !self.producer_next.contains_key(&producer_id) {
+                    self.producer_next.insert(producer_id, next);
+                }
+            }
             // A full disk refuses the batch but leaves the log as it was: appends go on once
             // space is freed. Every other write failure is sticky.
             if let Err(error) = &result
                 && !matches!(
                     error,
-                    Error::Poisoned { .. } | Error::Closed | Error::BatchTooLarge { .. } | Error::DiskFull { .. }
+                    Error::Poisoned { .. }
+                        | Error::Closed
+                        | Error::BatchTooLarge { .. }
+                        | Error::DiskFull { .. }
+                        | Error::ProducerSequence { .. }
                 )
             {
                 self.poison(error);
@@ -319,6 +387,7 @@ impl Writer {
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.last_sync_ms = self.clock.now_ms();
         self.dirty = false;
+        self.refresh_inline();
         Ok(())
     }
 

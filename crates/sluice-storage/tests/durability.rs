@@ -197,3 +197,68 @@ fn a_failed_explicit_or_timed_sync_poisons_the_log_too() -> TestResult {
     }
     Ok(())
 }
+
+fn idempotent(producer_id: u64, first_sequence: u64, records: usize, value_len: usize) -> sluice_storage::EncodedBatch {
+    batch_of(Some((producer_id, first_sequence)), records, value_len)
+}
+
+fn batch_of(producer: Option<(u64, u64)>, records: usize, value_len: usize) -> sluice_storage::EncodedBatch {
+    let mut builder = sluice_storage::BatchBuilder::default();
+    if let Some((producer_id, first_sequence)) = producer {
+        builder.set_producer(producer_id, first_sequence);
+    }
+    let value = vec![b'v'; value_len];
+    for _ in 0..records {
+        builder.push(&sluice_storage::RecordRef { timestamp: 0, key: None, value: &value, headers: &[] }).unwrap();
+    }
+    builder.finish().unwrap()
+}
+
+#[test]
+fn a_producers_batches_queued_behind_a_failed_one_are_refused_not_written_past_the_gap() -> TestResult {
+    let (_dir, _disk, _clock, log) = open(FsyncPolicy::Never);
+    let config = LogConfig { max_batch_bytes: 8192, ..log.config() };
+    log.set_config(config)?;
+    log.append(idempotent(7, 0, 2, 10))?;
+    // Sequences 2..3 fail (too large), so 3.. must not be written before 2.. is.
+    let failed = log.append(idempotent(7, 2, 1, 10_000));
+    assert!(matches!(failed, Err(Error::BatchTooLarge { .. })), "{failed:?}");
+    let gap = log.append(idempotent(7, 3, 1, 10));
+    assert!(matches!(gap, Err(Error::ProducerSequence { expected: 2, received: 3, .. })), "{gap:?}");
+    assert_eq!(log.offsets().1, 2, "nothing was written past the gap");
+    // The producer resends from the failed batch on; other producers were never affected.
+    log.append(idempotent(7, 2, 1, 10))?;
+    log.append(idempotent(7, 3, 1, 10))?;
+    log.append(idempotent(9, 40, 1, 10))?;
+    assert_eq!(log.offsets().1, 5);
+    Ok(())
+}
+
+#[test]
+fn an_append_completes_inline_only_when_it_touches_nothing_but_the_page_cache() -> TestResult {
+    // Segments of 4 KiB: a batch that does not fit needs a roll (an fsync and new files).
+    let (_dir, disk, clock, log) = open(FsyncPolicy::Interval(Duration::from_millis(100)));
+    log.set_config(LogConfig { segment_bytes: 4096, ..log.config() })?;
+    let small = || encode(&records("s", 1, 0));
+    let inline = log.try_complete_inline(log.enqueue_append(small()), 64 << 10, |_| {});
+    assert!(matches!(inline, Ok(Ok(_))), "a small append into a fresh segment is written inline");
+    let big = batch_of(None, 1, 2500);
+    log.append(big.clone())?;
+    let ticket = log.enqueue_append(big);
+    let ticket = log.try_complete_inline(ticket, 64 << 10, |_| {}).expect_err("would roll: given back");
+    log.complete_append(ticket)?;
+    assert_eq!(log.stats().segment_count, 2, "the roll happened on the thread allowed to wait");
+
+    // Once the interval's fsync is due, the next append fsyncs: not inline.
+    clock.advance(100);
+    let ticket = log.try_complete_inline(log.enqueue_append(small()), 64 << 10, |_| {}).expect_err("fsync due");
+    let syncs = disk.syncs.load(Ordering::SeqCst);
+    log.complete_append(ticket)?;
+    assert_eq!(disk.syncs.load(Ordering::SeqCst), syncs + 1);
+
+    // Under fsync `always` nothing is written inline.
+    log.set_config(LogConfig { fsync: FsyncPolicy::Always, ..log.config() })?;
+    let ticket = log.try_complete_inline(log.enqueue_append(small()), 64 << 10, |_| {}).expect_err("always");
+    log.complete_append(ticket)?;
+    Ok(())
+}

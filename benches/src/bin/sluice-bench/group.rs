@@ -41,6 +41,10 @@ pub struct GroupSpec {
     /// Nack (not retryable: dead-lettered) one record in N (by offset); 100 = 1%. 0: none.
     #[arg(long, default_value_t = 0)]
     pub nack_every: u64,
+    /// The group's delivery mode: `owned` (partition-owned) or `shared` (queue mode). Unset: the
+    /// join names none (works against brokers without delivery modes too).
+    #[arg(long, value_parser = ["owned", "shared"])]
+    pub delivery: Option<String>,
 }
 
 struct Shared {
@@ -77,11 +81,21 @@ struct MemberSpec {
     leaver: bool,
     silent: bool,
     nack_every: u64,
+    delivery: i32,
 }
 
 async fn member(spec: MemberSpec, shared: Arc<Shared>) -> BenchResult {
-    let MemberSpec { server, group, topic: spec_topic, max_in_flight, session_timeout_ms, leaver, silent, nack_every } =
-        spec;
+    let MemberSpec {
+        server,
+        group,
+        topic: spec_topic,
+        max_in_flight,
+        session_timeout_ms,
+        leaver,
+        silent,
+        nack_every,
+        delivery,
+    } = spec;
     let (tx, rx) = mpsc::channel(256);
     let join = pb::Join {
         group,
@@ -89,6 +103,7 @@ async fn member(spec: MemberSpec, shared: Arc<Shared>) -> BenchResult {
         member_name: format!("bench-{}", if leaver { "leaver" } else { "member" }),
         max_in_flight_records: max_in_flight,
         session_timeout_ms,
+        delivery,
         ..pb::Join::default()
     };
     tx.send(pb::ConsumeRequest { request: Some(pb::consume_request::Request::Join(join)) }).await?;
@@ -200,6 +215,11 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
             leaver,
             silent: spec.silent,
             nack_every: spec.nack_every,
+            delivery: match spec.delivery.as_deref() {
+                Some("shared") => pb::Delivery::Shared as i32,
+                Some("owned") => pb::Delivery::PartitionOwned as i32,
+                _ => pb::Delivery::Unspecified as i32,
+            },
         };
         tasks.spawn(member(member_spec, Arc::clone(&shared)));
     }
@@ -227,7 +247,7 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
     let resumed = shared.resumed_after.lock().map_err(|_| "poisoned")?.map(|d| d.as_secs_f64() * 1000.0);
     let resumed_json = resumed.map_or("null".to_owned(), |ms| format!("{ms:.1}"));
     println!(
-        "{{\"bench\":\"group\",\"members\":{},\"partitions\":{partitions},\"max_in_flight\":{},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1},\"deliveries\":{deliveries},\"nack_every\":{},\"leave\":\"{}\",\"session_timeout_ms\":{},\"rebalance_resume_ms\":{resumed_json}}}",
+        "{{\"bench\":\"group\",\"members\":{},\"partitions\":{partitions},\"max_in_flight\":{},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1},\"deliveries\":{deliveries},\"nack_every\":{},\"leave\":\"{}\",\"session_timeout_ms\":{},\"rebalance_resume_ms\":{resumed_json},\"delivery\":\"{}\"}}",
         spec.members,
         spec.max_in_flight,
         n as f64 / secs,
@@ -235,6 +255,7 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
         spec.nack_every,
         if spec.silent { "silent" } else { "close" },
         spec.session_timeout_ms,
+        spec.delivery.as_deref().unwrap_or("default"),
     );
     println!(
         "group consume: {n} records in {secs:.2} s = {:.0} records/s, {:.1} MB/s ({} members, {partitions} partitions, acked in ranges, {deliveries} deliveries){}",

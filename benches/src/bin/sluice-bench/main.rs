@@ -82,6 +82,11 @@ enum Command {
         /// fsync policy when the topic is created: always, never or interval.
         #[arg(long, default_value = "always")]
         fsync: String,
+        /// Each producer is an idempotent producer (its own producer id, sequences per
+        /// request) sending one request at a time (unary mode only: concurrent unary requests
+        /// of one producer could arrive out of sequence order).
+        #[arg(long)]
+        idempotent: bool,
     },
     /// Read a topic from the start to its current end and report throughput.
     Consume {
@@ -166,13 +171,15 @@ struct ProduceSpec {
     records: Vec<pb::Record>,
     requests: u64,
     in_flight: usize,
+    /// Idempotent producer id, if any.
+    producer_id: Option<u64>,
 }
 
 async fn produce_stream(channel: Channel, spec: ProduceSpec, done: Arc<AtomicU64>) -> BenchResult {
     let (tx, rx) = tokio::sync::mpsc::channel(spec.in_flight);
     let mut client =
         ProducerClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
-    let ProduceSpec { topic, partition, records, requests, in_flight } = spec;
+    let ProduceSpec { topic, partition, records, requests, in_flight, .. } = spec;
     let per_request = records.len() as u64;
     let window = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let sender_window = Arc::clone(&window);
@@ -213,16 +220,24 @@ async fn produce_unary(channel: Channel, spec: ProduceSpec, done: Arc<AtomicU64>
     let per_request = spec.records.len() as u64;
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..spec.in_flight {
+    let workers_wanted = if spec.producer_id.is_some() { 1 } else { spec.in_flight };
+    let producer_id = spec.producer_id;
+    for _ in 0..workers_wanted {
         let (mut client, next, done) = (client.clone(), Arc::clone(&next), Arc::clone(&done));
         let (topic, records, requests, partition) =
             (spec.topic.clone(), spec.records.clone(), spec.requests, spec.partition);
         workers.spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < requests {
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= requests {
+                    break;
+                }
                 let request = pb::ProduceRequest {
                     topic: topic.clone(),
                     partition: Some(partition),
                     records: records.clone(),
+                    producer_id,
+                    first_sequence: producer_id.map_or(0, |_| index * per_request),
                     ..pb::ProduceRequest::default()
                 };
                 client.produce(request).await?;
@@ -249,7 +264,13 @@ async fn run_produce(
     mode: ProduceMode,
     in_flight: usize,
     fsync: String,
+    idempotent: bool,
 ) -> BenchResult {
+    if idempotent && matches!(mode, ProduceMode::Stream) {
+        return Err("--idempotent needs --mode unary".into());
+    }
+    // Ids unique per run, so a run never collides with an earlier one's sequences.
+    let id_base = sluice_benches::now_nanos() & 0x0fff_ffff_ffff_0000;
     let admin_channel = connect(server).await?;
     ensure_topic(&admin_channel, &topic, partitions, &fsync).await?;
     let requests_total = total.div_ceil(batch_size as u64);
@@ -268,6 +289,7 @@ async fn run_produce(
             records: records.clone(),
             requests,
             in_flight,
+            producer_id: idempotent.then_some(id_base + u64::from(p) + 1),
         };
         let done = Arc::clone(&done);
         match mode {
@@ -283,7 +305,7 @@ async fn run_produce(
     let n = done.load(Ordering::Relaxed);
     let bytes = n * record_size as u64;
     println!(
-        "{{\"bench\":\"produce\",\"mode\":\"{mode:?}\",\"fsync\":\"{fsync}\",\"producers\":{producers},\"partitions\":{partitions},\"record_size\":{record_size},\"batch\":{batch_size},\"in_flight\":{in_flight},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1}}}",
+        "{{\"bench\":\"produce\",\"mode\":\"{mode:?}\",\"fsync\":\"{fsync}\",\"producers\":{producers},\"partitions\":{partitions},\"record_size\":{record_size},\"batch\":{batch_size},\"in_flight\":{in_flight},\"idempotent\":{idempotent},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1}}}",
         n as f64 / secs,
         bytes as f64 / secs / 1e6
     );
@@ -389,9 +411,32 @@ fn main() -> BenchResult {
 
 async fn run(cli: Cli) -> BenchResult {
     match cli.command {
-        Command::Produce { topic, partitions, producers, record_size, batch, total, mode, in_flight, fsync } => {
-            run_produce(&cli.server, topic, partitions, producers, record_size, batch, total, mode, in_flight, fsync)
-                .await
+        Command::Produce {
+            topic,
+            partitions,
+            producers,
+            record_size,
+            batch,
+            total,
+            mode,
+            in_flight,
+            fsync,
+            idempotent,
+        } => {
+            run_produce(
+                &cli.server,
+                topic,
+                partitions,
+                producers,
+                record_size,
+                batch,
+                total,
+                mode,
+                in_flight,
+                fsync,
+                idempotent,
+            )
+            .await
         }
         Command::Consume { topic, mode, max_bytes } => run_consume(&cli.server, topic, mode, max_bytes).await,
         Command::Group(spec) => group::run(&cli.server, spec).await,

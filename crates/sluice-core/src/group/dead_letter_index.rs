@@ -166,6 +166,11 @@ impl DeadLetterIndex {
         }
     }
 
+    /// Every dead letter, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &DeadLettered)> + '_ {
+        self.letters.iter()
+    }
+
     /// Discards the dead letters of `tp` below `start` (retention deleted them); returns how many.
     pub fn prune_below(&mut self, tp: &TopicPartition, start: u64) -> usize {
         let keys: Vec<Key> = self.letters.range((tp.clone(), 0)..(tp.clone(), start)).map(|(k, _)| k.clone()).collect();

@@ -264,6 +264,48 @@ fn restore(loaded: snapshot::GroupSnapshot, journal: &[journal::Entry]) -> Group
     state
 }
 
+/// What benches/group_flush.rs measures; not part of the API.
+#[doc(hidden)]
+pub mod bench_hooks {
+    use super::*;
+
+    /// A group with one partition and many waiting dead letters.
+    #[derive(Debug)]
+    pub struct Fixture(GroupState);
+
+    impl Fixture {
+        /// A group holding `dead_letters` dead letters, all changes already journaled.
+        pub fn with_dead_letters(dead_letters: u64) -> Fixture {
+            let mut state = GroupState::new(crate::config::GroupDefaults::default().settings());
+            let source = TopicPartition::new(Arc::from("orders"), 0);
+            state.partitions.insert(source.clone(), PartitionState::at(acks::AckSet::at(dead_letters)));
+            let dlq = TopicPartition::new(Arc::from("orders.dlq"), 0);
+            for offset in 0..dead_letters {
+                let letter = DeadLettered { source: source.clone(), source_offset: offset, at_ms: offset as i64 };
+                state.dead_letters.insert((dlq.clone(), offset), letter);
+            }
+            let _journaled = state.dead_letters.take_unsaved();
+            Fixture(state)
+        }
+
+        /// What a flush does while it holds the group lock: take the new journal entries and
+        /// encode the group file. Returns the bytes encoded.
+        pub fn flush_under_lock(&mut self) -> usize {
+            let entries = self.0.dead_letters.take_unsaved();
+            let (snapshot, _) = snapshot_of(&self.0);
+            snapshot::encode(&snapshot).len() + entries.len()
+        }
+
+        /// What a flush did under the lock before the journal (group file v4): copy every dead
+        /// letter into the group file and encode it.
+        pub fn whole_file_under_lock(&mut self) -> usize {
+            let (mut snapshot, _) = snapshot_of(&self.0);
+            snapshot.dead_letters = self.0.dead_letters.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            snapshot::encode(&snapshot).len()
+        }
+    }
+}
+
 /// Every group of the broker.
 #[derive(Debug)]
 pub(crate) struct Groups {
