@@ -172,8 +172,10 @@ async fn dead_letters_live_in_a_journal_so_the_group_file_does_not_grow_with_the
     eventually("all dead-lettered", || async { describe(&server, "workers").await.dead_letter_depth == 300 }).await;
     eventually("flushed", || async {
         let d = describe(&server, "workers").await;
+        // The journal is appended first, then the group file is written.
         d.partitions[0].committed_offset == 300
             && std::fs::metadata(dir.path().join("groups/workers.deadletters")).is_ok_and(|m| m.len() > 300 * 40)
+            && dir.path().join("groups/workers.group").exists()
     })
     .await;
     let group_file = std::fs::metadata(dir.path().join("groups/workers.group"))?.len();
@@ -302,6 +304,48 @@ async fn a_damaged_dead_letter_journal_entry_costs_only_that_entry() -> TestResu
     let server = TestServer::start(dir.path()).await;
     let d = describe(&server, "workers").await;
     assert_eq!((d.dead_letter_depth, d.partitions[0].committed_offset), (2, 3), "one dead letter lost, no record");
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn redriving_more_dead_letters_than_one_chunk_redrives_them_all_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "jobs", 1, None).await;
+    for _ in 0..12 {
+        produce(&server, "jobs", 1000).await;
+    }
+    let options = JoinOptions { max_in_flight_records: 5000, ..JoinOptions::default() };
+    let mut member = Member::join(&server, "workers", &["jobs"], "m", options).await;
+    let mut nacked = 0;
+    while nacked < 12_000 {
+        let records = member.next_records().await;
+        let got = offsets(&records);
+        let nack = pb::Nack {
+            topic: "jobs".into(),
+            partition: 0,
+            generation: records.generation,
+            ranges: vec![pb::OffsetRange { first: got[0], last: got[got.len() - 1] }],
+            reason: "poison".into(),
+            retryable: Some(false),
+            ..pb::Nack::default()
+        };
+        nacked += got.len();
+        member.send(pb::consume_request::Request::Nack(nack)).await;
+    }
+    eventually("all dead-lettered", || async { describe(&server, "workers").await.dead_letter_depth == 12_000 }).await;
+    member.close();
+    let all = pb::RedriveDeadLettersRequest {
+        topic: "jobs.dlq".into(),
+        group: "workers".into(),
+        selection: Some(pb::redrive_dead_letters_request::Selection::All(pb::AllDeadLetters {})),
+    };
+    let redriven = server.admin().await.redrive_dead_letters(all.clone()).await?.into_inner();
+    assert_eq!(redriven.redriven, 12_000, "every chunk of the selection");
+    assert_eq!(describe(&server, "workers").await.dead_letter_depth, 0);
+    let again = server.admin().await.redrive_dead_letters(all).await?.into_inner();
+    assert_eq!(again.redriven, 0, "each dead letter is redriven once");
     server.stop().await;
     Ok(())
 }

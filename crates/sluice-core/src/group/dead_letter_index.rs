@@ -135,16 +135,25 @@ impl DeadLetterIndex {
         self.ages.keys().next().copied()
     }
 
-    /// Keys in `topic`'s partition `partition` from `first` to `last`.
-    pub fn keys_in(&self, topic: &Arc<str>, partition: u32, first: u64, last: u64) -> Vec<Key> {
+    /// Up to `limit` keys in `topic`'s partition `partition` from `first` to `last`.
+    pub fn keys_in(&self, topic: &Arc<str>, partition: u32, first: u64, last: u64, limit: usize) -> Vec<Key> {
         let tp = TopicPartition::new(topic.clone(), partition);
-        self.letters.range((tp.clone(), first)..=(tp, last.max(first))).map(|(k, _)| k.clone()).collect()
+        self.letters.range((tp.clone(), first)..=(tp, last.max(first))).take(limit).map(|(k, _)| k.clone()).collect()
     }
 
-    /// Every key in `topic`.
-    pub fn keys_of_topic(&self, topic: &Arc<str>) -> Vec<Key> {
-        let from = (TopicPartition::new(topic.clone(), 0), 0);
-        self.letters.range(from..).map(|(k, _)| k).take_while(|(tp, _)| tp.topic == *topic).cloned().collect()
+    /// Up to `limit` keys in `topic`, in order, after `after` (from the start if `None`).
+    pub fn keys_of_topic(&self, topic: &Arc<str>, after: Option<&Key>, limit: usize) -> Vec<Key> {
+        let from = match after {
+            Some(key) => Bound::Excluded(key.clone()),
+            None => Bound::Included((TopicPartition::new(topic.clone(), 0), 0)),
+        };
+        self.letters
+            .range((from, Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|(tp, _)| tp.topic == *topic)
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// The dead-letter partitions that hold dead letters, found by jumping from one to the next.
@@ -204,7 +213,8 @@ mod tests {
         assert!(index.redrive(&key("a.dlq", 1, 2)).is_none(), "only once");
         assert_eq!((index.depth("a.dlq"), index.oldest_ms()), (1, Some(50)));
         assert_eq!(index.partitions().len(), 2);
-        assert_eq!(index.keys_of_topic(&Arc::from("a.dlq")), vec![key("a.dlq", 0, 1)]);
+        assert_eq!(index.keys_of_topic(&Arc::from("a.dlq"), None, 10), vec![key("a.dlq", 0, 1)]);
+        assert_eq!(index.keys_of_topic(&Arc::from("a.dlq"), Some(&key("a.dlq", 0, 1)), 10), vec![]);
         assert_eq!(index.prune_below(&TopicPartition::new(Arc::from("b.dlq"), 0), 4), 1);
         let changes: Vec<(u64, Change)> = index.take_unsaved().iter().map(|e| (e.seq, e.change)).collect();
         assert_eq!(

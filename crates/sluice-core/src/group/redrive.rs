@@ -80,6 +80,9 @@ pub(crate) fn provenance(record: &StoredRecord) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Dead letters resolved per hold of the group lock.
+const RESOLVE_CHUNK: usize = 10_000;
+
 impl Broker {
     fn dead_letter_depth(&self, topic: &str, group: Option<&str>) -> u64 {
         self.groups()
@@ -175,27 +178,43 @@ impl Broker {
         topic: &str,
         group_id: &str,
         selection: &Selection,
-        resolve: impl FnOnce(&mut super::state::GroupState, &[(TopicPartition, u64)]) -> u64,
+        resolve: impl Fn(&mut super::state::GroupState, &[(TopicPartition, u64)]) -> u64,
     ) -> Result<(std::sync::Arc<super::Group>, u64)> {
         self.check_open()?;
         let name = self.topic(topic)?.name.clone();
         let group = self.groups().get(group_id).ok_or_else(|| Error::GroupNotFound(group_id.to_owned()))?;
-        let resolved = {
+        // In chunks, each under the lock for a bounded time, so resolving a million dead
+        // letters does not stall the group's deliveries and acks meanwhile.
+        let mut resolved = 0;
+        let mut after: Option<(TopicPartition, u64)> = None;
+        loop {
             let mut state = group.lock();
             let keys: Vec<(TopicPartition, u64)> = match selection {
-                Selection::All => state.dead_letters.keys_of_topic(&name),
+                Selection::All => state.dead_letters.keys_of_topic(&name, after.as_ref(), RESOLVE_CHUNK),
                 Selection::Range { partition, first, last } if first <= last => {
-                    state.dead_letters.keys_in(&name, *partition, *first, *last)
+                    let from = after.as_ref().map_or(*first, |(_, offset)| offset + 1);
+                    if from > *last {
+                        Vec::new()
+                    } else {
+                        state.dead_letters.keys_in(&name, *partition, from, *last, RESOLVE_CHUNK)
+                    }
                 }
                 Selection::Range { .. } => Vec::new(),
-                Selection::Offsets(list) => list
-                    .iter()
-                    .map(|&(partition, offset)| (TopicPartition::new(name.clone(), partition), offset))
-                    .filter(|key| state.dead_letters.contains(key))
-                    .collect(),
+                Selection::Offsets(list) => {
+                    let keys: Vec<(TopicPartition, u64)> = list
+                        .iter()
+                        .map(|&(partition, offset)| (TopicPartition::new(name.clone(), partition), offset))
+                        .filter(|key| state.dead_letters.contains(key))
+                        .collect();
+                    resolved += resolve(&mut state, &keys);
+                    break;
+                }
             };
-            resolve(&mut state, &keys)
-        };
+            let Some(last) = keys.last().cloned() else { break };
+            resolved += resolve(&mut state, &keys);
+            drop(state);
+            after = Some(last);
+        }
         Ok((group, resolved))
     }
 }
