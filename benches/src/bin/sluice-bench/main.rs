@@ -56,38 +56,42 @@ enum ConsumeMode {
     Subscribe,
 }
 
+/// What `produce` does.
+#[derive(Debug, clap::Args)]
+struct ProduceArgs {
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Concurrent producers (each with its own connection).
+    #[arg(long, default_value_t = 1)]
+    producers: u32,
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+    /// Records per request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    total: u64,
+    #[arg(long, value_enum, default_value = "stream")]
+    mode: ProduceMode,
+    /// Requests in flight per producer.
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+    /// fsync policy when the topic is created: always, never or interval.
+    #[arg(long, default_value = "always")]
+    fsync: String,
+    /// Each producer is an idempotent producer (its own producer id, sequences per
+    /// request) sending one request at a time (unary mode only: concurrent unary requests
+    /// of one producer could arrive out of sequence order).
+    #[arg(long)]
+    idempotent: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Produce `--total` records and report throughput.
-    Produce {
-        #[arg(long, default_value = "bench")]
-        topic: String,
-        #[arg(long, default_value_t = 1)]
-        partitions: u32,
-        /// Concurrent producers (each with its own connection).
-        #[arg(long, default_value_t = 1)]
-        producers: u32,
-        #[arg(long, default_value_t = 1024)]
-        record_size: usize,
-        /// Records per request.
-        #[arg(long, default_value_t = 1000)]
-        batch: usize,
-        #[arg(long, default_value_t = 1_000_000)]
-        total: u64,
-        #[arg(long, value_enum, default_value = "stream")]
-        mode: ProduceMode,
-        /// Requests in flight per producer.
-        #[arg(long, default_value_t = 8)]
-        in_flight: usize,
-        /// fsync policy when the topic is created: always, never or interval.
-        #[arg(long, default_value = "always")]
-        fsync: String,
-        /// Each producer is an idempotent producer (its own producer id, sequences per
-        /// request) sending one request at a time (unary mode only: concurrent unary requests
-        /// of one producer could arrive out of sequence order).
-        #[arg(long)]
-        idempotent: bool,
-    },
+    Produce(ProduceArgs),
     /// Read a topic from the start to its current end and report throughput.
     Consume {
         #[arg(long, default_value = "bench")]
@@ -252,20 +256,19 @@ async fn produce_unary(channel: Channel, spec: ProduceSpec, done: Arc<AtomicU64>
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_produce(
-    server: &str,
-    topic: String,
-    partitions: u32,
-    producers: u32,
-    record_size: usize,
-    batch_size: usize,
-    total: u64,
-    mode: ProduceMode,
-    in_flight: usize,
-    fsync: String,
-    idempotent: bool,
-) -> BenchResult {
+async fn run_produce(server: &str, args: ProduceArgs) -> BenchResult {
+    let ProduceArgs {
+        topic,
+        partitions,
+        producers,
+        record_size,
+        batch: batch_size,
+        total,
+        mode,
+        in_flight,
+        fsync,
+        idempotent,
+    } = args;
     if idempotent && matches!(mode, ProduceMode::Stream) {
         return Err("--idempotent needs --mode unary".into());
     }
@@ -411,33 +414,7 @@ fn main() -> BenchResult {
 
 async fn run(cli: Cli) -> BenchResult {
     match cli.command {
-        Command::Produce {
-            topic,
-            partitions,
-            producers,
-            record_size,
-            batch,
-            total,
-            mode,
-            in_flight,
-            fsync,
-            idempotent,
-        } => {
-            run_produce(
-                &cli.server,
-                topic,
-                partitions,
-                producers,
-                record_size,
-                batch,
-                total,
-                mode,
-                in_flight,
-                fsync,
-                idempotent,
-            )
-            .await
-        }
+        Command::Produce(args) => run_produce(&cli.server, args).await,
         Command::Consume { topic, mode, max_bytes } => run_consume(&cli.server, topic, mode, max_bytes).await,
         Command::Group(spec) => group::run(&cli.server, spec).await,
         Command::Latency(spec) => latency::run(&cli.server, spec).await,
