@@ -64,6 +64,13 @@ fn hint(error: &ClientError, server: &str) -> Option<String> {
         "OFFSET_OUT_OF_RANGE" => "pick an offset in the range above, or --offset earliest",
         "MESSAGE_TOO_LARGE" => "`sluice topic alter <topic> --max-message-bytes <size>` raises the limit",
         "REQUEST_TOO_LARGE" => "send fewer records per request",
+        "UNAUTHENTICATED" => "the broker requires a token: --token or SLUICE_TOKEN (`sluice token create`)",
+        "PERMISSION_DENIED" => {
+            "an operator can grant it: `sluice acl add --principal … --operation … --resource … --name …`"
+        }
+        "POLICY_CONFLICT" => {
+            "`sluice group describe <group>` shows the group's policy; `sluice group alter` changes it"
+        }
         _ => return None,
     };
     Some(hint.to_owned())

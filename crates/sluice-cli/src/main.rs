@@ -11,6 +11,7 @@ mod error;
 mod group;
 mod output;
 mod produce;
+mod security;
 mod status;
 mod topic;
 mod units;
@@ -18,7 +19,7 @@ mod units;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use sluice_client::Client;
+use sluice_client::{Client, ConnectOptions};
 
 use crate::error::CliError;
 use crate::output::{Output, Printer};
@@ -30,6 +31,9 @@ struct Cli {
     /// Broker gRPC address.
     #[arg(long, global = true, env = "SLUICE_SERVER", default_value = "127.0.0.1:7140")]
     server: String,
+    /// Bearer token for a broker with authentication on (`sluice token create`).
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// How reading commands print: aligned tables, or JSON for scripts.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -52,6 +56,12 @@ enum Command {
     /// Inspect and redrive dead-lettered records.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Create, list and revoke bearer tokens.
+    #[command(subcommand)]
+    Token(security::TokenCommand),
+    /// Add, list and remove access-control entries.
+    #[command(subcommand)]
+    Acl(security::AclCommand),
     /// Broker version, uptime, addresses, topics, data size and health.
     Status,
     /// Print a shell completion script (e.g. `sluice completions bash > /etc/bash_completion.d/sluice`).
@@ -62,13 +72,16 @@ enum Command {
 }
 
 async fn run(cli: Cli, printer: Printer) -> Result<(), CliError> {
-    let connect = || Client::connect(&cli.server);
+    let options = ConnectOptions { token: cli.token.clone() };
+    let connect = || Client::connect_with(&cli.server, options.clone());
     match cli.command {
         Command::Topic(command) => topic::run(&connect().await?, &printer, command).await,
         Command::Produce(args) => produce::run(&connect().await?, &printer, args).await,
         Command::Consume(args) => consume::run(&connect().await?, &printer, args).await,
         Command::Group(command) => group::run(&connect().await?, &printer, command).await,
         Command::Dlq(command) => dlq::run(&connect().await?, &printer, command).await,
+        Command::Token(command) => security::run_token(&connect().await?, &printer, command).await,
+        Command::Acl(command) => security::run_acl(&connect().await?, &printer, command).await,
         Command::Status => status::run(&connect().await?, &printer).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());

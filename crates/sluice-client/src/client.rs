@@ -6,6 +6,8 @@ use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_proto::v1::consumer_client::ConsumerClient;
 use sluice_proto::v1::producer_client::ProducerClient;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -17,10 +19,36 @@ use crate::produce::{RecordPosition, positions};
 /// Largest message the client accepts (the broker's own limit decides below it).
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
+/// Adds the bearer token, if any, to every request.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    authorization: Option<AsciiMetadataValue>,
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The channel every service client of [`Client`] uses (it carries the credentials).
+pub type Transport = InterceptedService<Channel, Credentials>;
+
+/// How to connect.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// A bearer token (`sluice token create`), sent with every request.
+    pub token: Option<String>,
+}
+
 /// A connection to one broker. Clones share it.
 #[derive(Debug, Clone)]
 pub struct Client {
     channel: Channel,
+    credentials: Credentials,
     server: String,
 }
 
@@ -28,6 +56,20 @@ impl Client {
     /// Connects to `server` (`host:port`, or a full `http://` URI), failing at once when
     /// nothing listens there.
     pub async fn connect(server: &str) -> Result<Client> {
+        Self::connect_with(server, ConnectOptions::default()).await
+    }
+
+    /// [`Client::connect`] with credentials.
+    pub async fn connect_with(server: &str, options: ConnectOptions) -> Result<Client> {
+        let authorization = match &options.token {
+            Some(token) => Some(MetadataValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
+                ClientError::InvalidAddress {
+                    server: server.to_owned(),
+                    reason: "the token is not printable ASCII".into(),
+                }
+            })?),
+            None => None,
+        };
         let uri = if server.contains("://") { server.to_owned() } else { format!("http://{server}") };
         let invalid = |reason: String| ClientError::InvalidAddress { server: server.to_owned(), reason };
         let endpoint = Endpoint::from_shared(uri)
@@ -39,7 +81,7 @@ impl Client {
             .initial_stream_window_size(Some(8 << 20))
             .max_frame_size((1u32 << 20) - 1);
         let channel = endpoint.connect().await.map_err(|e| ClientError::connect(server, &e))?;
-        Ok(Client { channel, server: server.to_owned() })
+        Ok(Client { channel, credentials: Credentials { authorization }, server: server.to_owned() })
     }
 
     /// The address this client connected to.
@@ -47,19 +89,23 @@ impl Client {
         &self.server
     }
 
+    fn transport(&self) -> Transport {
+        InterceptedService::new(self.channel.clone(), self.credentials.clone())
+    }
+
     /// The `sluice.v1.Admin` service.
-    pub fn admin(&self) -> AdminClient<Channel> {
-        AdminClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    pub fn admin(&self) -> AdminClient<Transport> {
+        AdminClient::new(self.transport()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// The `sluice.v1.Producer` service.
-    pub fn producer(&self) -> ProducerClient<Channel> {
-        ProducerClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    pub fn producer(&self) -> ProducerClient<Transport> {
+        ProducerClient::new(self.transport()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// The `sluice.v1.Consumer` service.
-    pub fn consumer(&self) -> ConsumerClient<Channel> {
-        ConsumerClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    pub fn consumer(&self) -> ConsumerClient<Transport> {
+        ConsumerClient::new(self.transport()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// The broker's standard gRPC health status (`grpc.health.v1`, whole server).

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::client::Transport;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::consume_request::Request;
 use sluice_proto::v1::consume_response::Response;
@@ -9,7 +10,6 @@ use sluice_proto::v1::consumer_client::ConsumerClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::Channel;
 
 use crate::error::{ClientError, Result};
 
@@ -45,7 +45,7 @@ pub struct GroupMember {
 }
 
 impl GroupMember {
-    pub(crate) async fn join(mut consumer: ConsumerClient<Channel>, join: pb::Join) -> Result<GroupMember> {
+    pub(crate) async fn join(mut consumer: ConsumerClient<Transport>, join: pb::Join) -> Result<GroupMember> {
         let (requests, outbound) = mpsc::channel(REQUEST_BUFFER);
         let first = pb::ConsumeRequest { request: Some(Request::Join(join)) };
         requests.send(first).await.map_err(|_| ClientError::StreamEnded("before the join was sent"))?;

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod consume;

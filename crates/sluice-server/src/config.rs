@@ -206,6 +206,45 @@ fn group_defaults(g: &GroupsSection, origin: &str) -> Result<GroupDefaults, Conf
     })
 }
 
+/// `[auth]`: who may connect and what they may do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Require a bearer token on every Admin, Producer and Consumer call.
+    pub enabled: bool,
+    /// Start with authentication off even though `server.listen` is not a loopback address.
+    pub allow_anonymous_remote: bool,
+    /// A file holding a superuser token (at least 32 characters) for bootstrapping; empty: none.
+    pub superuser_token_file: String,
+    /// The principal that token authenticates.
+    pub superuser_name: String,
+    /// `/metrics` also requires a token (with describe on the cluster).
+    pub metrics_require_token: bool,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            enabled: false,
+            allow_anonymous_remote: false,
+            superuser_token_file: String::new(),
+            superuser_name: "admin".into(),
+            metrics_require_token: false,
+        }
+    }
+}
+
+/// Authentication settings, validated.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Require tokens.
+    pub enabled: bool,
+    /// A bootstrap superuser token file, and its principal.
+    pub superuser_token_file: Option<(PathBuf, String)>,
+    /// `/metrics` requires a token.
+    pub metrics_require_token: bool,
+}
+
 /// The config file's shape (also the shape of the defaults).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -216,6 +255,7 @@ pub struct ConfigFile {
     pub limits: LimitsSection,
     pub maintenance: MaintenanceSection,
     pub groups: GroupsSection,
+    pub auth: AuthSection,
 }
 
 impl Default for ServerSection {
@@ -299,6 +339,8 @@ pub struct ServerConfig {
     pub log_level: String,
     /// The broker core's settings.
     pub broker: BrokerConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
     /// The effective settings, as text (logged at startup).
     pub effective: ConfigFile,
 }
@@ -514,14 +556,38 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
         "json" => LogFormat::Json,
         other => return Err(invalid("log.format", origin, format!("'{other}' is not text or json"))),
     };
+    let listen = addr("server.listen", &file.server.listen)?;
+    let a = &file.auth;
+    // Secure by default: a broker others can reach is not left open by accident.
+    if !a.enabled && !a.allow_anonymous_remote && !listen.ip().is_loopback() {
+        return Err(invalid(
+            "auth.enabled",
+            origin,
+            format!(
+                "server.listen {listen} is not a loopback address and authentication is off: set auth.enabled = true (with a superuser token: auth.superuser_token_file, or `sluice-server token create --superuser`), or auth.allow_anonymous_remote = true to serve anyone who can reach it"
+            ),
+        ));
+    }
+    if a.metrics_require_token && !a.enabled {
+        return Err(invalid("auth.metrics_require_token", origin, "needs auth.enabled = true"));
+    }
+    let superuser_token_file = if a.superuser_token_file.trim().is_empty() {
+        None
+    } else {
+        sluice_core::auth::validate_principal(&a.superuser_name)
+            .map_err(|e| invalid("auth.superuser_name", origin, e))?;
+        Some((PathBuf::from(&a.superuser_token_file), a.superuser_name.clone()))
+    };
+    let auth = AuthConfig { enabled: a.enabled, superuser_token_file, metrics_require_token: a.metrics_require_token };
     Ok(ServerConfig {
-        listen: addr("server.listen", &file.server.listen)?,
+        listen,
         http_listen: addr("server.http_listen", &file.server.http_listen)?,
         shutdown_timeout: duration("server.shutdown_timeout", &file.server.shutdown_timeout)?,
         worker_threads: file.server.worker_threads as usize,
         log_format,
         log_level: file.log.level.clone(),
         broker,
+        auth,
         effective: file,
     })
 }
@@ -616,6 +682,18 @@ mod tests {
         assert_eq!(documented.effective, ConfigFile::default());
         let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/dev.toml");
         load(Some(&dev), env(&[]), &FlagOverrides::default()).unwrap();
+    }
+
+    #[test]
+    fn a_reachable_broker_without_authentication_does_not_start_unless_that_is_asked_for() {
+        let open = env(&[("SLUICE_LISTEN", "0.0.0.0:7140")]);
+        let err = load(None, open, &FlagOverrides::default()).unwrap_err().to_string();
+        assert!(err.contains("auth.enabled") && err.contains("not a loopback address"), "{err}");
+        let asked = env(&[("SLUICE_LISTEN", "0.0.0.0:7140"), ("SLUICE_AUTH_ALLOW_ANONYMOUS_REMOTE", "true")]);
+        assert!(load(None, asked, &FlagOverrides::default()).is_ok());
+        let secured = env(&[("SLUICE_LISTEN", "0.0.0.0:7140"), ("SLUICE_AUTH_ENABLED", "true")]);
+        assert!(load(None, secured, &FlagOverrides::default()).unwrap().auth.enabled);
+        assert!(load(None, env(&[]), &FlagOverrides::default()).is_ok(), "the loopback quick start needs no setup");
     }
 
     #[test]

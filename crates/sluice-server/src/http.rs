@@ -15,9 +15,24 @@ use crate::metrics::Metrics;
 struct AppState {
     broker: Broker,
     metrics: Arc<Metrics>,
+    /// Set when `/metrics` requires a token (with describe on the cluster).
+    metrics_access: Option<crate::access::Access>,
 }
 
-async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn render_metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    if let Some(access) = &state.metrics_access {
+        let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let allowed = access.authenticate_header(header).and_then(|caller| {
+            access.check(&caller, sluice_core::auth::Operation::Describe, sluice_core::auth::ResourceKind::Cluster, "")
+        });
+        match allowed {
+            Ok(()) => {}
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                return (StatusCode::UNAUTHORIZED, format!("{}\n", status.message())).into_response();
+            }
+            Err(status) => return (StatusCode::FORBIDDEN, format!("{}\n", status.message())).into_response(),
+        }
+    }
     match state.metrics.render() {
         Ok(text) => (
             StatusCode::OK,
@@ -72,11 +87,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// The HTTP router.
-pub fn router(broker: Broker, metrics: Arc<Metrics>) -> Router {
+/// The HTTP router; `metrics_access`, when set, guards `/metrics` (health stays open).
+pub fn router(broker: Broker, metrics: Arc<Metrics>, metrics_access: Option<crate::access::Access>) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { broker, metrics })
+        .with_state(AppState { broker, metrics, metrics_access })
 }

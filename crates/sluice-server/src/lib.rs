@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`config`]: defaults < file < `SLUICE_*` env < flags; validation naming the bad key.
 //! - [`server`]: listeners, service wiring, TCP_NODELAY, ordered shutdown ([`inflight`]).
+//! - [`access`]: bearer-token authentication and the authorization check of every RPC.
 //! - [`grpc`]: the `sluice.v1` services (admin, producer, consumer).
 //! - [`convert`]: protocol <-> core types; [`status`]: core errors -> gRPC statuses.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`; [`metrics`]: what `/metrics` shows.
@@ -18,6 +19,7 @@
 #![deny(clippy::unwrap_used)]
 #![warn(clippy::expect_used)]
 
+pub mod access;
 pub mod config;
 pub mod convert;
 pub mod convert_dead_letter;

@@ -44,6 +44,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Create a bearer token on a stopped broker's data directory, to secure a fresh broker
+    /// before it first serves (a running broker would not see it, and its next token change
+    /// would drop it: use `sluice token create` then). Prints the token, shown only once.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Ask a running broker whether it is ready (GET /readyz); exit 0 if it is, 1 if not. The
     /// address is the configured server.http_listen (--config, SLUICE_HTTP_LISTEN) unless
     /// --http names one.
@@ -54,6 +61,23 @@ enum Command {
         /// The broker's HTTP address, e.g. 127.0.0.1:7141.
         #[arg(long, value_name = "ADDR")]
         http: Option<std::net::SocketAddr>,
+    },
+}
+
+/// `sluice-server token …`.
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Create a token and print it (shown only once).
+    Create {
+        /// Data directory of the (stopped) broker.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Who the token authenticates.
+        #[arg(long, default_value = "admin")]
+        principal: String,
+        /// The principal may do everything.
+        #[arg(long)]
+        superuser: bool,
     },
 }
 
@@ -152,6 +176,9 @@ fn offline(command: Command) -> ExitCode {
             };
         }
         Command::Verify { data_dir } => offline::verify(&data_dir, &mut out),
+        Command::Token { action: TokenAction::Create { data_dir, principal, superuser } } => {
+            offline::create_token(&data_dir, &principal, superuser, &mut out)
+        }
         Command::RecoverTopicMeta { data_dir, topic, config } => {
             match config::load(config.as_deref(), std::env::vars(), &FlagOverrides::default()) {
                 Ok(config) => offline::recover_topic_meta(&data_dir, &topic, &config.broker.topic_defaults, &mut out),

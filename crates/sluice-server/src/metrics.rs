@@ -32,6 +32,15 @@ pub struct RpcCodeLabels {
     pub code: String,
 }
 
+/// Labels of refused-request counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// The principal (`-` when no valid token named one).
+    pub principal: String,
+    /// `unauthenticated` or `permission_denied`.
+    pub outcome: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 us .. ~1.6 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -46,6 +55,7 @@ pub struct Metrics {
     connections: Gauge,
     connections_total: Counter,
     requests_in_flight: Gauge,
+    refusals: Family<RefusalLabels, Counter>,
 }
 
 /// Reads the broker's counters at scrape time.
@@ -213,9 +223,20 @@ impl Metrics {
         registry.register("sluice_connections_accepted", "gRPC connections accepted", connections_total.clone());
         let in_flight_help = "gRPC requests and streams being served (open Subscribe and Consume streams included)";
         registry.register("sluice_requests_in_flight", in_flight_help, requests_in_flight.clone());
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        let refusals_help = "Requests refused for missing or invalid credentials, or a missing right, by principal";
+        registry.register("sluice_access_refused", refusals_help, refusals.clone());
         registry.register_collector(Box::new(BrokerCollector { broker: broker.clone() }));
         registry.register_collector(Box::new(crate::group_metrics::GroupCollector { broker }));
-        Arc::new(Metrics { registry, rpc_latency, rpc_total, connections, connections_total, requests_in_flight })
+        Arc::new(Metrics {
+            registry,
+            rpc_latency,
+            rpc_total,
+            connections,
+            connections_total,
+            requests_in_flight,
+            refusals,
+        })
     }
 
     /// Records one RPC.
@@ -230,6 +251,12 @@ impl Metrics {
     }
 
     /// A connection opened.
+    /// Counts a refused request.
+    pub fn access_refused(&self, principal: &str, code: tonic::Code) {
+        let outcome = if code == tonic::Code::Unauthenticated { "unauthenticated" } else { "permission_denied" };
+        self.refusals.get_or_create(&RefusalLabels { principal: principal.to_owned(), outcome: outcome.into() }).inc();
+    }
+
     pub fn connection_opened(&self) {
         self.connections.inc();
         self.connections_total.inc();

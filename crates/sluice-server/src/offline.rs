@@ -26,6 +26,27 @@ fn finding_line(finding: &Finding, data_dir: &Path) -> String {
 
 /// Verifies `data_dir` and prints a report to `out`: one line per partition, then each
 /// finding. Returns 0 when nothing is damaged, [`EXIT_DAMAGED`] otherwise.
+/// `sluice-server token-create`: adds a token to a stopped broker's data directory and prints
+/// it (the only time it is shown).
+pub fn create_token(data_dir: &Path, principal: &str, superuser: bool, out: &mut impl Write) -> std::io::Result<u8> {
+    let created = sluice_core::auth::Security::open(data_dir).and_then(|s| s.tokens.create(principal, superuser));
+    match created {
+        Ok((info, token)) => {
+            writeln!(out, "{token}")?;
+            let kind = if superuser { "superuser" } else { "principal" };
+            eprintln!(
+                "created token {} for {kind} '{}'; it is shown only once: keep it in a secret store",
+                info.id, info.principal
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(out, "token-create: {e}")?;
+            Ok(EXIT_FAILED)
+        }
+    }
+}
+
 pub fn verify(data_dir: &Path, out: &mut impl Write) -> std::io::Result<u8> {
     let report = match sluice_core::verify::verify_data_dir(data_dir) {
         Ok(report) => report,

@@ -64,6 +64,7 @@ pub struct Server {
     config: ServerConfig,
     broker: Broker,
     metrics: Arc<Metrics>,
+    access: crate::access::Access,
     grpc: TcpListener,
     http: TcpListener,
 }
@@ -79,7 +80,19 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr: config.http_listen, source })?;
         let broker = Broker::open(config.broker.clone()).await?;
         let metrics = Metrics::new(broker.clone());
-        Ok(Server { config, broker, metrics, grpc, http })
+        let security = sluice_core::auth::Security::open(&config.broker.data_dir)?;
+        if let Some((path, principal)) = &config.auth.superuser_token_file {
+            let secret = std::fs::read_to_string(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("auth.superuser_token_file {}: {e}", path.display())))?;
+            security.tokens.set_bootstrap(principal, secret.trim())?;
+        }
+        if config.auth.enabled && security.tokens.list().is_empty() {
+            tracing::warn!(
+                "authentication is on but no token exists: create one with `sluice-server token create --data-dir DIR --principal admin --superuser` (stopped broker), or set auth.superuser_token_file"
+            );
+        }
+        let access = crate::access::Access::new(Arc::new(security), config.auth.enabled, Arc::clone(&metrics));
+        Ok(Server { config, broker, metrics, access, grpc, http })
     }
 
     /// The bound gRPC address.
@@ -101,7 +114,7 @@ impl Server {
     /// streams and long-polls, stop accepting and let in-flight requests finish (bounded by
     /// `shutdown_timeout`), then fsync and close every partition, then stop HTTP.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
-        let Server { config, broker, metrics, grpc, http } = self;
+        let Server { config, broker, metrics, access, grpc, http } = self;
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
         let max_message = max_message_bytes(&config);
@@ -126,11 +139,21 @@ impl Server {
             inflight: Arc::clone(&inflight),
             grpc_addr,
             http_addr,
+            access: access.clone(),
         };
-        let producer =
-            ProducerService { broker: broker.clone(), metrics: Arc::clone(&metrics), inflight: Arc::clone(&inflight) };
-        let consumer =
-            ConsumerService { broker: broker.clone(), metrics: Arc::clone(&metrics), inflight: Arc::clone(&inflight) };
+        let producer = ProducerService {
+            broker: broker.clone(),
+            metrics: Arc::clone(&metrics),
+            inflight: Arc::clone(&inflight),
+            access: access.clone(),
+        };
+        let consumer = ConsumerService {
+            broker: broker.clone(),
+            metrics: Arc::clone(&metrics),
+            inflight: Arc::clone(&inflight),
+            access: access.clone(),
+        };
+        use tonic::service::interceptor::InterceptedService;
         let stop_grpc = CancellationToken::new();
         let router = tonic::transport::Server::builder()
             .initial_connection_window_size(Some(16 << 20))
@@ -140,25 +163,30 @@ impl Server {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_v1alpha)
-            .add_service(
+            // Every Admin, Producer and Consumer call passes the authenticating interceptor.
+            .add_service(InterceptedService::new(
                 AdminServer::new(admin).max_decoding_message_size(max_message).max_encoding_message_size(max_message),
-            )
-            .add_service(
+                access.interceptor(),
+            ))
+            .add_service(InterceptedService::new(
                 ProducerServer::new(producer)
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(max_message),
-            )
-            .add_service(
+                access.interceptor(),
+            ))
+            .add_service(InterceptedService::new(
                 ConsumerServer::new(consumer)
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(max_message),
-            );
+                access.interceptor(),
+            ));
         let incoming = accept_loop(grpc, Arc::clone(&metrics), stop_grpc.clone());
         let mut grpc_task =
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop_grpc.clone().cancelled_owned()));
 
         let stop_http = CancellationToken::new();
-        let app = crate::http::router(broker.clone(), Arc::clone(&metrics));
+        let metrics_access = config.auth.metrics_require_token.then(|| access.clone());
+        let app = crate::http::router(broker.clone(), Arc::clone(&metrics), metrics_access);
         let http_task = tokio::spawn(
             axum::serve(http, app).with_graceful_shutdown(stop_http.clone().cancelled_owned()).into_future(),
         );

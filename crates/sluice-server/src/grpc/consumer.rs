@@ -9,7 +9,10 @@ use sluice_proto::v1 as pb;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use sluice_core::auth::{Operation, ResourceKind};
+
 use super::unary;
+use crate::access::Access;
 use crate::convert;
 use crate::metrics::Metrics;
 use crate::status::to_status;
@@ -20,6 +23,7 @@ pub struct ConsumerService {
     pub(crate) broker: Broker,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) inflight: Arc<crate::inflight::Inflight>,
+    pub(crate) access: Access,
 }
 
 fn start_at(start: Option<pb::StartPosition>) -> StartAt {
@@ -47,9 +51,13 @@ async fn next_message(subscription: &mut Subscription) -> Option<Result<pb::Subs
 impl pb::consumer_server::Consumer for ConsumerService {
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        let allowed = self.access.caller(&request).and_then(|caller| {
+            self.access.check(&caller, Operation::Consume, ResourceKind::Topic, &request.get_ref().topic)
+        });
         let r = request.into_inner();
         let wait = Duration::from_millis(u64::from(r.max_wait_ms));
         let fetch = async {
+            allowed?;
             let offset = match r.timestamp_ms {
                 Some(ts) => self.broker.offset_for_timestamp(&r.topic, r.partition, ts).await.map_err(to_status)?,
                 None => r.offset,
@@ -76,6 +84,9 @@ impl pb::consumer_server::Consumer for ConsumerService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = self.access.caller(&request)?;
+        let topic = request.get_ref().topic.clone();
+        self.access.check(&caller, Operation::Consume, ResourceKind::Topic, &topic)?;
         let r = request.into_inner();
         let subscription = self
             .broker
@@ -93,7 +104,10 @@ impl pb::consumer_server::Consumer for ConsumerService {
             let more = message.is_ok().then_some((subscription, serving));
             Some((message, more))
         });
-        Ok(Response::new(Box::pin(stream)))
+        // A revoked token or a withdrawn right ends the stream.
+        let access = self.access.clone();
+        let recheck = move || access.check(&caller, Operation::Consume, ResourceKind::Topic, &topic);
+        Ok(Response::new(self.access.guard(stream, recheck)))
     }
 
     type ConsumeStream = super::group::ConsumeStream;
@@ -103,6 +117,7 @@ impl pb::consumer_server::Consumer for ConsumerService {
         &self,
         request: Request<tonic::Streaming<pb::ConsumeRequest>>,
     ) -> Result<Response<Self::ConsumeStream>, Status> {
-        super::group::consume(self, request.into_inner()).await
+        let caller = self.access.caller(&request)?;
+        super::group::consume(self, caller, request.into_inner()).await
     }
 }

@@ -40,6 +40,7 @@ fn message(response: pb::consume_response::Response) -> Result<pb::ConsumeRespon
 /// Waits for the join, joins, and starts the session's two tasks.
 pub(crate) async fn consume(
     service: &ConsumerService,
+    caller: crate::access::Caller,
     mut inbound: Streaming<pb::ConsumeRequest>,
 ) -> Result<Response<ConsumeStream>, Status> {
     let started = Instant::now();
@@ -48,6 +49,19 @@ pub(crate) async fn consume(
         return Err(invalid("the first message on Consume must be a join"));
     };
     let spec = convert_group::join(join)?;
+    // A member needs consume on the group and on every topic it subscribes to, at the join and
+    // for as long as the stream lasts.
+    let (group, topics) = (spec.group.clone(), spec.topics.clone());
+    let access = service.access.clone();
+    let recheck = move || {
+        use sluice_core::auth::{Operation, ResourceKind};
+        access.check(&caller, Operation::Consume, ResourceKind::Group, &group)?;
+        topics.iter().try_for_each(|topic| access.check(&caller, Operation::Consume, ResourceKind::Topic, topic))
+    };
+    if let Err(refused) = recheck() {
+        observe(&service.metrics, "Consume", started, &Err::<(), _>(refused.clone()));
+        return Err(refused);
+    }
     let joined = service.broker.join_group(spec).await.map_err(to_status);
     observe(&service.metrics, "Consume", started, &joined);
     let session = joined?;
@@ -67,7 +81,8 @@ pub(crate) async fn consume(
     tokio::spawn(push_events(session, tx, shutdown, service.inflight.enter()));
     // The response body holds a guard too, so the final status reaches the connection before
     // a graceful shutdown stops serving.
-    Ok(Response::new(Box::pin(service.inflight.enter().hold_during(ReceiverStream::new(rx)))))
+    let events = service.inflight.enter().hold_during(ReceiverStream::new(rx));
+    Ok(Response::new(service.access.guard(events, recheck)))
 }
 
 /// After the broker's shutdown signal, the reader goes on applying what the member sent

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod consumer;
 pub mod group;
 pub mod producer;
+pub mod security;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_core::Broker;
+use sluice_core::auth::{Operation, ResourceKind};
 use sluice_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+
+use crate::access::{Access, Caller};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{observe, unary};
@@ -27,6 +30,7 @@ pub struct ProducerService {
     pub(crate) broker: Broker,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) inflight: Arc<crate::inflight::Inflight>,
+    pub(crate) access: Access,
 }
 
 async fn produce(broker: Broker, request: pb::ProduceRequest) -> Result<pb::ProduceResponse, Status> {
@@ -52,6 +56,7 @@ fn stream_response(request_id: u64, result: Result<pb::ProduceResponse, Status>)
 async fn run_stream(
     broker: Broker,
     metrics: Arc<Metrics>,
+    (access, caller): (Access, Caller),
     mut inbound: Streaming<pb::ProduceRequest>,
     outbound: mpsc::Sender<Result<pb::ProduceResponse, Status>>,
 ) {
@@ -83,6 +88,13 @@ async fn run_stream(
         match request {
             Ok(Some(request)) => {
                 let (request_id, started) = (request.request_id, Instant::now());
+                if let Err(refused) = access.check(&caller, Operation::Produce, ResourceKind::Topic, &request.topic) {
+                    if outbound.send(Ok(send((request_id, started, Err(refused))))).await.is_err() {
+                        in_flight.detach_all();
+                        return;
+                    }
+                    continue;
+                }
                 if request.producer_id.is_some() {
                     let result = produce(broker.clone(), request).await;
                     if outbound.send(Ok(send((request_id, started, result)))).await.is_err() {
@@ -154,7 +166,14 @@ fn queue(broker: &Broker, request: pb::ProduceRequest) -> Result<sluice_core::pr
 impl pb::producer_server::Producer for ProducerService {
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = ?request.get_ref().partition))]
     async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
-        unary(&self.metrics, &self.inflight, "Produce", produce(self.broker.clone(), request.into_inner())).await
+        let allowed = self.access.caller(&request).and_then(|caller| {
+            self.access.check(&caller, Operation::Produce, ResourceKind::Topic, &request.get_ref().topic)
+        });
+        let produce = async {
+            allowed?;
+            produce(self.broker.clone(), request.into_inner()).await
+        };
+        unary(&self.metrics, &self.inflight, "Produce", produce).await
     }
 
     type ProduceStreamStream = Pin<Box<dyn Stream<Item = Result<pb::ProduceResponse, Status>> + Send + 'static>>;
@@ -163,8 +182,13 @@ impl pb::producer_server::Producer for ProducerService {
         &self,
         request: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let caller = self.access.caller(&request)?;
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
-        tokio::spawn(run_stream(self.broker.clone(), Arc::clone(&self.metrics), request.into_inner(), tx));
-        Ok(Response::new(Box::pin(self.inflight.enter().hold_during(ReceiverStream::new(rx)))))
+        let access = (self.access.clone(), caller.clone());
+        tokio::spawn(run_stream(self.broker.clone(), Arc::clone(&self.metrics), access, request.into_inner(), tx));
+        let responses = self.inflight.enter().hold_during(ReceiverStream::new(rx));
+        // Each request is checked on its own; a revoked token ends the stream.
+        let access = self.access.clone();
+        Ok(Response::new(self.access.guard(responses, move || access.check_token(&caller))))
     }
 }
