@@ -19,7 +19,7 @@ mod units;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use sluice_client::{Client, ConnectOptions};
+use sluice_client::{Client, ConnectOptions, TlsOptions};
 
 use crate::error::CliError;
 use crate::output::{Output, Printer};
@@ -34,6 +34,15 @@ struct Cli {
     /// Bearer token for a broker with authentication on (`sluice token create`).
     #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) to verify a TLS broker with; turns TLS on.
+    #[arg(long, global = true, env = "SLUICE_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --tls-key.
+    #[arg(long, global = true, env = "SLUICE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "SLUICE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// How reading commands print: aligned tables, or JSON for scripts.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -72,7 +81,19 @@ enum Command {
 }
 
 async fn run(cli: Cli, printer: Printer) -> Result<(), CliError> {
-    let options = ConnectOptions { token: cli.token.clone() };
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|source| CliError::Io { context: format!("reading {}", path.display()), source })
+    };
+    let tls = if cli.tls_ca.is_some() || cli.tls_cert.is_some() {
+        let identity = match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        Some(TlsOptions { ca_pem: cli.tls_ca.as_ref().map(read).transpose()?, identity_pem: identity, domain: None })
+    } else {
+        None
+    };
+    let options = ConnectOptions { token: cli.token.clone(), tls };
     let connect = || Client::connect_with(&cli.server, options.clone());
     match cli.command {
         Command::Topic(command) => topic::run(&connect().await?, &printer, command).await,

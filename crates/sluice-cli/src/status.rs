@@ -21,6 +21,9 @@ pub async fn run(client: &Client, printer: &Printer) -> Result<(), CliError> {
             "data_bytes": info.data_bytes,
             "topics": info.topics,
             "health": health,
+            "tls": info.tls,
+            "client_certificates_required": info.client_certificates_required,
+            "authentication": info.authentication,
         }));
     }
     printer.pairs(&[
@@ -33,5 +36,15 @@ pub async fn run(client: &Client, printer: &Printer) -> Result<(), CliError> {
         ("data size", units::format_size(info.data_bytes)),
         ("topics", info.topics.to_string()),
         ("health", health),
+        (
+            "tls",
+            if info.tls {
+                if info.client_certificates_required { "on, client certificates required" } else { "on" }
+            } else {
+                "off"
+            }
+            .into(),
+        ),
+        ("auth", if info.authentication { "on (tokens or client certificates)" } else { "off" }.into()),
     ])
 }

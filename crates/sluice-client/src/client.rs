@@ -37,11 +37,25 @@ impl tonic::service::Interceptor for Credentials {
 /// The channel every service client of [`Client`] uses (it carries the credentials).
 pub type Transport = InterceptedService<Channel, Credentials>;
 
+/// TLS for the connection (PEM contents, not paths).
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// CA certificates to verify the broker with; `None`: the system's roots are not used, so
+    /// give it (a private CA is the usual case).
+    pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate and key (mutual TLS).
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name to verify the broker's certificate against; default: the host of the address.
+    pub domain: Option<String>,
+}
+
 /// How to connect.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
     /// A bearer token (`sluice token create`), sent with every request.
     pub token: Option<String>,
+    /// TLS; `None`: plaintext.
+    pub tls: Option<TlsOptions>,
 }
 
 /// A connection to one broker. Clones share it.
@@ -70,7 +84,8 @@ impl Client {
             })?),
             None => None,
         };
-        let uri = if server.contains("://") { server.to_owned() } else { format!("http://{server}") };
+        let scheme = if options.tls.is_some() { "https" } else { "http" };
+        let uri = if server.contains("://") { server.to_owned() } else { format!("{scheme}://{server}") };
         let invalid = |reason: String| ClientError::InvalidAddress { server: server.to_owned(), reason };
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| invalid(e.to_string()))?
@@ -80,6 +95,22 @@ impl Client {
             .initial_connection_window_size(Some(16 << 20))
             .initial_stream_window_size(Some(8 << 20))
             .max_frame_size((1u32 << 20) - 1);
+        let endpoint = match &options.tls {
+            None => endpoint,
+            Some(tls) => {
+                let mut config = tonic::transport::ClientTlsConfig::new();
+                if let Some(ca) = &tls.ca_pem {
+                    config = config.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+                }
+                if let Some((cert, key)) = &tls.identity_pem {
+                    config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+                }
+                if let Some(domain) = &tls.domain {
+                    config = config.domain_name(domain.clone());
+                }
+                endpoint.tls_config(config).map_err(|e| invalid(format!("TLS: {e}")))?
+            }
+        };
         let channel = endpoint.connect().await.map_err(|e| ClientError::connect(server, &e))?;
         Ok(Client { channel, credentials: Credentials { authorization }, server: server.to_owned() })
     }

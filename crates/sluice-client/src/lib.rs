@@ -17,7 +17,7 @@ mod error;
 mod group;
 mod produce;
 
-pub use client::{Client, ConnectOptions, Credentials, Transport};
+pub use client::{Client, ConnectOptions, Credentials, TlsOptions, Transport};
 pub use error::{ClientError, Result};
 pub use group::{GroupEvent, GroupMember};
 pub use produce::{RecordPosition, positions};

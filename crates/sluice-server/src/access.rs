@@ -126,7 +126,15 @@ impl Access {
         let access = self.clone();
         move |mut request: Request<()>| {
             let header = request.metadata().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-            let caller = access.authenticate_header(header)?;
+            let certified =
+                request.extensions().get::<crate::tls::ConnInfo>().and_then(|c| c.certificate_principal.clone());
+            let caller = match (header, certified) {
+                // A verified client certificate names the principal when no token is sent.
+                (None, Some(name)) if access.enabled => {
+                    Caller::Principal(Principal { name: Arc::from(name.as_str()), superuser: false, token_id: None })
+                }
+                (header, _) => access.authenticate_header(header)?,
+            };
             request.extensions_mut().insert(caller);
             Ok(request)
         }

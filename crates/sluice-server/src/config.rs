@@ -234,6 +234,34 @@ impl Default for AuthSection {
     }
 }
 
+/// `[tls]`: TLS on both ports.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain; empty: no TLS.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+    /// PEM CA certificates that sign client certificates.
+    pub client_ca_file: String,
+    /// none, optional or required.
+    pub client_auth: String,
+    /// Serve the HTTP port over TLS too.
+    pub http: bool,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: String::new(),
+            client_auth: "none".into(),
+            http: true,
+        }
+    }
+}
+
 /// Authentication settings, validated.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
@@ -256,6 +284,7 @@ pub struct ConfigFile {
     pub maintenance: MaintenanceSection,
     pub groups: GroupsSection,
     pub auth: AuthSection,
+    pub tls: TlsSection,
 }
 
 impl Default for ServerSection {
@@ -341,6 +370,8 @@ pub struct ServerConfig {
     pub broker: BrokerConfig,
     /// Authentication.
     pub auth: AuthConfig,
+    /// TLS, if on.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// The effective settings, as text (logged at startup).
     pub effective: ConfigFile,
 }
@@ -579,6 +610,33 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
         Some((PathBuf::from(&a.superuser_token_file), a.superuser_name.clone()))
     };
     let auth = AuthConfig { enabled: a.enabled, superuser_token_file, metrics_require_token: a.metrics_require_token };
+    let t = &file.tls;
+    let client_auth = match t.client_auth.as_str() {
+        "none" => crate::tls::ClientAuth::None,
+        "optional" => crate::tls::ClientAuth::Optional,
+        "required" => crate::tls::ClientAuth::Required,
+        other => {
+            return Err(invalid("tls.client_auth", origin, format!("'{other}' is not none, optional or required")));
+        }
+    };
+    let tls = match (t.cert_file.trim().is_empty(), t.key_file.trim().is_empty()) {
+        (true, true) => None,
+        (false, false) => Some(crate::tls::TlsConfig {
+            cert_file: PathBuf::from(&t.cert_file),
+            key_file: PathBuf::from(&t.key_file),
+            client_ca_file: (!t.client_ca_file.trim().is_empty()).then(|| PathBuf::from(&t.client_ca_file)),
+            client_auth,
+            http: t.http,
+        }),
+        _ => return Err(invalid("tls.cert_file", origin, "tls.cert_file and tls.key_file go together")),
+    };
+    if client_auth != crate::tls::ClientAuth::None && tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
+        return Err(invalid(
+            "tls.client_auth",
+            origin,
+            "client certificates need tls.cert_file, tls.key_file and tls.client_ca_file",
+        ));
+    }
     Ok(ServerConfig {
         listen,
         http_listen: addr("server.http_listen", &file.server.http_listen)?,
@@ -588,6 +646,7 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
         log_level: file.log.level.clone(),
         broker,
         auth,
+        tls,
         effective: file,
     })
 }

@@ -14,7 +14,7 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`; [`metrics`]: what `/metrics` shows.
 //! - [`health_check`]: `sluice-server health`, the container HEALTHCHECK.
 //! - [`offline`]: `verify` and `recover-topic-meta`, on a data directory not being served.
-//! - [`telemetry`]: log setup.
+//! - [`telemetry`]: log setup; [`tls`]: rustls on both ports, rotating certificates, mTLS.
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 #![warn(clippy::expect_used)]
@@ -34,6 +34,7 @@ pub mod offline;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use server::{Server, ServerError};

@@ -22,6 +22,7 @@ use crate::grpc::consumer::ConsumerService;
 use crate::grpc::producer::ProducerService;
 use crate::inflight::Inflight;
 use crate::metrics::Metrics;
+use crate::tls::Conn;
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,7 @@ pub struct Server {
     broker: Broker,
     metrics: Arc<Metrics>,
     access: crate::access::Access,
+    tls: Option<crate::tls::Tls>,
     grpc: TcpListener,
     http: TcpListener,
 }
@@ -92,7 +94,8 @@ impl Server {
             );
         }
         let access = crate::access::Access::new(Arc::new(security), config.auth.enabled, Arc::clone(&metrics));
-        Ok(Server { config, broker, metrics, access, grpc, http })
+        let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
+        Ok(Server { config, broker, metrics, access, tls, grpc, http })
     }
 
     /// The bound gRPC address.
@@ -114,7 +117,7 @@ impl Server {
     /// streams and long-polls, stop accepting and let in-flight requests finish (bounded by
     /// `shutdown_timeout`), then fsync and close every partition, then stop HTTP.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
-        let Server { config, broker, metrics, access, grpc, http } = self;
+        let Server { config, broker, metrics, access, tls, grpc, http } = self;
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
         let max_message = max_message_bytes(&config);
@@ -140,6 +143,10 @@ impl Server {
             grpc_addr,
             http_addr,
             access: access.clone(),
+            tls: config
+                .tls
+                .as_ref()
+                .map_or((false, false), |t| (true, t.client_auth == crate::tls::ClientAuth::Required)),
         };
         let producer = ProducerService {
             broker: broker.clone(),
@@ -180,16 +187,30 @@ impl Server {
                     .max_encoding_message_size(max_message),
                 access.interceptor(),
             ));
-        let incoming = accept_loop(grpc, Arc::clone(&metrics), stop_grpc.clone());
+        let incoming = accept_loop(grpc, Arc::clone(&metrics), stop_grpc.clone(), tls.as_ref().map(|t| t.grpc.clone()));
+        let stop_tls = CancellationToken::new();
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.clone().watch(stop_tls.clone()));
+        }
         let mut grpc_task =
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop_grpc.clone().cancelled_owned()));
 
         let stop_http = CancellationToken::new();
         let metrics_access = config.auth.metrics_require_token.then(|| access.clone());
         let app = crate::http::router(broker.clone(), Arc::clone(&metrics), metrics_access);
-        let http_task = tokio::spawn(
-            axum::serve(http, app).with_graceful_shutdown(stop_http.clone().cancelled_owned()).into_future(),
-        );
+        let http_task = match tls.as_ref().and_then(|t| t.http.clone()) {
+            Some(acceptor) => {
+                let listener = TlsHttpListener::start(http, acceptor, stop_http.clone())?;
+                tokio::spawn(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop_http.clone().cancelled_owned())
+                        .into_future(),
+                )
+            }
+            None => tokio::spawn(
+                axum::serve(http, app).with_graceful_shutdown(stop_http.clone().cancelled_owned()).into_future(),
+            ),
+        };
 
         tokio::select! {
             () = shutdown => tracing::info!("shutdown requested"),
@@ -217,6 +238,7 @@ impl Server {
         }
         let closed = broker.shutdown().await;
         stop_http.cancel();
+        stop_tls.cancel();
         let _http_done = http_task.await;
         closed?;
         tracing::info!("shutdown complete");
@@ -224,13 +246,18 @@ impl Server {
     }
 }
 
+/// How long a client may take for its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Accepts connections, sets TCP_NODELAY on each (tonic does not for custom incoming streams;
-/// without it small responses wait ~40 ms for delayed ACKs) and counts them.
+/// without it small responses wait ~40 ms for delayed ACKs), counts them, and with TLS runs
+/// each handshake on a task of its own (a slow client never holds up the others).
 fn accept_loop(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-) -> ReceiverStream<io::Result<CountedStream>> {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> ReceiverStream<io::Result<Conn<CountedStream>>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         loop {
@@ -239,21 +266,82 @@ fn accept_loop(
                 accepted = listener.accept() => accepted,
             };
             match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::warn!(cause = %e, "could not set TCP_NODELAY");
                     }
                     metrics.connection_opened();
                     let counted = CountedStream { inner: stream, metrics: Arc::clone(&metrics) };
-                    if tx.send(Ok(counted)).await.is_err() {
-                        return;
-                    }
+                    let Some(acceptor) = tls.clone() else {
+                        if tx.send(Ok(Conn::Plain(counted))).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    };
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(counted)).await {
+                            Ok(Ok(stream)) => {
+                                let principal =
+                                    crate::tls::certificate_principal(stream.get_ref().1.peer_certificates());
+                                let _closed = tx.send(Ok(Conn::Tls(Box::new(stream), principal))).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(%peer, cause = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    });
                 }
                 Err(e) => tracing::warn!(cause = %e, "accept failed"),
             }
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// The HTTP port over TLS: accepted and handshaken in the background, handed to axum.
+struct TlsHttpListener {
+    ready: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl TlsHttpListener {
+    fn start(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, stop: CancellationToken) -> io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let (tx, ready) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = stop.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((stream, peer)) = accepted else { continue };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        let _closed = tx.send((stream, peer)).await;
+                    }
+                });
+            }
+        });
+        Ok(TlsHttpListener { ready, addr })
+    }
+}
+
+impl axum::serve::Listener for TlsHttpListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(next) => next,
+            // Stopped: axum's graceful shutdown ends the server.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
 }
 
 /// A connection that decrements the open-connections gauge when dropped.
@@ -266,14 +354,6 @@ pub struct CountedStream {
 impl Drop for CountedStream {
     fn drop(&mut self) {
         self.metrics.connection_closed();
-    }
-}
-
-impl tonic::transport::server::Connected for CountedStream {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
     }
 }
 

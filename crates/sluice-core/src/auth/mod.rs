@@ -30,8 +30,9 @@ pub struct Principal {
     pub name: Arc<str>,
     /// A superuser may do everything.
     pub superuser: bool,
-    /// The token it authenticated with (streams check it is still valid).
-    pub token_id: Arc<str>,
+    /// The token it authenticated with (streams check it is still valid); `None` for a
+    /// principal named by a verified client certificate.
+    pub token_id: Option<Arc<str>>,
 }
 
 /// Checks a principal name: 1 to 128 of `A-Z a-z 0-9 . _ - @ :`.
@@ -90,8 +91,9 @@ impl Security {
         principal.superuser || self.acls.allows(&principal.name, operation, kind, name)
     }
 
-    /// Whether the principal's token is still valid (not revoked).
+    /// Whether the principal's token is still valid (not revoked); a certificate's principal
+    /// always is (its certificate was verified at the handshake).
     pub fn still_valid(&self, principal: &Principal) -> bool {
-        self.tokens.is_live(&principal.token_id)
+        principal.token_id.as_ref().is_none_or(|id| self.tokens.is_live(id))
     }
 }

@@ -198,7 +198,7 @@ impl TokenStore {
         Ok(Principal {
             name: Arc::from(stored.info.principal.as_str()),
             superuser: stored.info.superuser,
-            token_id: Arc::from(id),
+            token_id: Some(Arc::from(id)),
         })
     }
 
@@ -246,7 +246,10 @@ mod tests {
         let store = TokenStore::open(dir.path())?;
         let (info, token) = store.create("billing", false)?;
         let principal = store.authenticate(&token).map_err(|r| Error::Internal(format!("{r:?}")))?;
-        assert_eq!((&*principal.name, principal.superuser, &*principal.token_id), ("billing", false, info.id.as_str()));
+        assert_eq!(
+            (&*principal.name, principal.superuser, principal.token_id.as_deref()),
+            ("billing", false, Some(info.id.as_str()))
+        );
         let file = std::fs::read_to_string(dir.path().join(FILE)).map_err(|e| Error::Internal(e.to_string()))?;
         let secret = token.rsplit('_').next().unwrap_or_default();
         assert!(!file.contains(secret), "only the hash is stored");

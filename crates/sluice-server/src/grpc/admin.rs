@@ -24,6 +24,8 @@ pub struct AdminService {
     pub(crate) grpc_addr: SocketAddr,
     pub(crate) http_addr: SocketAddr,
     pub(crate) access: Access,
+    /// TLS on the gRPC port, and client certificates required.
+    pub(crate) tls: (bool, bool),
 }
 
 const TOPIC: ResourceKind = ResourceKind::Topic;
@@ -81,6 +83,9 @@ impl AdminService {
             data_dir: self.broker.config().data_dir.display().to_string(),
             data_bytes: self.broker.data_bytes(),
             topics: self.broker.topics().len() as u32,
+            tls: self.tls.0,
+            client_certificates_required: self.tls.1,
+            authentication: self.access.enabled(),
         }
     }
 }

@@ -13,6 +13,7 @@ use sluice_server::config::{FlagOverrides, load};
 use sluice_server::{Server, ServerConfig};
 use tonic::transport::{Channel, Endpoint};
 
+pub mod certs;
 pub mod damage;
 pub mod member;
 pub mod process;

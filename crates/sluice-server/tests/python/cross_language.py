@@ -1,7 +1,9 @@
 """Cross-language check: a Python client generated from proto/ with grpcio-tools produces and
 fetches against a running Sluice broker.
 
-Usage: python3 cross_language.py HOST:PORT PROTO_DIR
+Usage: python3 cross_language.py HOST:PORT PROTO_DIR [CA_FILE TOKEN]
+With CA_FILE and TOKEN it connects over TLS (verifying the broker against CA_FILE, as
+"localhost") with the bearer token, and first checks that a call without it is refused.
 Exits non-zero (with a message) on any mismatch.
 """
 
@@ -28,7 +30,21 @@ def main() -> None:
     from sluice.v1 import admin_pb2, admin_pb2_grpc, consumer_pb2, consumer_pb2_grpc
     from sluice.v1 import producer_pb2, producer_pb2_grpc, records_pb2
 
-    channel = grpc.insecure_channel(address)
+    if len(sys.argv) > 4:
+        with open(sys.argv[3], "rb") as ca_file:
+            tls = grpc.ssl_channel_credentials(root_certificates=ca_file.read())
+        options = [("grpc.ssl_target_name_override", "localhost")]
+        anonymous = admin_pb2_grpc.AdminStub(grpc.secure_channel(address, tls, options=options))
+        try:
+            anonymous.ListTopics(admin_pb2.ListTopicsRequest())
+            sys.exit("a call without a token was not refused")
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.UNAUTHENTICATED:
+                sys.exit(f"a call without a token gave {error.code()}, expected UNAUTHENTICATED")
+        token = grpc.access_token_call_credentials(sys.argv[4])
+        channel = grpc.secure_channel(address, grpc.composite_channel_credentials(tls, token), options=options)
+    else:
+        channel = grpc.insecure_channel(address)
     admin = admin_pb2_grpc.AdminStub(channel)
     producer = producer_pb2_grpc.ProducerStub(channel)
     consumer = consumer_pb2_grpc.ConsumerStub(channel)
