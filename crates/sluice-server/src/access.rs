@@ -51,6 +51,7 @@ struct RefusalLog {
 #[derive(Debug, Clone)]
 pub struct Access {
     security: Arc<Security>,
+    quotas: Arc<crate::quota::Quotas>,
     enabled: bool,
     log: Arc<Mutex<RefusalLog>>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -60,8 +61,25 @@ const AUTHORIZATION: &str = "authorization";
 
 impl Access {
     /// Access over `security`; `enabled: false` lets every call through as anonymous.
-    pub fn new(security: Arc<Security>, enabled: bool, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        Access { security, enabled, log: Arc::new(Mutex::new(RefusalLog { last: None, suppressed: 0 })), metrics }
+    pub fn new(
+        security: Arc<Security>,
+        enabled: bool,
+        quotas: crate::quota::QuotaConfig,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        let quotas = crate::quota::Quotas::new(quotas, Arc::clone(&metrics));
+        Access {
+            security,
+            quotas,
+            enabled,
+            log: Arc::new(Mutex::new(RefusalLog { last: None, suppressed: 0 })),
+            metrics,
+        }
+    }
+
+    /// The per-principal quotas.
+    pub fn quotas(&self) -> &Arc<crate::quota::Quotas> {
+        &self.quotas
     }
 
     /// Whether tokens are required.

@@ -6,6 +6,7 @@
 //! three most common settings, and `SLUICE_<SECTION>_<KEY>` (upper case) for every key, e.g.
 //! `SLUICE_TOPIC_DEFAULTS_FSYNC=never`. `config/sluice.toml` documents every key.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -262,6 +263,36 @@ impl Default for TlsSection {
     }
 }
 
+/// One principal's own quotas under `[quotas.principals.<name>]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrincipalQuotaSection {
+    pub produce_bytes_per_second: Option<String>,
+    pub fetch_bytes_per_second: Option<String>,
+    pub max_streams: Option<u32>,
+}
+
+/// `[quotas]`: per-principal limits (with authentication on).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotasSection {
+    pub produce_bytes_per_second: String,
+    pub fetch_bytes_per_second: String,
+    pub max_streams: u32,
+    pub principals: BTreeMap<String, PrincipalQuotaSection>,
+}
+
+impl Default for QuotasSection {
+    fn default() -> Self {
+        QuotasSection {
+            produce_bytes_per_second: "0".into(),
+            fetch_bytes_per_second: "0".into(),
+            max_streams: 0,
+            principals: BTreeMap::new(),
+        }
+    }
+}
+
 /// Authentication settings, validated.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
@@ -285,6 +316,7 @@ pub struct ConfigFile {
     pub groups: GroupsSection,
     pub auth: AuthSection,
     pub tls: TlsSection,
+    pub quotas: QuotasSection,
 }
 
 impl Default for ServerSection {
@@ -372,6 +404,8 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// TLS, if on.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Per-principal quotas.
+    pub quotas: crate::quota::QuotaConfig,
     /// The effective settings, as text (logged at startup).
     pub effective: ConfigFile,
 }
@@ -630,6 +664,35 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
         }),
         _ => return Err(invalid("tls.cert_file", origin, "tls.cert_file and tls.key_file go together")),
     };
+    let q = &file.quotas;
+    let rate = |key: &str, text: &str| size(key, text);
+    let mut principals = BTreeMap::new();
+    for (name, own) in &q.principals {
+        sluice_core::auth::validate_principal(name).map_err(|e| invalid("quotas.principals", origin, e))?;
+        let key = |field: &str| format!("quotas.principals.{name}.{field}");
+        let limits = crate::quota::Limits {
+            produce_bytes_per_second: own
+                .produce_bytes_per_second
+                .as_deref()
+                .map(|t| rate(&key("produce_bytes_per_second"), t))
+                .transpose()?,
+            fetch_bytes_per_second: own
+                .fetch_bytes_per_second
+                .as_deref()
+                .map(|t| rate(&key("fetch_bytes_per_second"), t))
+                .transpose()?,
+            max_streams: own.max_streams,
+        };
+        principals.insert(name.clone(), limits);
+    }
+    let quotas = crate::quota::QuotaConfig {
+        defaults: crate::quota::Limits {
+            produce_bytes_per_second: Some(rate("quotas.produce_bytes_per_second", &q.produce_bytes_per_second)?),
+            fetch_bytes_per_second: Some(rate("quotas.fetch_bytes_per_second", &q.fetch_bytes_per_second)?),
+            max_streams: Some(q.max_streams),
+        },
+        principals,
+    };
     if client_auth != crate::tls::ClientAuth::None && tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
         return Err(invalid(
             "tls.client_auth",
@@ -647,6 +710,7 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
         broker,
         auth,
         tls,
+        quotas,
         effective: file,
     })
 }

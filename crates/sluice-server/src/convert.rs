@@ -47,6 +47,7 @@ pub fn produce_response(request_id: u64, outcome: ProduceOutcome) -> pb::Produce
             })
             .collect(),
         error: None,
+        throttle_ms: 0,
     }
 }
 

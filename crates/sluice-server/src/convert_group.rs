@@ -198,6 +198,7 @@ pub fn delivery(delivery: &GroupDelivery) -> Result<pb::GroupRecords, Status> {
         partition: delivery.tp.partition,
         generation: delivery.generation,
         records,
+        throttle_ms: 0,
     })
 }
 

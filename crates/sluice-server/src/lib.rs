@@ -31,6 +31,7 @@ pub mod http;
 pub mod inflight;
 pub mod metrics;
 pub mod offline;
+pub mod quota;
 pub mod server;
 pub mod status;
 pub mod telemetry;

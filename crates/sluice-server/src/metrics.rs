@@ -41,6 +41,15 @@ pub struct RefusalLabels {
     pub outcome: String,
 }
 
+/// Labels of quota throttling.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThrottleLabels {
+    /// The principal held back.
+    pub principal: String,
+    /// `produce` or `fetch`.
+    pub direction: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 us .. ~1.6 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -56,6 +65,7 @@ pub struct Metrics {
     connections_total: Counter,
     requests_in_flight: Gauge,
     refusals: Family<RefusalLabels, Counter>,
+    throttle: Family<ThrottleLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
 }
 
 /// Reads the broker's counters at scrape time.
@@ -226,6 +236,12 @@ impl Metrics {
         let refusals = Family::<RefusalLabels, Counter>::default();
         let refusals_help = "Requests refused for missing or invalid credentials, or a missing right, by principal";
         registry.register("sluice_access_refused", refusals_help, refusals.clone());
+        let throttle = Family::<ThrottleLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "sluice_quota_throttle_seconds",
+            "Time responses were held back for quotas, by principal",
+            throttle.clone(),
+        );
         registry.register_collector(Box::new(BrokerCollector { broker: broker.clone() }));
         registry.register_collector(Box::new(crate::group_metrics::GroupCollector { broker }));
         Arc::new(Metrics {
@@ -236,6 +252,7 @@ impl Metrics {
             connections_total,
             requests_in_flight,
             refusals,
+            throttle,
         })
     }
 
@@ -251,6 +268,16 @@ impl Metrics {
     }
 
     /// A connection opened.
+    /// Adds time a principal's responses were held back for a quota.
+    pub fn throttled(&self, principal: &str, direction: crate::quota::Direction, delay: Duration) {
+        let direction = match direction {
+            crate::quota::Direction::Produce => "produce",
+            crate::quota::Direction::Fetch => "fetch",
+        };
+        let labels = ThrottleLabels { principal: principal.to_owned(), direction: direction.into() };
+        self.throttle.get_or_create(&labels).inc_by(delay.as_secs_f64());
+    }
+
     /// Counts a refused request.
     pub fn access_refused(&self, principal: &str, code: tonic::Code) {
         let outcome = if code == tonic::Code::Unauthenticated { "unauthenticated" } else { "permission_denied" };

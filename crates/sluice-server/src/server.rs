@@ -93,7 +93,12 @@ impl Server {
                 "authentication is on but no token exists: create one with `sluice-server token create --data-dir DIR --principal admin --superuser` (stopped broker), or set auth.superuser_token_file"
             );
         }
-        let access = crate::access::Access::new(Arc::new(security), config.auth.enabled, Arc::clone(&metrics));
+        let access = crate::access::Access::new(
+            Arc::new(security),
+            config.auth.enabled,
+            config.quotas.clone(),
+            Arc::clone(&metrics),
+        );
         let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
         Ok(Server { config, broker, metrics, access, tls, grpc, http })
     }

@@ -15,7 +15,9 @@ use super::unary;
 use crate::access::Access;
 use crate::convert;
 use crate::metrics::Metrics;
+use crate::quota::Direction;
 use crate::status::to_status;
+use prost::Message;
 
 /// The Consumer service.
 #[derive(Debug, Clone)]
@@ -39,9 +41,11 @@ fn start_at(start: Option<pb::StartPosition>) -> StartAt {
 /// The next message of a subscription; `None` ends the stream (the broker is shutting down).
 async fn next_message(subscription: &mut Subscription) -> Option<Result<pb::SubscribeResponse, Status>> {
     match subscription.next().await {
-        Ok(Some(fetched)) => Some(
-            convert::records(&fetched).map(|records| pb::SubscribeResponse { records, end_offset: fetched.end_offset }),
-        ),
+        Ok(Some(fetched)) => Some(convert::records(&fetched).map(|records| pb::SubscribeResponse {
+            records,
+            end_offset: fetched.end_offset,
+            throttle_ms: 0,
+        })),
         Ok(None) => None,
         Err(error) => Some(Err(to_status(error))),
     }
@@ -52,12 +56,13 @@ impl pb::consumer_server::Consumer for ConsumerService {
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
         let allowed = self.access.caller(&request).and_then(|caller| {
-            self.access.check(&caller, Operation::Consume, ResourceKind::Topic, &request.get_ref().topic)
+            self.access.check(&caller, Operation::Consume, ResourceKind::Topic, &request.get_ref().topic)?;
+            Ok(caller)
         });
         let r = request.into_inner();
         let wait = Duration::from_millis(u64::from(r.max_wait_ms));
         let fetch = async {
-            allowed?;
+            let caller = allowed?;
             let offset = match r.timestamp_ms {
                 Some(ts) => self.broker.offset_for_timestamp(&r.topic, r.partition, ts).await.map_err(to_status)?,
                 None => r.offset,
@@ -67,12 +72,20 @@ impl pb::consumer_server::Consumer for ConsumerService {
                 .fetch(&r.topic, r.partition, offset, r.max_bytes as usize, wait)
                 .await
                 .map_err(to_status)?;
-            Ok(pb::FetchResponse {
+            let mut response = pb::FetchResponse {
                 records: convert::records(&fetched)?,
                 start_offset: fetched.start_offset,
                 end_offset: fetched.end_offset,
                 next_offset: fetched.next_offset(),
-            })
+                throttle_ms: 0,
+            };
+            // Over its fetch quota, the principal gets the response later.
+            let delay = self.access.quotas().charge(&caller, Direction::Fetch, response.encoded_len() as u64);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+                response.throttle_ms = crate::quota::millis(delay);
+            }
+            Ok(response)
         };
         unary(&self.metrics, &self.inflight, "Fetch", fetch).await
     }
@@ -87,6 +100,7 @@ impl pb::consumer_server::Consumer for ConsumerService {
         let caller = self.access.caller(&request)?;
         let topic = request.get_ref().topic.clone();
         self.access.check(&caller, Operation::Consume, ResourceKind::Topic, &topic)?;
+        let slot = self.access.quotas().open_stream(&caller)?;
         let r = request.into_inner();
         let subscription = self
             .broker
@@ -97,12 +111,24 @@ impl pb::consumer_server::Consumer for ConsumerService {
         // client's flow-control window has room, so a slow subscriber holds at most one
         // message here, and a new record reaches the connection with no hand-off between tasks.
         // The stream ends after an error; dropping it (the client left) ends the subscription.
-        let serving = self.inflight.enter();
-        let stream = futures::stream::unfold(Some((subscription, serving)), |state| async move {
-            let (mut subscription, serving) = state?;
-            let message = next_message(&mut subscription).await?;
-            let more = message.is_ok().then_some((subscription, serving));
-            Some((message, more))
+        let serving = (self.inflight.enter(), slot);
+        let (quotas, charged) = (Arc::clone(self.access.quotas()), caller.clone());
+        let stream = futures::stream::unfold(Some((subscription, serving)), move |state| {
+            let (quotas, caller) = (Arc::clone(&quotas), charged.clone());
+            async move {
+                let (mut subscription, serving) = state?;
+                let mut message = next_message(&mut subscription).await?;
+                // Over its fetch quota, the principal gets each message later.
+                if let Ok(response) = &mut message {
+                    let delay = quotas.charge(&caller, Direction::Fetch, response.encoded_len() as u64);
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                        response.throttle_ms = crate::quota::millis(delay);
+                    }
+                }
+                let more = message.is_ok().then_some((subscription, serving));
+                Some((message, more))
+            }
         });
         // A revoked token or a withdrawn right ends the stream.
         let access = self.access.clone();

@@ -52,16 +52,21 @@ pub(crate) async fn consume(
     // A member needs consume on the group and on every topic it subscribes to, at the join and
     // for as long as the stream lasts.
     let (group, topics) = (spec.group.clone(), spec.topics.clone());
+    let caller_for_slot = caller.clone();
     let access = service.access.clone();
     let recheck = move || {
         use sluice_core::auth::{Operation, ResourceKind};
         access.check(&caller, Operation::Consume, ResourceKind::Group, &group)?;
         topics.iter().try_for_each(|topic| access.check(&caller, Operation::Consume, ResourceKind::Topic, topic))
     };
-    if let Err(refused) = recheck() {
-        observe(&service.metrics, "Consume", started, &Err::<(), _>(refused.clone()));
-        return Err(refused);
-    }
+    let slot = recheck().and_then(|()| service.access.quotas().open_stream(&caller_for_slot));
+    let slot = match slot {
+        Ok(slot) => slot,
+        Err(refused) => {
+            observe(&service.metrics, "Consume", started, &Err::<(), _>(refused.clone()));
+            return Err(refused);
+        }
+    };
     let joined = service.broker.join_group(spec).await.map_err(to_status);
     observe(&service.metrics, "Consume", started, &joined);
     let session = joined?;
@@ -78,10 +83,16 @@ pub(crate) async fn consume(
     // Both tasks count as in flight: a graceful shutdown waits for the reader to apply the
     // acks that reached the broker before it, and for the pusher to say why the stream ends.
     tokio::spawn(read_member(handle, inbound, tx.clone(), shutdown.clone(), service.inflight.enter()));
-    tokio::spawn(push_events(session, tx, shutdown, service.inflight.enter()));
+    let quota = (std::sync::Arc::clone(service.access.quotas()), caller_for_slot.clone());
+    tokio::spawn(push_events(session, tx, shutdown, service.inflight.enter(), quota));
     // The response body holds a guard too, so the final status reaches the connection before
     // a graceful shutdown stops serving.
     let events = service.inflight.enter().hold_during(ReceiverStream::new(rx));
+    // The stream holds its slot of the principal's stream limit until it ends.
+    let events = tokio_stream::StreamExt::map(events, move |item| {
+        let _slot = &slot;
+        item
+    });
     Ok(Response::new(service.access.guard(events, recheck)))
 }
 
@@ -169,6 +180,7 @@ async fn push_events(
     outbound: Outbound,
     shutdown: CancellationToken,
     serving: InflightGuard,
+    (quotas, caller): (std::sync::Arc<crate::quota::Quotas>, crate::access::Caller),
 ) {
     loop {
         let event = tokio::select! {
@@ -179,9 +191,19 @@ async fn push_events(
             Ok(GroupEvent::Assignment(view)) => {
                 message(pb::consume_response::Response::Assignment(convert_group::assignment(&view)))
             }
-            Ok(GroupEvent::Records(delivery)) => {
-                convert_group::delivery(&delivery).and_then(|r| message(pb::consume_response::Response::Records(r)))
-            }
+            Ok(GroupEvent::Records(delivery)) => match convert_group::delivery(&delivery) {
+                Ok(mut records) => {
+                    // Over its fetch quota, the member gets its records later.
+                    let bytes = prost::Message::encoded_len(&records) as u64;
+                    let delay = quotas.charge(&caller, crate::quota::Direction::Fetch, bytes);
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                        records.throttle_ms = crate::quota::millis(delay);
+                    }
+                    message(pb::consume_response::Response::Records(records))
+                }
+                Err(status) => Err(status),
+            },
             Ok(GroupEvent::AckReceipt(committed)) => {
                 let committed = committed
                     .into_iter()

@@ -13,6 +13,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::access::{Access, Caller};
+use crate::quota::Direction;
+use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{observe, unary};
@@ -46,6 +48,7 @@ fn stream_response(request_id: u64, result: Result<pb::ProduceResponse, Status>)
         request_id,
         appends: Vec::new(),
         error: Some(pb::ProduceError { code: status.code() as i32, message: status.message().to_owned() }),
+        throttle_ms: 0,
     })
 }
 
@@ -95,8 +98,19 @@ async fn run_stream(
                     }
                     continue;
                 }
+                // Over its produce quota, the principal's next request waits (the stream is not
+                // read meanwhile), and its response says how long.
+                let delay = access.quotas().charge(&caller, Direction::Produce, request.encoded_len() as u64);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let throttle_ms = crate::quota::millis(delay);
+                let throttled = move |mut response: pb::ProduceResponse| {
+                    response.throttle_ms = throttle_ms;
+                    response
+                };
                 if request.producer_id.is_some() {
-                    let result = produce(broker.clone(), request).await;
+                    let result = produce(broker.clone(), request).await.map(throttled);
                     if outbound.send(Ok(send((request_id, started, result)))).await.is_err() {
                         in_flight.detach_all();
                         return;
@@ -108,7 +122,7 @@ async fn run_stream(
                     // spawn and a wake-up per request, which is most of a lone record's latency.
                     Ok(queued) if in_flight.is_empty() && queued.is_inline() => {
                         let result = queued.finish().await.map_err(to_status);
-                        let response = result.map(|outcome| convert::produce_response(request_id, outcome));
+                        let response = result.map(|outcome| throttled(convert::produce_response(request_id, outcome)));
                         if outbound.send(Ok(send((request_id, started, response)))).await.is_err() {
                             return;
                         }
@@ -116,7 +130,9 @@ async fn run_stream(
                     Ok(queued) => {
                         in_flight.spawn(async move {
                             let result = queued.finish().await.map_err(to_status);
-                            (request_id, started, result.map(|outcome| convert::produce_response(request_id, outcome)))
+                            let response =
+                                result.map(|outcome| throttled(convert::produce_response(request_id, outcome)));
+                            (request_id, started, response)
                         });
                     }
                     Err(status) => {
@@ -167,11 +183,20 @@ impl pb::producer_server::Producer for ProducerService {
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = ?request.get_ref().partition))]
     async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
         let allowed = self.access.caller(&request).and_then(|caller| {
-            self.access.check(&caller, Operation::Produce, ResourceKind::Topic, &request.get_ref().topic)
+            self.access.check(&caller, Operation::Produce, ResourceKind::Topic, &request.get_ref().topic)?;
+            Ok(caller)
         });
+        let bytes = request.get_ref().encoded_len() as u64;
         let produce = async {
-            allowed?;
-            produce(self.broker.clone(), request.into_inner()).await
+            let caller = allowed?;
+            let mut response = produce(self.broker.clone(), request.into_inner()).await?;
+            // Over its produce quota, the principal gets the response later.
+            let delay = self.access.quotas().charge(&caller, Direction::Produce, bytes);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+                response.throttle_ms = crate::quota::millis(delay);
+            }
+            Ok(response)
         };
         unary(&self.metrics, &self.inflight, "Produce", produce).await
     }
@@ -183,10 +208,16 @@ impl pb::producer_server::Producer for ProducerService {
         request: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let caller = self.access.caller(&request)?;
+        let slot = self.access.quotas().open_stream(&caller)?;
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
         let access = (self.access.clone(), caller.clone());
         tokio::spawn(run_stream(self.broker.clone(), Arc::clone(&self.metrics), access, request.into_inner(), tx));
         let responses = self.inflight.enter().hold_during(ReceiverStream::new(rx));
+        // The stream holds its slot of the principal's stream limit until it ends.
+        let responses = futures::StreamExt::map(responses, move |item| {
+            let _slot = &slot;
+            item
+        });
         // Each request is checked on its own; a revoked token ends the stream.
         let access = self.access.clone();
         Ok(Response::new(self.access.guard(responses, move || access.check_token(&caller))))
