@@ -80,6 +80,7 @@ fn the_readme_walkthrough_runs_as_written() {
             .args(["-o", "pipefail", "-c", &format!("{} 2>&1", step.command)])
             .env("PATH", &path)
             .env("SLUICE_SERVER", &broker.addr)
+            .env("SLUICE_CLI_CONFIG", "/nonexistent/sluice/config.toml")
             .env("NO_COLOR", "1")
             .output()
             .unwrap();

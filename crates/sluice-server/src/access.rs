@@ -144,8 +144,8 @@ impl Access {
         let access = self.clone();
         move |mut request: Request<()>| {
             let header = request.metadata().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-            let certified =
-                request.extensions().get::<crate::tls::ConnInfo>().and_then(|c| c.certificate_principal.clone());
+            let connection = request.extensions().get::<crate::tls::ConnInfo>().cloned();
+            let certified = connection.as_ref().and_then(|c| c.certificate_principal.clone());
             let caller = match (header, certified) {
                 // A verified client certificate names the principal when no token is sent.
                 (None, Some(name)) if access.enabled => {
@@ -153,6 +153,9 @@ impl Access {
                 }
                 (header, _) => access.authenticate_header(header)?,
             };
+            if let Some(connection) = &connection {
+                access.quotas.claim_connection(&connection.slot, &caller)?;
+            }
             request.extensions_mut().insert(caller);
             Ok(request)
         }

@@ -270,6 +270,7 @@ pub struct PrincipalQuotaSection {
     pub produce_bytes_per_second: Option<String>,
     pub fetch_bytes_per_second: Option<String>,
     pub max_streams: Option<u32>,
+    pub max_connections: Option<u32>,
 }
 
 /// `[quotas]`: per-principal limits (with authentication on).
@@ -279,6 +280,7 @@ pub struct QuotasSection {
     pub produce_bytes_per_second: String,
     pub fetch_bytes_per_second: String,
     pub max_streams: u32,
+    pub max_connections: u32,
     pub principals: BTreeMap<String, PrincipalQuotaSection>,
 }
 
@@ -288,6 +290,7 @@ impl Default for QuotasSection {
             produce_bytes_per_second: "0".into(),
             fetch_bytes_per_second: "0".into(),
             max_streams: 0,
+            max_connections: 0,
             principals: BTreeMap::new(),
         }
     }
@@ -682,6 +685,7 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
                 .map(|t| rate(&key("fetch_bytes_per_second"), t))
                 .transpose()?,
             max_streams: own.max_streams,
+            max_connections: own.max_connections,
         };
         principals.insert(name.clone(), limits);
     }
@@ -690,6 +694,7 @@ fn validate(file: ConfigFile) -> Result<ServerConfig, ConfigError> {
             produce_bytes_per_second: Some(rate("quotas.produce_bytes_per_second", &q.produce_bytes_per_second)?),
             fetch_bytes_per_second: Some(rate("quotas.fetch_bytes_per_second", &q.fetch_bytes_per_second)?),
             max_streams: Some(q.max_streams),
+            max_connections: Some(q.max_connections),
         },
         principals,
     };

@@ -34,6 +34,8 @@ pub struct Limits {
     pub fetch_bytes_per_second: Option<u64>,
     /// Open Subscribe, Consume and ProduceStream streams.
     pub max_streams: Option<u32>,
+    /// Open connections (each counted against the principal of its first request).
+    pub max_connections: Option<u32>,
 }
 
 /// The quotas of a broker, validated.
@@ -52,6 +54,7 @@ impl QuotaConfig {
             produce_bytes_per_second: own.produce_bytes_per_second.or(self.defaults.produce_bytes_per_second),
             fetch_bytes_per_second: own.fetch_bytes_per_second.or(self.defaults.fetch_bytes_per_second),
             max_streams: own.max_streams.or(self.defaults.max_streams),
+            max_connections: own.max_connections.or(self.defaults.max_connections),
         }
     }
 }
@@ -68,13 +71,20 @@ pub struct Quotas {
     config: QuotaConfig,
     buckets: Mutex<HashMap<(String, Direction), Bucket>>,
     streams: Mutex<HashMap<String, u32>>,
+    connections: Mutex<HashMap<String, u32>>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Quotas {
     /// Quotas per `config`.
     pub fn new(config: QuotaConfig, metrics: Arc<crate::metrics::Metrics>) -> Arc<Quotas> {
-        Arc::new(Quotas { config, buckets: Mutex::default(), streams: Mutex::default(), metrics })
+        Arc::new(Quotas {
+            config,
+            buckets: Mutex::default(),
+            streams: Mutex::default(),
+            connections: Mutex::default(),
+            metrics,
+        })
     }
 
     /// Takes `bytes` from the caller's bucket; returns how long its response must wait.
@@ -124,6 +134,51 @@ impl Quotas {
         }
         *open += 1;
         Ok(StreamSlot { quotas: Some(Arc::clone(self)), principal: principal.name.to_string() })
+    }
+}
+
+/// A connection's place in its principal's connection limit (see [`Quotas::claim_connection`]).
+#[derive(Debug, Default)]
+pub struct ConnectionSlot {
+    claim: std::sync::OnceLock<Option<(Arc<Quotas>, String)>>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let Some(Some((quotas, principal))) = self.claim.get() else { return };
+        let mut connections = quotas.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(open) = connections.get_mut(principal) {
+            *open = open.saturating_sub(1);
+        }
+    }
+}
+
+impl Quotas {
+    /// Counts the connection of `slot` against the caller, the first time an authenticated
+    /// principal uses it; refuses if that principal has its limit of connections open.
+    pub fn claim_connection(self: &Arc<Self>, slot: &ConnectionSlot, caller: &Caller) -> Result<(), Status> {
+        let Caller::Principal(principal) = caller else { return Ok(()) };
+        if slot.claim.get().is_some() {
+            return Ok(());
+        }
+        let limit = self.config.limits(&principal.name).max_connections.filter(|&m| m > 0);
+        let mut connections = self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = connections.entry(principal.name.to_string()).or_default();
+        if let Some(limit) = limit
+            && *open >= limit
+        {
+            let mut status = Status::resource_exhausted(format!(
+                "principal '{}' has {open} connections open, its limit (quotas.max_connections) is {limit}",
+                principal.name
+            ));
+            let reason = tonic::metadata::MetadataValue::from_static("CONNECTION_LIMIT");
+            status.metadata_mut().insert(crate::status::REASON_KEY, reason);
+            return Err(status);
+        }
+        if slot.claim.set(Some((Arc::clone(self), principal.name.to_string()))).is_ok() {
+            *open += 1;
+        }
+        Ok(())
     }
 }
 

@@ -278,7 +278,7 @@ fn accept_loop(
                     metrics.connection_opened();
                     let counted = CountedStream { inner: stream, metrics: Arc::clone(&metrics) };
                     let Some(acceptor) = tls.clone() else {
-                        if tx.send(Ok(Conn::Plain(counted))).await.is_err() {
+                        if tx.send(Ok(Conn::plain(counted))).await.is_err() {
                             return;
                         }
                         continue;
@@ -289,7 +289,7 @@ fn accept_loop(
                             Ok(Ok(stream)) => {
                                 let principal =
                                     crate::tls::certificate_principal(stream.get_ref().1.peer_certificates());
-                                let _closed = tx.send(Ok(Conn::Tls(Box::new(stream), principal))).await;
+                                let _closed = tx.send(Ok(Conn::tls(stream, principal))).await;
                             }
                             Ok(Err(e)) => tracing::debug!(%peer, cause = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

@@ -209,42 +209,57 @@ pub fn certificate_principal(certs: Option<&[CertificateDer<'_>]>) -> Option<Str
     cert.valid_dns_names().next().map(str::to_owned)
 }
 
-/// A connection: plain TCP or TLS, and what a client certificate said.
-pub enum Conn<S> {
-    /// Plain.
+/// A connection: plain TCP or TLS, with what each of its requests learns of it.
+pub struct Conn<S> {
+    io: ConnIo<S>,
+    info: ConnInfo,
+}
+
+enum ConnIo<S> {
     Plain(S),
-    /// TLS, with the principal of the client certificate if one was presented.
-    Tls(Box<tokio_rustls::server::TlsStream<S>>, Option<String>),
+    Tls(Box<tokio_rustls::server::TlsStream<S>>),
+}
+
+impl<S> Conn<S> {
+    /// A plaintext connection.
+    pub fn plain(stream: S) -> Self {
+        Conn { io: ConnIo::Plain(stream), info: ConnInfo::default() }
+    }
+
+    /// A TLS connection, with the principal its client certificate names, if any.
+    pub fn tls(stream: tokio_rustls::server::TlsStream<S>, certificate_principal: Option<String>) -> Self {
+        Conn { io: ConnIo::Tls(Box::new(stream)), info: ConnInfo { certificate_principal, ..ConnInfo::default() } }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            ConnIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            ConnIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().io {
+            ConnIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            ConnIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -253,16 +268,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().io {
+            ConnIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s, _) => s.is_write_vectored(),
+        match &self.io {
+            ConnIo::Plain(s) => s.is_write_vectored(),
+            ConnIo::Tls(s) => s.is_write_vectored(),
         }
     }
 }
@@ -272,15 +287,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
 pub struct ConnInfo {
     /// The principal a verified client certificate names.
     pub certificate_principal: Option<String>,
+    /// The principal the connection is counted against (its first authenticated request's),
+    /// freed when the connection and its requests are gone.
+    pub slot: Arc<crate::quota::ConnectionSlot>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> tonic::transport::server::Connected for Conn<S> {
     type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> ConnInfo {
-        match self {
-            Conn::Plain(_) => ConnInfo::default(),
-            Conn::Tls(_, principal) => ConnInfo { certificate_principal: principal.clone() },
-        }
+        self.info.clone()
     }
 }

@@ -17,7 +17,7 @@ async fn start(dir: &std::path::Path) -> TestServer {
     std::fs::write(dir.join("su.token"), SUPERUSER).unwrap();
     let file = dir.join("sluice.toml");
     let text = format!(
-        "[auth]\nenabled = true\nsuperuser_token_file = \"{}\"\n[quotas.principals.slow]\nproduce_bytes_per_second = \"{RATE}\"\n[quotas.principals.limited]\nmax_streams = 1\n",
+        "[auth]\nenabled = true\nsuperuser_token_file = \"{}\"\n[quotas.principals.slow]\nproduce_bytes_per_second = \"{RATE}\"\n[quotas.principals.limited]\nmax_streams = 1\n[quotas.principals.oneconn]\nmax_connections = 1\n",
         dir.join("su.token").display()
     );
     std::fs::write(&file, text).unwrap();
@@ -126,6 +126,30 @@ async fn a_principal_at_its_stream_limit_is_refused_another_until_one_closes() -
     drop(first);
     eventually("the closed stream's slot is free", || async {
         server.consumer().await.subscribe(subscribe()).await.is_ok()
+    })
+    .await;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_principal_at_its_connection_limit_is_refused_on_another_connection() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await;
+    let token = principal(&server, "oneconn").await;
+    let list = || authed(pb::ListTopicsRequest {}, &token);
+    let first = server.channel().await;
+    let mut on_first = sluice_proto::v1::admin_client::AdminClient::new(first.clone());
+    on_first.list_topics(list()).await?;
+    on_first.list_topics(list()).await.map_err(|e| format!("the same connection goes on: {e}"))?;
+    let refused = server.admin().await.list_topics(list()).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.message().contains("quotas.max_connections"), "{}", refused.message());
+    // Other principals are not limited by it.
+    server.admin().await.list_topics(authed(pb::ListTopicsRequest {}, SUPERUSER)).await?;
+    drop((on_first, first));
+    eventually("the closed connection's slot is free", || async {
+        server.admin().await.list_topics(list()).await.is_ok()
     })
     .await;
     server.stop().await;

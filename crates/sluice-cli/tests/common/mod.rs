@@ -45,7 +45,12 @@ impl Run {
 
 pub fn sluice_command(server: &str, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command.env("SLUICE_SERVER", server).env_remove("NO_COLOR").args(args);
+    // A developer's own contexts (~/.config/sluice) never reach the tests.
+    command
+        .env("SLUICE_SERVER", server)
+        .env("SLUICE_CLI_CONFIG", "/nonexistent/sluice/config.toml")
+        .env_remove("NO_COLOR")
+        .args(args);
     command
 }
 
