@@ -280,15 +280,7 @@ impl AclStore {
 }
 
 fn parse(text: &str) -> std::result::Result<Vec<AclEntry>, String> {
-    let body = match sluice_storage::store::verify_checksum(text) {
-        sluice_storage::store::Checked::Intact(body) => body,
-        sluice_storage::store::Checked::Unchecked(_) => return Err("no checksum line".into()),
-        sluice_storage::store::Checked::Damaged(reason) => return Err(reason),
-    };
-    let mut lines = body.lines();
-    if lines.next() != Some(&format!("{MAGIC} {VERSION}")) {
-        return Err(format!("not a version {VERSION} ACL file"));
-    }
+    let lines = super::checked_lines(text, MAGIC, VERSION, "ACL")?;
     lines
         .map(|line| {
             let bad = || format!("bad line '{line}'");

@@ -48,6 +48,26 @@ pub fn validate_principal(name: &str) -> Result<()> {
     }
 }
 
+/// The lines of a checksummed security file after its header `<magic> <version>`, or why the
+/// file cannot be read (`what` names its kind in the message).
+pub(crate) fn checked_lines<'a>(
+    text: &'a str,
+    magic: &str,
+    version: u32,
+    what: &str,
+) -> std::result::Result<std::str::Lines<'a>, String> {
+    let body = match sluice_storage::store::verify_checksum(text) {
+        sluice_storage::store::Checked::Intact(body) => body,
+        sluice_storage::store::Checked::Unchecked(_) => return Err("no checksum line".into()),
+        sluice_storage::store::Checked::Damaged(reason) => return Err(reason),
+    };
+    let mut lines = body.lines();
+    if lines.next() != Some(&format!("{magic} {version}")) {
+        return Err(format!("not a version {version} {what} file"));
+    }
+    Ok(lines)
+}
+
 /// Tokens and ACLs of a broker, and a revision that grows with every change to either.
 #[derive(Debug)]
 pub struct Security {

@@ -209,15 +209,7 @@ impl TokenStore {
 }
 
 fn parse(text: &str) -> std::result::Result<BTreeMap<String, Stored>, String> {
-    let body = match sluice_storage::store::verify_checksum(text) {
-        sluice_storage::store::Checked::Intact(body) => body,
-        sluice_storage::store::Checked::Unchecked(_) => return Err("no checksum line".into()),
-        sluice_storage::store::Checked::Damaged(reason) => return Err(reason),
-    };
-    let mut lines = body.lines();
-    if lines.next() != Some(&format!("{MAGIC} {VERSION}")) {
-        return Err(format!("not a version {VERSION} token file"));
-    }
+    let lines = super::checked_lines(text, MAGIC, VERSION, "token")?;
     let mut tokens = BTreeMap::new();
     for line in lines {
         let fields: Vec<&str> = line.split(' ').collect();
