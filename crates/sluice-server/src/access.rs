@@ -183,10 +183,7 @@ impl Access {
     /// Refuses unless `caller` may do `operation` on `kind`/`name` with a token still valid.
     pub fn check(&self, caller: &Caller, operation: Operation, kind: ResourceKind, name: &str) -> Result<(), Status> {
         let Caller::Principal(principal) = caller else { return Ok(()) };
-        if !self.security.still_valid(principal) {
-            let status = Status::unauthenticated("the bearer token was revoked");
-            return Err(self.refused(&principal.name, operation.name(), status));
-        }
+        self.check_token(caller)?;
         if self.security.allows(principal, operation, kind, name) {
             return Ok(());
         }

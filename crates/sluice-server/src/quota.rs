@@ -87,8 +87,9 @@ impl Quotas {
         })
     }
 
-    /// Takes `bytes` from the caller's bucket; returns how long its response must wait.
-    pub fn charge(&self, caller: &Caller, direction: Direction, bytes: u64) -> Duration {
+    /// Takes `bytes` from the caller's bucket; returns how long its response must wait. The
+    /// size is computed only when the caller has a rate to charge it against.
+    pub fn charge(&self, caller: &Caller, direction: Direction, bytes: impl FnOnce() -> u64) -> Duration {
         let Caller::Principal(principal) = caller else { return Duration::ZERO };
         let limits = self.config.limits(&principal.name);
         let rate = match direction {
@@ -102,7 +103,7 @@ impl Quotas {
         let bucket = buckets.entry((principal.name.to_string(), direction)).or_insert(Bucket { tokens: rate, at: now });
         bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(rate);
         bucket.at = now;
-        bucket.tokens -= bytes as f64;
+        bucket.tokens -= bytes() as f64;
         if bucket.tokens >= 0.0 {
             return Duration::ZERO;
         }

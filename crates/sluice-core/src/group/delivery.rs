@@ -113,7 +113,8 @@ impl GroupState {
             }
             // Shared delivery: a record whose lease this member let fail goes to another member
             // first, if one has room (else a stuck member would get its own failures back).
-            let skip = (shared && self.other_has_room(id, tp)).then_some(id);
+            // (Looked up only when there is something ready: it scans the members.)
+            let skip = (shared && partition.ledger.ready() > 0 && self.other_has_room(id, tp)).then_some(id);
             let ready = partition.ledger.ready_offsets_except(records_left as usize, skip);
             if !ready.is_empty() {
                 return Step::Redeliver { tp: tp.clone(), offsets: ready };

@@ -202,7 +202,6 @@ impl Ledger {
         self.in_flight
     }
 
-    #[cfg(test)]
     pub fn ready(&self) -> u32 {
         self.ready
     }

@@ -374,18 +374,19 @@ impl Groups {
         self.map.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
     }
 
+    /// A new group, not written yet (its first flush writes it).
+    fn fresh(&self, id: &str, settings: GroupSettings) -> Arc<Group> {
+        let path = self.dir.join(format!("{id}.{GROUP_FILE_EXTENSION}"));
+        let mut state = GroupState::new(settings);
+        state.dirty = true;
+        // A journal left by a deleted group of the same name is overwritten.
+        let journal = Journal::empty(path.with_extension(journal::JOURNAL_EXTENSION));
+        Arc::new(Group::new(id, path, state, journal))
+    }
+
     pub(crate) fn get_or_create(&self, id: &str, settings: GroupSettings) -> Arc<Group> {
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        map.entry(id.to_owned())
-            .or_insert_with(|| {
-                let path = self.dir.join(format!("{id}.{GROUP_FILE_EXTENSION}"));
-                let mut state = GroupState::new(settings);
-                state.dirty = true;
-                // A journal left by a deleted group of the same name is overwritten.
-                let journal = Journal::empty(path.with_extension(journal::JOURNAL_EXTENSION));
-                Arc::new(Group::new(id, path, state, journal))
-            })
-            .clone()
+        map.entry(id.to_owned()).or_insert_with(|| self.fresh(id, settings)).clone()
     }
 
     /// Creates a group; `None` if one of that name exists.
@@ -394,11 +395,7 @@ impl Groups {
         if map.contains_key(id) {
             return None;
         }
-        let path = self.dir.join(format!("{id}.{GROUP_FILE_EXTENSION}"));
-        let mut state = GroupState::new(settings);
-        state.dirty = true;
-        let journal = Journal::empty(path.with_extension(journal::JOURNAL_EXTENSION));
-        let group = Arc::new(Group::new(id, path, state, journal));
+        let group = self.fresh(id, settings);
         map.insert(id.to_owned(), group.clone());
         Some(group)
     }

@@ -80,7 +80,7 @@ impl pb::consumer_server::Consumer for ConsumerService {
                 throttle_ms: 0,
             };
             // Over its fetch quota, the principal gets the response later.
-            let delay = self.access.quotas().charge(&caller, Direction::Fetch, response.encoded_len() as u64);
+            let delay = self.access.quotas().charge(&caller, Direction::Fetch, || response.encoded_len() as u64);
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
                 response.throttle_ms = crate::quota::millis(delay);
@@ -120,7 +120,7 @@ impl pb::consumer_server::Consumer for ConsumerService {
                 let mut message = next_message(&mut subscription).await?;
                 // Over its fetch quota, the principal gets each message later.
                 if let Ok(response) = &mut message {
-                    let delay = quotas.charge(&caller, Direction::Fetch, response.encoded_len() as u64);
+                    let delay = quotas.charge(&caller, Direction::Fetch, || response.encoded_len() as u64);
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                         response.throttle_ms = crate::quota::millis(delay);

@@ -194,8 +194,9 @@ async fn push_events(
             Ok(GroupEvent::Records(delivery)) => match convert_group::delivery(&delivery) {
                 Ok(mut records) => {
                     // Over its fetch quota, the member gets its records later.
-                    let bytes = prost::Message::encoded_len(&records) as u64;
-                    let delay = quotas.charge(&caller, crate::quota::Direction::Fetch, bytes);
+                    let delay = quotas.charge(&caller, crate::quota::Direction::Fetch, || {
+                        prost::Message::encoded_len(&records) as u64
+                    });
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                         records.throttle_ms = crate::quota::millis(delay);
