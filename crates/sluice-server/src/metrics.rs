@@ -50,6 +50,13 @@ pub struct ThrottleLabels {
     pub direction: String,
 }
 
+/// Labels of certificate reloads.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `loaded` or `failed`.
+    pub outcome: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 us .. ~1.6 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -66,6 +73,7 @@ pub struct Metrics {
     requests_in_flight: Gauge,
     refusals: Family<RefusalLabels, Counter>,
     throttle: Family<ThrottleLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    tls_reloads: Family<ReloadLabels, Counter>,
 }
 
 /// Reads the broker's counters at scrape time.
@@ -242,6 +250,12 @@ impl Metrics {
             "Time responses were held back for quotas, by principal",
             throttle.clone(),
         );
+        let tls_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "sluice_tls_certificate_reloads",
+            "Changed TLS certificate files (or SIGHUP) that were loaded, or failed and left the previous certificate in use",
+            tls_reloads.clone(),
+        );
         registry.register_collector(Box::new(BrokerCollector { broker: broker.clone() }));
         registry.register_collector(Box::new(crate::group_metrics::GroupCollector { broker }));
         Arc::new(Metrics {
@@ -253,6 +267,7 @@ impl Metrics {
             requests_in_flight,
             refusals,
             throttle,
+            tls_reloads,
         })
     }
 
@@ -267,7 +282,6 @@ impl Metrics {
         self.requests_in_flight.clone()
     }
 
-    /// A connection opened.
     /// Adds time a principal's responses were held back for a quota.
     pub fn throttled(&self, principal: &str, direction: crate::quota::Direction, delay: Duration) {
         let direction = match direction {
@@ -284,6 +298,13 @@ impl Metrics {
         self.refusals.get_or_create(&RefusalLabels { principal: principal.to_owned(), outcome: outcome.into() }).inc();
     }
 
+    /// Counts a certificate reload that loaded or failed.
+    pub fn tls_reloaded(&self, reload: crate::tls::Reload) {
+        let outcome = if reload == crate::tls::Reload::Loaded { "loaded" } else { "failed" };
+        self.tls_reloads.get_or_create(&ReloadLabels { outcome: outcome.into() }).inc();
+    }
+
+    /// A connection opened.
     pub fn connection_opened(&self) {
         self.connections.inc();
         self.connections_total.inc();

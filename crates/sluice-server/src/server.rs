@@ -195,7 +195,8 @@ impl Server {
         let incoming = accept_loop(grpc, Arc::clone(&metrics), stop_grpc.clone(), tls.as_ref().map(|t| t.grpc.clone()));
         let stop_tls = CancellationToken::new();
         if let Some(tls) = &tls {
-            tokio::spawn(tls.clone().watch(stop_tls.clone()));
+            let metrics = Arc::clone(&metrics);
+            tokio::spawn(tls.clone().watch(stop_tls.clone(), move |reload| metrics.tls_reloaded(reload)));
         }
         let mut grpc_task =
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop_grpc.clone().cancelled_owned()));

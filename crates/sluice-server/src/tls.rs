@@ -98,14 +98,26 @@ impl ResolvesServerCert for Certificates {
     }
 }
 
+/// What a reload check did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// The files did not change (and no SIGHUP asked for a reload).
+    Unchanged,
+    /// A new certificate was loaded.
+    Loaded,
+    /// The files changed but cannot be used; the previous certificate stays.
+    Failed,
+}
+
 impl Certificates {
-    /// Loads the files again if they changed; keeps the old certificate if they do not parse.
-    fn reload(&self, forced: bool) {
+    /// Loads the files again if they changed or `forced`; keeps the old certificate if they do
+    /// not parse.
+    fn reload(&self, forced: bool) -> Reload {
         let stamps = (modified(&self.config.cert_file), modified(&self.config.key_file));
         {
             let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if !forced && *seen == stamps {
-                return;
+                return Reload::Unchanged;
             }
             *seen = stamps;
         }
@@ -113,9 +125,11 @@ impl Certificates {
             Ok(key) => {
                 *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(key);
                 tracing::info!(cert = %self.config.cert_file.display(), "TLS certificate loaded; new connections use it");
+                Reload::Loaded
             }
             Err(e) => {
                 tracing::error!(cause = %e, "the new TLS certificate or key cannot be used; keeping the previous one");
+                Reload::Failed
             }
         }
     }
@@ -176,8 +190,9 @@ impl Tls {
         Ok(Tls { certificates, grpc, http })
     }
 
-    /// Reloads the certificate when its files change or on SIGHUP, until `stop`.
-    pub async fn watch(self, stop: CancellationToken) {
+    /// Reloads the certificate when its files change or on SIGHUP, until `stop`; `outcome`
+    /// hears of every reload that loaded or failed.
+    pub async fn watch(self, stop: CancellationToken, outcome: impl Fn(Reload) + Send + 'static) {
         #[cfg(unix)]
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(RELOAD_CHECK);
@@ -197,7 +212,11 @@ impl Tls {
                 _ = hup => true,
             };
             let certificates = Arc::clone(&self.certificates);
-            let _reloaded = tokio::task::spawn_blocking(move || certificates.reload(forced)).await;
+            if let Ok(reload @ (Reload::Loaded | Reload::Failed)) =
+                tokio::task::spawn_blocking(move || certificates.reload(forced)).await
+            {
+                outcome(reload);
+            }
         }
     }
 }
