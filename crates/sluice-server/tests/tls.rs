@@ -148,16 +148,30 @@ async fn a_client_certificate_names_a_principal_whose_acls_apply() -> TestResult
     Ok(())
 }
 
+/// Two CAs, the old one's certificate installed, and TLS settings with a plaintext HTTP port
+/// (for the metrics).
+struct Rotation {
+    old_ca: Ca,
+    new_ca: Ca,
+    env: Vec<(String, String)>,
+}
+
+impl Rotation {
+    fn install(dir: &Path) -> Rotation {
+        let old_ca = Ca::new("old CA");
+        let (cert, key) = old_ca.issue(&["localhost"]);
+        install(dir, &cert, &key);
+        write(dir, "client-ca.crt", &old_ca.pem);
+        let mut env = tls_env(dir, "none");
+        env.push(("SLUICE_TLS_HTTP".into(), "false".into()));
+        Rotation { old_ca, new_ca: Ca::new("new CA"), env }
+    }
+}
+
 #[tokio::test]
 async fn a_rotated_certificate_serves_new_connections_while_open_ones_keep_going() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let old_ca = Ca::new("old CA");
-    let new_ca = Ca::new("new CA");
-    let (cert, key) = old_ca.issue(&["localhost"]);
-    install(dir.path(), &cert, &key);
-    write(dir.path(), "client-ca.crt", &old_ca.pem);
-    let mut env = tls_env(dir.path(), "none");
-    env.push(("SLUICE_TLS_HTTP".into(), "false".into()));
+    let Rotation { old_ca, new_ca, env } = Rotation::install(dir.path());
     let server = TestServer::start_with(start_env(dir.path(), &env)).await;
     let open = connect(&server, &old_ca, None, None).await?;
     open.admin().create_topic(pb::CreateTopicRequest { name: "t".into(), partitions: 1, config: None }).await?;
@@ -205,13 +219,7 @@ async fn reloads(server: &TestServer, outcome: &str) -> u64 {
 #[tokio::test]
 async fn sighup_reloads_the_certificate_of_the_real_binary() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let old_ca = Ca::new("old CA");
-    let new_ca = Ca::new("new CA");
-    let (cert, key) = old_ca.issue(&["localhost"]);
-    install(dir.path(), &cert, &key);
-    write(dir.path(), "client-ca.crt", &old_ca.pem);
-    let mut env = tls_env(dir.path(), "none");
-    env.push(("SLUICE_TLS_HTTP".into(), "false".into()));
+    let Rotation { old_ca, new_ca, env } = Rotation::install(dir.path());
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let broker = process::spawn_broker(&dir.path().join("data"), &pairs);
     connect(&broker.server, &old_ca, None, None).await?.admin().list_topics(pb::ListTopicsRequest {}).await?;
