@@ -191,10 +191,34 @@ impl Tls {
     }
 
     /// Reloads the certificate when its files change or on SIGHUP, until `stop`; `outcome`
-    /// hears of every reload that loaded or failed.
-    pub async fn watch(self, stop: CancellationToken, outcome: impl Fn(Reload) + Send + 'static) {
+    /// hears of every reload that loaded or failed. The SIGHUP handler is in place when this
+    /// returns, before the future runs: a SIGHUP that arrived before it would end the process.
+    pub fn watch(
+        self,
+        stop: CancellationToken,
+        outcome: impl Fn(Reload) + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
         #[cfg(unix)]
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        {
+            let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(signal) => Some(signal),
+                Err(e) => {
+                    tracing::warn!(cause = %e, "no SIGHUP handler; certificates reload only when their files change");
+                    None
+                }
+            };
+            self.reload_loop(stop, hangup, outcome)
+        }
+        #[cfg(not(unix))]
+        self.reload_loop(stop, outcome)
+    }
+
+    async fn reload_loop(
+        self,
+        stop: CancellationToken,
+        #[cfg(unix)] mut hangup: Option<tokio::signal::unix::Signal>,
+        outcome: impl Fn(Reload) + Send + 'static,
+    ) {
         let mut tick = tokio::time::interval(RELOAD_CHECK);
         loop {
             #[cfg(unix)]
