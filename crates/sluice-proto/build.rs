@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+/// Responses the server sends as `wire::Encoded` messages.
+const WIRE_RESPONSES: [&str; 3] = ["FetchResponse", "SubscribeResponse", "ConsumeResponse"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files =
@@ -18,6 +21,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".")
         // prost's codec, but each message's send buffer is allocated once (see src/codec.rs).
         .codec_path("crate::codec::SizedCodec")
-        .compile_fds(descriptors)?;
+        .compile_fds(descriptors.clone())?;
+    // The services again, for the server: the same requests, but the responses that carry
+    // records are `wire::Encoded` messages, so the broker can write stored records straight
+    // into the send buffer (see src/wire.rs). Clients keep the plain types above.
+    let servers = out.join("servers");
+    std::fs::create_dir_all(&servers)?;
+    let mut config = tonic_prost_build::configure()
+        .build_client(false)
+        .out_dir(&servers)
+        .codec_path("crate::codec::SizedCodec")
+        .extern_path(".sluice.v1", "crate::v1");
+    for response in WIRE_RESPONSES {
+        config = config.extern_path(format!(".sluice.v1.{response}"), format!("crate::wire::{response}"));
+    }
+    config.compile_fds(descriptors)?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sluice_core::{
-    Fetched, FsyncPolicy, NewRecord, ProduceOutcome, ProduceRequest, ProducerRef, TopicConfig, TopicConfigChange,
+    FsyncPolicy, NewRecord, ProduceOutcome, ProduceRequest, ProducerRef, TopicConfig, TopicConfigChange,
 };
 use sluice_proto::v1 as pb;
 use tonic::Status;
@@ -49,28 +49,6 @@ pub fn produce_response(request_id: u64, outcome: ProduceOutcome) -> pb::Produce
         error: None,
         throttle_ms: 0,
     }
-}
-
-/// Records at or after `fetched.from`, for the wire. Keys and values are slices of the read
-/// buffer; only header names are copied (they are `string` in the protocol).
-pub fn records(fetched: &Fetched) -> Result<Vec<pb::Record>, Status> {
-    let mut out = Vec::with_capacity(usize::try_from(fetched.record_count()).unwrap_or(0));
-    for batch in &fetched.batches {
-        for record in batch.records() {
-            let record = record.map_err(|reason| {
-                tracing::error!(partition = fetched.partition, %reason, "undecodable record in a checksummed batch");
-                Status::internal("stored record could not be decoded; see the broker log")
-            })?;
-            if record.offset < fetched.from {
-                continue;
-            }
-            if !fetched.includes(record.offset) {
-                break;
-            }
-            out.push(self::record(record, fetched.partition)?);
-        }
-    }
-    Ok(out)
 }
 
 /// One stored record for the wire (only header names are copied).

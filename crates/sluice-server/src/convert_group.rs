@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use sluice_core::group::admin::{GroupDescription, ResetSpec, ResetTarget};
 use sluice_core::group::{
-    AckOutcome, AckRefusal, AssignmentView, DeliveryMode, GroupDelivery, GroupSettings, JoinSpec, LeaseEnd,
-    LeaseEndReason, NackSpec, OffsetReset, PolicyChange, RetryOverrides, TopicPartition,
+    AckOutcome, AckRefusal, AssignmentView, DeliveryMode, GroupSettings, JoinSpec, LeaseEnd, LeaseEndReason, NackSpec,
+    OffsetReset, PolicyChange, RetryOverrides, TopicPartition,
 };
 use sluice_proto::v1 as pb;
 use tonic::Status;
@@ -172,34 +172,6 @@ pub fn assignment(view: &AssignmentView) -> pb::Assignment {
         partitions: grouped(&view.partitions),
         revoking: grouped(&view.revoking),
     }
-}
-
-/// Delivered records for the wire (keys and values are slices of the read buffer).
-pub fn delivery(delivery: &GroupDelivery) -> Result<pb::GroupRecords, Status> {
-    let mut records = Vec::with_capacity(delivery.records.len());
-    let mut wanted = delivery.records.iter().peekable();
-    for batch in &delivery.batches {
-        for record in batch.records() {
-            let Some(&&(offset, attempt)) = wanted.peek() else { break };
-            let record = record.map_err(|reason| {
-                tracing::error!(topic = %delivery.tp.topic, partition = delivery.tp.partition, %reason, "undecodable record in a checksummed batch");
-                Status::internal("stored record could not be decoded; see the broker log")
-            })?;
-            if record.offset != offset {
-                continue;
-            }
-            wanted.next();
-            let record = crate::convert::record(record, delivery.tp.partition)?;
-            records.push(pb::GroupRecord { record: Some(record), delivery_attempt: attempt });
-        }
-    }
-    Ok(pb::GroupRecords {
-        topic: delivery.tp.topic.to_string(),
-        partition: delivery.tp.partition,
-        generation: delivery.generation,
-        records,
-        throttle_ms: 0,
-    })
 }
 
 /// A nack for the core.

@@ -36,6 +36,7 @@ pub mod server;
 pub mod status;
 pub mod telemetry;
 pub mod tls;
+pub mod wire_records;
 
 pub use config::ServerConfig;
 pub use server::{Server, ServerError};

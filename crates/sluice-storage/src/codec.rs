@@ -129,6 +129,13 @@ impl EncodedBatch {
         Some(Batch { header, bytes: Bytes::from(self.bytes) })
     }
 
+    /// The bytes the log stores for this batch at `base_offset` (for tests and tools that build
+    /// stored batches without a log).
+    pub fn into_stored_bytes(mut self, base_offset: u64) -> Vec<u8> {
+        self.bytes_with_base_offset(base_offset);
+        self.bytes
+    }
+
     pub(crate) fn bytes_with_base_offset(&mut self, base_offset: u64) -> &[u8] {
         self.bytes[0..8].copy_from_slice(&base_offset.to_le_bytes());
         &self.bytes

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sluice_core::{Broker, StartAt, Subscription};
 use sluice_proto::v1 as pb;
+use sluice_proto::wire::{self, Encoded};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -13,10 +14,10 @@ use sluice_core::auth::{Operation, ResourceKind};
 
 use super::unary;
 use crate::access::Access;
-use crate::convert;
 use crate::metrics::Metrics;
 use crate::quota::Direction;
 use crate::status::to_status;
+use crate::wire_records::StoredRecords;
 use prost::Message;
 
 /// The Consumer service.
@@ -39,12 +40,11 @@ fn start_at(start: Option<pb::StartPosition>) -> StartAt {
 }
 
 /// The next message of a subscription; `None` ends the stream (the broker is shutting down).
-async fn next_message(subscription: &mut Subscription) -> Option<Result<pb::SubscribeResponse, Status>> {
+async fn next_message(subscription: &mut Subscription) -> Option<Result<wire::SubscribeResponse, Status>> {
     match subscription.next().await {
-        Ok(Some(fetched)) => Some(convert::records(&fetched).map(|records| pb::SubscribeResponse {
-            records,
-            end_offset: fetched.end_offset,
-            throttle_ms: 0,
+        Ok(Some(fetched)) => Some(StoredRecords::read(&fetched, 1).map(|records| {
+            let message = pb::SubscribeResponse { records: Vec::new(), end_offset: fetched.end_offset, throttle_ms: 0 };
+            Encoded::new(message, records)
         })),
         Ok(None) => None,
         Err(error) => Some(Err(to_status(error))),
@@ -52,9 +52,9 @@ async fn next_message(subscription: &mut Subscription) -> Option<Result<pb::Subs
 }
 
 #[tonic::async_trait]
-impl pb::consumer_server::Consumer for ConsumerService {
+impl wire::servers::consumer_server::Consumer for ConsumerService {
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
-    async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+    async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<wire::FetchResponse>, Status> {
         let allowed = self.access.caller(&request).and_then(|caller| {
             self.access.check(&caller, Operation::Consume, ResourceKind::Topic, &request.get_ref().topic)?;
             Ok(caller)
@@ -72,25 +72,26 @@ impl pb::consumer_server::Consumer for ConsumerService {
                 .fetch(&r.topic, r.partition, offset, r.max_bytes as usize, wait)
                 .await
                 .map_err(to_status)?;
-            let mut response = pb::FetchResponse {
-                records: convert::records(&fetched)?,
+            let message = pb::FetchResponse {
+                records: Vec::new(),
                 start_offset: fetched.start_offset,
                 end_offset: fetched.end_offset,
                 next_offset: fetched.next_offset(),
                 throttle_ms: 0,
             };
+            let mut response = Encoded::new(message, StoredRecords::read(&fetched, 1)?);
             // Over its fetch quota, the principal gets the response later.
             let delay = self.access.quotas().charge(&caller, Direction::Fetch, || response.encoded_len() as u64);
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
-                response.throttle_ms = crate::quota::millis(delay);
+                response.message.throttle_ms = crate::quota::millis(delay);
             }
             Ok(response)
         };
         unary(&self.metrics, &self.inflight, "Fetch", fetch).await
     }
 
-    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send + 'static>>;
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<wire::SubscribeResponse, Status>> + Send + 'static>>;
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
     async fn subscribe(
@@ -123,7 +124,7 @@ impl pb::consumer_server::Consumer for ConsumerService {
                     let delay = quotas.charge(&caller, Direction::Fetch, || response.encoded_len() as u64);
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
-                        response.throttle_ms = crate::quota::millis(delay);
+                        response.message.throttle_ms = crate::quota::millis(delay);
                     }
                 }
                 let more = message.is_ok().then_some((subscription, serving));

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use sluice_core::Error;
 use sluice_core::group::{GroupEvent, GroupSession, MemberHandle, SessionEnd};
 use sluice_proto::v1 as pb;
+use sluice_proto::wire::{self, Encoded};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,22 +20,23 @@ use super::observe;
 use crate::convert_group;
 use crate::inflight::InflightGuard;
 use crate::status::to_status;
+use crate::wire_records::DeliveredRecords;
 
 /// Messages encoded ahead of the member; with HTTP/2 flow control and the member's in-flight
 /// limit this bounds what one member can hold on the broker.
 pub const CONSUME_BUFFER: usize = 4;
 
 /// The response stream of Consume.
-pub type ConsumeStream = Pin<Box<dyn Stream<Item = Result<pb::ConsumeResponse, Status>> + Send + 'static>>;
+pub type ConsumeStream = Pin<Box<dyn Stream<Item = Result<wire::ConsumeResponse, Status>> + Send + 'static>>;
 
-type Outbound = mpsc::Sender<Result<pb::ConsumeResponse, Status>>;
+type Outbound = mpsc::Sender<Result<wire::ConsumeResponse, Status>>;
 
 fn invalid(message: &str) -> Status {
     to_status(Error::InvalidArgument(message.to_owned()))
 }
 
-fn message(response: pb::consume_response::Response) -> Result<pb::ConsumeResponse, Status> {
-    Ok(pb::ConsumeResponse { response: Some(response) })
+fn message(response: pb::consume_response::Response) -> Result<wire::ConsumeResponse, Status> {
+    Ok(pb::ConsumeResponse { response: Some(response) }.into())
 }
 
 /// Waits for the join, joins, and starts the session's two tasks.
@@ -191,17 +193,17 @@ async fn push_events(
             Ok(GroupEvent::Assignment(view)) => {
                 message(pb::consume_response::Response::Assignment(convert_group::assignment(&view)))
             }
-            Ok(GroupEvent::Records(delivery)) => match convert_group::delivery(&delivery) {
+            Ok(GroupEvent::Records(delivery)) => match DeliveredRecords::new(&delivery) {
                 Ok(mut records) => {
                     // Over its fetch quota, the member gets its records later.
                     let delay = quotas.charge(&caller, crate::quota::Direction::Fetch, || {
-                        prost::Message::encoded_len(&records) as u64
+                        sluice_proto::wire::EncodedFields::encoded_len(&records) as u64
                     });
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
-                        records.throttle_ms = crate::quota::millis(delay);
+                        records.meta.throttle_ms = crate::quota::millis(delay);
                     }
-                    message(pb::consume_response::Response::Records(records))
+                    Ok(Encoded::new(pb::ConsumeResponse { response: None }, records))
                 }
                 Err(status) => Err(status),
             },

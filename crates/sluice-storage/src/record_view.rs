@@ -1,0 +1,217 @@
+//! Records of a [`Batch`] borrowed from its buffer: no `Bytes` per field, no reference counts.
+//! For callers that only copy each record somewhere (the server's wire encoder), where
+//! [`crate::codec::RecordIter`]'s owned slices cost more than the copy.
+
+use crate::codec::{BATCH_HEADER_BYTES, Batch};
+
+const NO_KEY: u32 = u32::MAX;
+
+/// One stored record, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// The record's offset in its partition.
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Optional key.
+    pub key: Option<&'a [u8]>,
+    /// The payload.
+    pub value: &'a [u8],
+    header_count: u16,
+    headers: &'a [u8],
+}
+
+/// One stored header, borrowed. The name has been checked to be UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderView<'a> {
+    /// Header name (UTF-8).
+    pub name: &'a [u8],
+    /// Header value.
+    pub value: &'a [u8],
+}
+
+impl<'a> RecordView<'a> {
+    /// The record's headers in order.
+    pub fn headers(&self) -> HeaderViews<'a> {
+        HeaderViews { rest: self.headers, remaining: self.header_count }
+    }
+}
+
+fn split<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if rest.len() < n {
+        return Err(format!("record field of {n} bytes runs past the end of its batch"));
+    }
+    let (head, tail) = rest.split_at(n);
+    *rest = tail;
+    Ok(head)
+}
+
+fn fixed<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], String> {
+    let bytes = split(rest, N).map_err(|_short| "record truncated".to_owned())?;
+    <[u8; N]>::try_from(bytes).map_err(|_short| "record truncated".to_owned())
+}
+
+/// Iterator over a batch's records, borrowed (see [`Batch::views`]).
+#[derive(Debug)]
+pub struct RecordViews<'a> {
+    rest: &'a [u8],
+    next_offset: u64,
+    remaining: u32,
+}
+
+impl<'a> RecordViews<'a> {
+    fn decode_one(&mut self) -> Result<RecordView<'a>, String> {
+        let len = u32::from_le_bytes(fixed(&mut self.rest)?) as usize;
+        let mut body = split(&mut self.rest, len)?;
+        let timestamp = i64::from_le_bytes(fixed(&mut body)?);
+        let key_len = u32::from_le_bytes(fixed(&mut body)?);
+        let key = if key_len == NO_KEY { None } else { Some(split(&mut body, key_len as usize)?) };
+        let value_len = u32::from_le_bytes(fixed(&mut body)?) as usize;
+        let value = split(&mut body, value_len)?;
+        let header_count = u16::from_le_bytes(fixed(&mut body)?);
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        Ok(RecordView { offset, timestamp, key, value, header_count, headers: body })
+    }
+}
+
+impl<'a> Iterator for RecordViews<'a> {
+    type Item = Result<RecordView<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let record = self.decode_one();
+        if record.is_err() {
+            self.remaining = 0;
+        }
+        Some(record)
+    }
+}
+
+/// Iterator over a record's headers, borrowed.
+#[derive(Debug)]
+pub struct HeaderViews<'a> {
+    rest: &'a [u8],
+    remaining: u16,
+}
+
+impl<'a> Iterator for HeaderViews<'a> {
+    type Item = Result<HeaderView<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let mut decode = || {
+            let name_len = usize::from(u16::from_le_bytes(fixed(&mut self.rest)?));
+            let name = split(&mut self.rest, name_len)?;
+            std::str::from_utf8(name).map_err(|e| format!("header name is not UTF-8: {e}"))?;
+            let value_len = u32::from_le_bytes(fixed(&mut self.rest)?) as usize;
+            let value = split(&mut self.rest, value_len)?;
+            Ok(HeaderView { name, value })
+        };
+        let header = decode();
+        if header.is_err() {
+            self.remaining = 0;
+        }
+        Some(header)
+    }
+}
+
+impl Batch {
+    /// The records, borrowed from the batch's buffer. They are the records
+    /// [`Batch::records`] yields, field for field.
+    pub fn views(&self) -> RecordViews<'_> {
+        RecordViews {
+            rest: self.as_bytes().get(BATCH_HEADER_BYTES..).unwrap_or_default(),
+            next_offset: self.base_offset(),
+            remaining: self.header().record_count,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{BatchBuilder, HeaderRef, RecordRef};
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    /// A record to build: timestamp, key, value, headers.
+    type Spec = (i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+    fn batch_of(records: &[Spec]) -> Batch {
+        let mut builder = BatchBuilder::default();
+        for (timestamp, key, value, headers) in records {
+            let headers: Vec<HeaderRef<'_>> = headers.iter().map(|(name, value)| HeaderRef { name, value }).collect();
+            let record = RecordRef { timestamp: *timestamp, key: key.as_deref(), value, headers: &headers };
+            builder.push(&record).unwrap();
+        }
+        let mut encoded = builder.finish().unwrap();
+        Batch::from_verified_bytes(Bytes::copy_from_slice(encoded.bytes_with_base_offset(41))).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn views_yield_what_records_yields(
+            records in proptest::collection::vec(
+                (any::<i64>(),
+                 proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+                 proptest::collection::vec(any::<u8>(), 0..50),
+                 proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..10)), 0..3)),
+                1..20)
+        ) {
+            let batch = batch_of(&records);
+            let owned: Vec<_> = batch.records().map(Result::unwrap).collect();
+            let views: Vec<_> = batch.views().map(Result::unwrap).collect();
+            prop_assert_eq!(owned.len(), views.len());
+            for (record, view) in owned.iter().zip(&views) {
+                prop_assert_eq!(record.offset, view.offset);
+                prop_assert_eq!(record.timestamp, view.timestamp);
+                prop_assert_eq!(record.key.as_deref(), view.key);
+                prop_assert_eq!(&record.value[..], view.value);
+                let headers: Vec<_> = record.headers().map(Result::unwrap).collect();
+                let header_views: Vec<_> = view.headers().map(Result::unwrap).collect();
+                prop_assert_eq!(headers.len(), header_views.len());
+                for (header, header_view) in headers.iter().zip(&header_views) {
+                    prop_assert_eq!(&header.name[..], header_view.name);
+                    prop_assert_eq!(&header.value[..], header_view.value);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_header_name_that_is_not_utf8_is_an_error_not_a_panic() {
+        let record = [
+            // length, timestamp, no key, value "v", one header named 0xff with an empty value
+            &(8u32 + 4 + 4 + 1 + 2 + 2 + 1 + 4).to_le_bytes()[..],
+            &7i64.to_le_bytes(),
+            &u32::MAX.to_le_bytes(),
+            &1u32.to_le_bytes(),
+            b"v",
+            &1u16.to_le_bytes(),
+            &1u16.to_le_bytes(),
+            &[0xff],
+            &0u32.to_le_bytes(),
+        ]
+        .concat();
+        let mut views = RecordViews { rest: &record, next_offset: 0, remaining: 1 };
+        let view = views.next().unwrap().unwrap();
+        assert!(view.headers().next().unwrap().is_err());
+    }
+
+    #[test]
+    fn a_record_cut_short_is_an_error() {
+        let batch = batch_of(&[(1, Some(b"key".to_vec()), b"value".to_vec(), vec![])]);
+        let body = &batch.as_bytes()[BATCH_HEADER_BYTES..];
+        for cut in 0..body.len() {
+            let mut views = RecordViews { rest: &body[..cut], next_offset: 0, remaining: 1 };
+            assert!(views.next().unwrap().is_err(), "cut at {cut}");
+        }
+    }
+}
