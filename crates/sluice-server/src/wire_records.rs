@@ -53,26 +53,81 @@ fn varint_field_len(value: u64) -> usize {
     if value == 0 { 0 } else { 1 + encoded_len_varint(value) }
 }
 
-fn put_varint(buf: &mut dyn BufMut, mut value: u64) {
-    while value >= 0x80 {
-        buf.put_u8((value as u8) | 0x80);
-        value >>= 7;
-    }
-    buf.put_u8(value as u8);
+/// Gathers the small pieces of entries (keys, lengths, short fields) and hands them to the
+/// send buffer in runs: a `dyn BufMut` call per byte was a tenth of Subscribe's CPU.
+struct Out<'a> {
+    buf: &'a mut dyn BufMut,
+    scratch: [u8; SCRATCH],
+    len: usize,
 }
 
-fn put_bytes_field(buf: &mut dyn BufMut, field: u8, value: &[u8]) {
-    if !value.is_empty() {
-        buf.put_u8(key(field, LEN));
-        put_varint(buf, value.len() as u64);
-        buf.put_slice(value);
+const SCRATCH: usize = 256;
+
+impl<'a> Out<'a> {
+    fn new(buf: &'a mut dyn BufMut) -> Self {
+        Out { buf, scratch: [0; SCRATCH], len: 0 }
+    }
+
+    fn flush(&mut self) {
+        if self.len > 0 {
+            self.buf.put_slice(&self.scratch[..self.len]);
+            self.len = 0;
+        }
+    }
+
+    #[inline]
+    fn byte(&mut self, byte: u8) {
+        if self.len == SCRATCH {
+            self.flush();
+        }
+        self.scratch[self.len] = byte;
+        self.len += 1;
+    }
+
+    #[inline]
+    fn varint(&mut self, mut value: u64) {
+        if self.len + 10 > SCRATCH {
+            self.flush();
+        }
+        while value >= 0x80 {
+            self.scratch[self.len] = (value as u8) | 0x80;
+            self.len += 1;
+            value >>= 7;
+        }
+        self.scratch[self.len] = value as u8;
+        self.len += 1;
+    }
+
+    #[inline]
+    fn slice(&mut self, bytes: &[u8]) {
+        if bytes.len() <= SCRATCH - self.len {
+            self.scratch[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            self.flush();
+            self.buf.put_slice(bytes);
+        }
+    }
+
+    fn bytes_field(&mut self, field: u8, value: &[u8]) {
+        if !value.is_empty() {
+            self.byte(key(field, LEN));
+            self.varint(value.len() as u64);
+            self.slice(value);
+        }
+    }
+
+    fn varint_field(&mut self, field: u8, value: u64) {
+        if value != 0 {
+            self.byte(key(field, VARINT));
+            self.varint(value);
+        }
     }
 }
 
-fn put_varint_field(buf: &mut dyn BufMut, field: u8, value: u64) {
-    if value != 0 {
-        buf.put_u8(key(field, VARINT));
-        put_varint(buf, value);
+impl Drop for Out<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -91,24 +146,24 @@ fn record_len(record: &RecordView<'_>, partition: u32) -> Result<usize, String> 
     Ok(len)
 }
 
-fn put_record(buf: &mut dyn BufMut, record: &RecordView<'_>, partition: u32, len: usize) {
-    put_varint(buf, len as u64);
+fn put_record(out: &mut Out<'_>, record: &RecordView<'_>, partition: u32, len: usize) {
+    out.varint(len as u64);
     if let Some(k) = record.key {
-        buf.put_u8(key(1, LEN));
-        put_varint(buf, k.len() as u64);
-        buf.put_slice(k);
+        out.byte(key(1, LEN));
+        out.varint(k.len() as u64);
+        out.slice(k);
     }
-    put_bytes_field(buf, 2, record.value);
+    out.bytes_field(2, record.value);
     for header in record.headers().flatten() {
-        buf.put_u8(key(3, LEN));
-        put_varint(buf, (bytes_field_len(header.name) + bytes_field_len(header.value)) as u64);
-        put_bytes_field(buf, 1, header.name);
-        put_bytes_field(buf, 2, header.value);
+        out.byte(key(3, LEN));
+        out.varint((bytes_field_len(header.name) + bytes_field_len(header.value)) as u64);
+        out.bytes_field(1, header.name);
+        out.bytes_field(2, header.value);
     }
-    buf.put_u8(key(4, VARINT));
-    put_varint(buf, record.timestamp as u64);
-    put_varint_field(buf, 5, record.offset);
-    put_varint_field(buf, 6, u64::from(partition));
+    out.byte(key(4, VARINT));
+    out.varint(record.timestamp as u64);
+    out.varint_field(5, record.offset);
+    out.varint_field(6, u64::from(partition));
 }
 
 /// Length of one entry's value: a `Record`, or a `GroupRecord` holding one.
@@ -191,18 +246,19 @@ impl EncodedFields for StoredRecords {
 
     fn write(&self, buf: &mut dyn BufMut) {
         let partition = self.partition;
+        let mut out = Out::new(buf);
         // Every record was decoded when the response was built, from the same immutable
         // batches: this pass meets no error and writes exactly `len` bytes.
         let _checked_when_built = self.visit(|record, attempt| {
             let len = record_len(record, partition)?;
-            buf.put_u8(key(self.field, LEN));
+            out.byte(key(self.field, LEN));
             match attempt {
-                None => put_record(buf, record, partition, len),
+                None => put_record(&mut out, record, partition, len),
                 Some(attempt) => {
-                    put_varint(buf, entry_len(len, Some(attempt)) as u64);
-                    buf.put_u8(key(1, LEN));
-                    put_record(buf, record, partition, len);
-                    put_varint_field(buf, 2, u64::from(attempt));
+                    out.varint(entry_len(len, Some(attempt)) as u64);
+                    out.byte(key(1, LEN));
+                    put_record(&mut out, record, partition, len);
+                    out.varint_field(2, u64::from(attempt));
                 }
             }
             Ok(())
@@ -243,8 +299,10 @@ impl EncodedFields for DeliveredRecords {
     }
 
     fn write(&self, mut buf: &mut dyn BufMut) {
-        buf.put_u8(key(3, LEN));
-        put_varint(buf, self.inner_len() as u64);
+        let mut out = Out::new(buf);
+        out.byte(key(3, LEN));
+        out.varint(self.inner_len() as u64);
+        drop(out);
         self.records.write(buf);
         prost::Message::encode_raw(&self.meta, &mut buf);
     }

@@ -37,18 +37,19 @@ impl<'a> RecordView<'a> {
     }
 }
 
-fn split<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-    if rest.len() < n {
-        return Err(format!("record field of {n} bytes runs past the end of its batch"));
-    }
-    let (head, tail) = rest.split_at(n);
+/// The first `n` bytes of `rest`, which moves past them; `None` if it is shorter.
+#[inline(always)]
+fn split<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, tail) = rest.split_at_checked(n)?;
     *rest = tail;
-    Ok(head)
+    Some(head)
 }
 
-fn fixed<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], String> {
-    let bytes = split(rest, N).map_err(|_short| "record truncated".to_owned())?;
-    <[u8; N]>::try_from(bytes).map_err(|_short| "record truncated".to_owned())
+#[inline(always)]
+fn fixed<const N: usize>(rest: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, tail) = rest.split_first_chunk::<N>()?;
+    *rest = tail;
+    Some(*head)
 }
 
 /// Iterator over a batch's records, borrowed (see [`Batch::views`]).
@@ -60,7 +61,8 @@ pub struct RecordViews<'a> {
 }
 
 impl<'a> RecordViews<'a> {
-    fn decode_one(&mut self) -> Result<RecordView<'a>, String> {
+    #[inline]
+    fn decode_one(&mut self) -> Option<RecordView<'a>> {
         let len = u32::from_le_bytes(fixed(&mut self.rest)?) as usize;
         let mut body = split(&mut self.rest, len)?;
         let timestamp = i64::from_le_bytes(fixed(&mut body)?);
@@ -71,7 +73,7 @@ impl<'a> RecordViews<'a> {
         let header_count = u16::from_le_bytes(fixed(&mut body)?);
         let offset = self.next_offset;
         self.next_offset += 1;
-        Ok(RecordView { offset, timestamp, key, value, header_count, headers: body })
+        Some(RecordView { offset, timestamp, key, value, header_count, headers: body })
     }
 }
 
@@ -84,10 +86,10 @@ impl<'a> Iterator for RecordViews<'a> {
         }
         self.remaining -= 1;
         let record = self.decode_one();
-        if record.is_err() {
+        if record.is_none() {
             self.remaining = 0;
         }
-        Some(record)
+        Some(record.ok_or_else(|| format!("record at offset {} runs past the end of its batch", self.next_offset)))
     }
 }
 
@@ -107,14 +109,14 @@ impl<'a> Iterator for HeaderViews<'a> {
         }
         self.remaining -= 1;
         let mut decode = || {
-            let name_len = usize::from(u16::from_le_bytes(fixed(&mut self.rest)?));
-            let name = split(&mut self.rest, name_len)?;
+            let name_len = usize::from(u16::from_le_bytes(fixed(&mut self.rest).ok_or("header truncated")?));
+            let name = split(&mut self.rest, name_len).ok_or("header name runs past its record")?;
             std::str::from_utf8(name).map_err(|e| format!("header name is not UTF-8: {e}"))?;
-            let value_len = u32::from_le_bytes(fixed(&mut self.rest)?) as usize;
-            let value = split(&mut self.rest, value_len)?;
+            let value_len = u32::from_le_bytes(fixed(&mut self.rest).ok_or("header truncated")?) as usize;
+            let value = split(&mut self.rest, value_len).ok_or("header value runs past its record")?;
             Ok(HeaderView { name, value })
         };
-        let header = decode();
+        let header: Result<HeaderView<'a>, String> = decode();
         if header.is_err() {
             self.remaining = 0;
         }
