@@ -128,3 +128,39 @@ impl LatencyLoad {
         vec![0x5a; self.record_size.saturating_sub(8)]
     }
 }
+
+/// CPU time (user + system, all threads) process `pid` has used, in ms; `None` if it cannot be
+/// read (another machine, or the process is gone).
+pub fn process_cpu_ms(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let (user, system): (u64, u64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    Some((user + system) * 10)
+}
+
+/// A broker's CPU use across one run, read from /proc when its pid is known.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerCpu {
+    pid: Option<u32>,
+    start_ms: Option<u64>,
+}
+
+impl ServerCpu {
+    /// Starts counting (nothing is counted without a pid).
+    pub fn start(pid: Option<u32>) -> Self {
+        ServerCpu { pid, start_ms: pid.and_then(process_cpu_ms) }
+    }
+
+    /// JSON fields to add to a run's line: `,"server_cpu_ms":..,"server_cpu_us_per_record":..`,
+    /// or nothing without a pid.
+    pub fn json_fields(&self, records: u64) -> String {
+        let (Some(pid), Some(start)) = (self.pid, self.start_ms) else { return String::new() };
+        let Some(end) = process_cpu_ms(pid) else { return String::new() };
+        let ms = end.saturating_sub(start);
+        format!(
+            ",\"server_cpu_ms\":{ms},\"server_cpu_us_per_record\":{:.3}",
+            ms as f64 * 1000.0 / records.max(1) as f64
+        )
+    }
+}

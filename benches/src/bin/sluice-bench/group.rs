@@ -202,6 +202,7 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
         finished: AtomicBool::new(false),
     });
     let shown = progress("group", Arc::clone(&done), total);
+    let cpu = crate::server_cpu();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..spec.members {
@@ -247,7 +248,7 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
     let resumed = shared.resumed_after.lock().map_err(|_| "poisoned")?.map(|d| d.as_secs_f64() * 1000.0);
     let resumed_json = resumed.map_or("null".to_owned(), |ms| format!("{ms:.1}"));
     println!(
-        "{{\"bench\":\"group\",\"members\":{},\"partitions\":{partitions},\"max_in_flight\":{},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1},\"deliveries\":{deliveries},\"nack_every\":{},\"leave\":\"{}\",\"session_timeout_ms\":{},\"rebalance_resume_ms\":{resumed_json},\"delivery\":\"{}\"}}",
+        "{{\"bench\":\"group\",\"members\":{},\"partitions\":{partitions},\"max_in_flight\":{},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1},\"deliveries\":{deliveries},\"nack_every\":{},\"leave\":\"{}\",\"session_timeout_ms\":{},\"rebalance_resume_ms\":{resumed_json},\"delivery\":\"{}\"{}}}",
         spec.members,
         spec.max_in_flight,
         n as f64 / secs,
@@ -256,6 +257,7 @@ pub async fn run(server: &str, spec: GroupSpec) -> BenchResult {
         if spec.silent { "silent" } else { "close" },
         spec.session_timeout_ms,
         spec.delivery.as_deref().unwrap_or("default"),
+        cpu.json_fields(n),
     );
     println!(
         "group consume: {n} records in {secs:.2} s = {:.0} records/s, {:.1} MB/s ({} members, {partitions} partitions, acked in ranges, {deliveries} deliveries){}",

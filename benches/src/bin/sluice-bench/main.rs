@@ -23,8 +23,10 @@ use sluice_proto::v1::producer_client::ProducerClient;
 use tokio_stream::StreamExt;
 use tonic::transport::Endpoint;
 
+mod disk;
 mod group;
 mod latency;
+mod lean;
 
 // The broker uses mimalloc too; a client measuring it should not be slowed by its own allocator.
 #[global_allocator]
@@ -44,8 +46,20 @@ struct Cli {
     /// CA certificate (PEM) of a TLS broker (verified as "localhost"); turns TLS on.
     #[arg(long, global = true, env = "SLUICE_TLS_CA")]
     tls_ca: Option<std::path::PathBuf>,
+    /// The broker's pid, when it runs on this machine: runs then report its CPU time per record
+    /// (from /proc).
+    #[arg(long, global = true, env = "SLUICE_SERVER_PID")]
+    server_pid: Option<u32>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The broker's pid (`--server-pid`), for CPU accounting.
+static SERVER_PID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+
+/// Starts counting the broker's CPU for one run.
+fn server_cpu() -> sluice_benches::ServerCpu {
+    sluice_benches::ServerCpu::start(SERVER_PID.get().copied().flatten())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -60,6 +74,15 @@ enum ProduceMode {
 enum ConsumeMode {
     Fetch,
     Subscribe,
+}
+
+/// How far the consumer decodes what it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Decode {
+    /// Every record, as a client library would.
+    Full,
+    /// Only the message framing (records stay encoded): what the broker can send.
+    Lean,
 }
 
 /// What `produce` does.
@@ -107,12 +130,17 @@ enum Command {
         /// Byte budget per response.
         #[arg(long, default_value_t = 4 << 20)]
         max_bytes: u32,
+        /// `lean` leaves records undecoded (`bytes` counts their encoded size then).
+        #[arg(long, value_enum, default_value = "full")]
+        decode: Decode,
     },
     /// Read a topic to its current end as one consumer group (Consume), acking every record in
     /// ranges; optionally time the rebalance after a member leaves.
     Group(group::GroupSpec),
     /// Produce at a fixed rate while a subscriber measures publish-to-delivery latency.
     Latency(latency::LatencySpec),
+    /// A bare write+fdatasync loop on a directory's disk (no broker): fsync `always`'s ceiling.
+    Disk(disk::DiskSpec),
 }
 
 /// How every connection of a run authenticates: a token and a CA for TLS.
@@ -313,6 +341,7 @@ async fn run_produce(server: &str, args: ProduceArgs) -> BenchResult {
     let records = batch(record_size, batch_size);
     let done = Arc::new(AtomicU64::new(0));
     let shown = progress("produce", Arc::clone(&done), requests_total * batch_size as u64);
+    let cpu = server_cpu();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..producers {
@@ -341,9 +370,10 @@ async fn run_produce(server: &str, args: ProduceArgs) -> BenchResult {
     let n = done.load(Ordering::Relaxed);
     let bytes = n * record_size as u64;
     println!(
-        "{{\"bench\":\"produce\",\"mode\":\"{mode:?}\",\"fsync\":\"{fsync}\",\"producers\":{producers},\"partitions\":{partitions},\"record_size\":{record_size},\"batch\":{batch_size},\"in_flight\":{in_flight},\"idempotent\":{idempotent},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1}}}",
+        "{{\"bench\":\"produce\",\"mode\":\"{mode:?}\",\"fsync\":\"{fsync}\",\"producers\":{producers},\"partitions\":{partitions},\"record_size\":{record_size},\"batch\":{batch_size},\"in_flight\":{in_flight},\"idempotent\":{idempotent},\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1}{}}}",
         n as f64 / secs,
-        bytes as f64 / secs / 1e6
+        bytes as f64 / secs / 1e6,
+        cpu.json_fields(n)
     );
     println!(
         "produce ({mode:?}, fsync {fsync}): {n} records of {record_size} B in {secs:.2} s = {:.0} records/s, {:.1} MB/s",
@@ -353,7 +383,7 @@ async fn run_produce(server: &str, args: ProduceArgs) -> BenchResult {
     Ok(())
 }
 
-async fn run_consume(server: &str, topic: String, mode: ConsumeMode, max_bytes: u32) -> BenchResult {
+async fn run_consume(server: &str, topic: String, mode: ConsumeMode, max_bytes: u32, decode: Decode) -> BenchResult {
     let channel = connect(server).await?;
     let description = AdminClient::new(channel.clone())
         .describe_topic(pb::DescribeTopicRequest { name: topic.clone() })
@@ -365,35 +395,47 @@ async fn run_consume(server: &str, topic: String, mode: ConsumeMode, max_bytes: 
     let done = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let shown = progress("consume", Arc::clone(&done), total);
+    let cpu = server_cpu();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (partition, start, end) in ends {
         let channel = connect(server).await?;
         let (topic, done, bytes) = (topic.clone(), Arc::clone(&done), Arc::clone(&bytes));
         tasks.spawn(async move {
+            let seen = |read: lean::Read| {
+                done.fetch_add(read.records, Ordering::Relaxed);
+                bytes.fetch_add(read.bytes, Ordering::Relaxed);
+            };
+            let fetch = pb::FetchRequest {
+                topic: topic.clone(),
+                partition,
+                offset: start,
+                max_bytes,
+                max_wait_ms: 0,
+                timestamp_ms: None,
+            };
+            let position = pb::StartPosition { position: Some(pb::start_position::Position::Offset(start)) };
+            let subscribe = pb::SubscribeRequest { topic: topic.clone(), partition, start: Some(position), max_bytes };
+            match (decode, mode) {
+                (Decode::Lean, ConsumeMode::Fetch) => return lean::fetch(channel, fetch, end, seen).await,
+                (Decode::Lean, ConsumeMode::Subscribe) => {
+                    return lean::subscribe(channel, subscribe, start, end, seen).await;
+                }
+                (Decode::Full, _) => {}
+            }
             let mut consumer = ConsumerClient::new(channel).max_decoding_message_size(64 << 20);
             let mut next = start;
             match mode {
                 ConsumeMode::Fetch => {
                     while next < end {
-                        let request = pb::FetchRequest {
-                            topic: topic.clone(),
-                            partition,
-                            offset: next,
-                            max_bytes,
-                            max_wait_ms: 0,
-                            timestamp_ms: None,
-                        };
+                        let request = pb::FetchRequest { offset: next, ..fetch.clone() };
                         let response = consumer.fetch(request).await?.into_inner();
                         next = response.next_offset;
                         count(&response.records, &done, &bytes);
                     }
                 }
                 ConsumeMode::Subscribe => {
-                    let start = pb::StartPosition { position: Some(pb::start_position::Position::Offset(start)) };
-                    let request =
-                        pb::SubscribeRequest { topic: topic.clone(), partition, start: Some(start), max_bytes };
-                    let mut stream = consumer.subscribe(request).await?.into_inner();
+                    let mut stream = consumer.subscribe(subscribe).await?.into_inner();
                     while next < end {
                         let Some(message) = stream.next().await else { break };
                         let message = message?;
@@ -402,7 +444,7 @@ async fn run_consume(server: &str, topic: String, mode: ConsumeMode, max_bytes: 
                     }
                 }
             }
-            Ok::<(), tonic::Status>(())
+            Ok(())
         });
     }
     while let Some(result) = tasks.join_next().await {
@@ -412,9 +454,10 @@ async fn run_consume(server: &str, topic: String, mode: ConsumeMode, max_bytes: 
     shown.abort();
     let (n, b) = (done.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed));
     println!(
-        "{{\"bench\":\"consume\",\"mode\":\"{mode:?}\",\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1}}}",
+        "{{\"bench\":\"consume\",\"mode\":\"{mode:?}\",\"decode\":\"{decode:?}\",\"records\":{n},\"seconds\":{secs:.3},\"records_per_s\":{:.0},\"mb_per_s\":{:.1}{}}}",
         n as f64 / secs,
-        b as f64 / secs / 1e6
+        b as f64 / secs / 1e6,
+        cpu.json_fields(n)
     );
     println!(
         "consume ({mode:?}): {n} records in {secs:.2} s = {:.0} records/s, {:.1} MB/s",
@@ -448,10 +491,14 @@ fn main() -> BenchResult {
 async fn run(cli: Cli) -> BenchResult {
     let ca = cli.tls_ca.as_ref().map(std::fs::read).transpose()?;
     let _set_once = SECURITY.set((cli.token.clone(), ca));
+    let _set_once = SERVER_PID.set(cli.server_pid);
     match cli.command {
         Command::Produce(args) => run_produce(&cli.server, args).await,
-        Command::Consume { topic, mode, max_bytes } => run_consume(&cli.server, topic, mode, max_bytes).await,
+        Command::Consume { topic, mode, max_bytes, decode } => {
+            run_consume(&cli.server, topic, mode, max_bytes, decode).await
+        }
         Command::Group(spec) => group::run(&cli.server, spec).await,
         Command::Latency(spec) => latency::run(&cli.server, spec).await,
+        Command::Disk(spec) => disk::run(&spec),
     }
 }
