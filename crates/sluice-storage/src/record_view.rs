@@ -11,6 +11,8 @@ const NO_KEY: u32 = u32::MAX;
 pub struct RecordView<'a> {
     /// The record's offset in its partition.
     pub offset: u64,
+    /// Where the record starts in its batch (bytes from the batch's first byte).
+    pub position: u32,
     /// Milliseconds since the Unix epoch.
     pub timestamp: i64,
     /// Optional key.
@@ -58,13 +60,17 @@ pub struct RecordViews<'a> {
     rest: &'a [u8],
     next_offset: u64,
     remaining: u32,
+    /// Position of the next record in its batch.
+    position: usize,
 }
 
 impl<'a> RecordViews<'a> {
     #[inline]
     fn decode_one(&mut self) -> Option<RecordView<'a>> {
+        let position = u32::try_from(self.position).ok()?;
         let len = u32::from_le_bytes(fixed(&mut self.rest)?) as usize;
         let mut body = split(&mut self.rest, len)?;
+        self.position += 4 + len;
         let timestamp = i64::from_le_bytes(fixed(&mut body)?);
         let key_len = u32::from_le_bytes(fixed(&mut body)?);
         let key = if key_len == NO_KEY { None } else { Some(split(&mut body, key_len as usize)?) };
@@ -73,7 +79,7 @@ impl<'a> RecordViews<'a> {
         let header_count = u16::from_le_bytes(fixed(&mut body)?);
         let offset = self.next_offset;
         self.next_offset += 1;
-        Some(RecordView { offset, timestamp, key, value, header_count, headers: body })
+        Some(RecordView { offset, position, timestamp, key, value, header_count, headers: body })
     }
 }
 
@@ -132,6 +138,7 @@ impl Batch {
             rest: self.as_bytes().get(BATCH_HEADER_BYTES..).unwrap_or_default(),
             next_offset: self.base_offset(),
             remaining: self.header().record_count,
+            position: BATCH_HEADER_BYTES,
         }
     }
 }
@@ -173,6 +180,7 @@ mod tests {
             prop_assert_eq!(owned.len(), views.len());
             for (record, view) in owned.iter().zip(&views) {
                 prop_assert_eq!(record.offset, view.offset);
+                prop_assert_eq!(record.position, view.position);
                 prop_assert_eq!(record.timestamp, view.timestamp);
                 prop_assert_eq!(record.key.as_deref(), view.key);
                 prop_assert_eq!(&record.value[..], view.value);
@@ -202,7 +210,7 @@ mod tests {
             &0u32.to_le_bytes(),
         ]
         .concat();
-        let mut views = RecordViews { rest: &record, next_offset: 0, remaining: 1 };
+        let mut views = RecordViews { rest: &record, next_offset: 0, remaining: 1, position: 0 };
         let view = views.next().unwrap().unwrap();
         assert!(view.headers().next().unwrap().is_err());
     }
@@ -212,7 +220,7 @@ mod tests {
         let batch = batch_of(&[(1, Some(b"key".to_vec()), b"value".to_vec(), vec![])]);
         let body = &batch.as_bytes()[BATCH_HEADER_BYTES..];
         for cut in 0..body.len() {
-            let mut views = RecordViews { rest: &body[..cut], next_offset: 0, remaining: 1 };
+            let mut views = RecordViews { rest: &body[..cut], next_offset: 0, remaining: 1, position: 0 };
             assert!(views.next().unwrap().is_err(), "cut at {cut}");
         }
     }

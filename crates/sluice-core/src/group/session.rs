@@ -275,8 +275,8 @@ impl GroupSession {
                 .filter(|p| p.ledger.acks().acked().end().is_some_and(|end| end > from))
                 .map(|p| p.ledger.acks().clone())
         };
-        'batches: for batch in &batches {
-            for record in batch.records() {
+        'batches: for batch in batches.iter().filter(|b| b.next_offset() > from) {
+            for record in batch.views() {
                 let record = record.map_err(|reason| Error::Internal(format!("stored record: {reason}")))?;
                 if record.offset < from {
                     continue;
@@ -284,7 +284,7 @@ impl GroupSession {
                 if record.offset >= end || picks.len() as u32 >= max_records {
                     break 'batches;
                 }
-                let size = (record.key.as_ref().map_or(0, |k| k.len()) + record.value.len()) as u64;
+                let size = (record.key.map_or(0, <[u8]>::len) + record.value.len()) as u64;
                 if !picks.is_empty() && bytes + size > max_bytes {
                     break 'batches;
                 }
@@ -352,13 +352,13 @@ impl GroupSession {
         let mut picks = Vec::with_capacity(offsets.len());
         let mut wanted = offsets.iter().peekable();
         for batch in &batches {
-            for record in batch.records() {
+            for record in batch.views() {
                 let record = record.map_err(|reason| Error::Internal(format!("stored record: {reason}")))?;
                 while wanted.peek().is_some_and(|&&o| o < record.offset) {
                     wanted.next();
                 }
                 if wanted.peek() == Some(&&record.offset) {
-                    let size = (record.key.as_ref().map_or(0, |k| k.len()) + record.value.len()) as u64;
+                    let size = (record.key.map_or(0, <[u8]>::len) + record.value.len()) as u64;
                     picks.push(Pick {
                         offset: record.offset,
                         bytes: size,
