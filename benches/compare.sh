@@ -17,7 +17,9 @@
 #   consume     1M records read back by Subscribe (full and lean decode) and by a 1-member group
 #   partitions  1, 8 and 32 partitions with one producer each, fsync always, 100 records per
 #               request, one in flight
-#   latency     publish-to-subscriber latency at 5,000 records/s, fsync never
+#   latency     publish-to-subscriber latency at 5,000 records/s, fsync never; with
+#               `redis-server` on PATH, Redis Streams measured alike after the builds
+#               (peer-latency-redis, build label "redis")
 # Data dirs go to $SLUICE_BENCH_DIR (default /tmp): put it on the disk you want measured.
 set -euo pipefail
 
@@ -83,10 +85,23 @@ phase() {
   esac
 }
 
+# Redis Streams with its defaults (no AOF, no snapshots), the peer of fsync `never`.
+redis_latency() {
+  local round=$1
+  command -v redis-server >/dev/null || return 0
+  redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/6390) 2>/dev/null && break; sleep 0.05; done
+  "$here/target/release/peer-latency-redis" --server 127.0.0.1:6390 --rate 5000 --duration 5s 2>/dev/null \
+    | grep '^{' | sed "s/^{/{\"build\":\"redis\",\"round\":$round,/" || true
+  kill $pid; wait $pid 2>/dev/null || true
+}
+
 for round in $(seq "$rounds"); do
   for name in $phases; do
     for build in "$@"; do
       phase "${build%%=*}" "${build#*=}" "$round" "$name"
     done
+    if [ "$name" = latency ]; then redis_latency "$round"; fi
   done
 done
