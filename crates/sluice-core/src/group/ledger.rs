@@ -285,13 +285,22 @@ impl Ledger {
             return None;
         }
         let mut delivered = Vec::with_capacity(picks.len());
+        // Picks come in offset order, and a read's records are almost always past every
+        // pending one: then they need no lookup, and the counters change once per read.
+        let last_pending = self.pending.keys().next_back().copied();
+        let mut leased = Holding::default();
         for pick in picks.iter().filter(|p| (from..next).contains(&p.offset)) {
+            let may_be_tracked = last_pending.is_some_and(|last| pick.offset <= last);
             // Already tracked (a backoff or redrive restored from the group file), or done:
             // delivered in its own turn, not as a new record.
-            if self.pending.contains_key(&pick.offset) || self.acks.is_done(pick.offset) {
+            if (may_be_tracked && self.pending.contains_key(&pick.offset)) || self.acks.is_done(pick.offset) {
                 continue;
             }
-            let attempts = self.prior_attempts.remove(&pick.offset).map_or(1, |before| before + 1);
+            let attempts = if self.prior_attempts.is_empty() {
+                1
+            } else {
+                self.prior_attempts.remove(&pick.offset).map_or(1, |before| before + 1)
+            };
             let pending = Pending {
                 attempts,
                 delivery: Delivery::InFlight { member, deadline },
@@ -301,8 +310,14 @@ impl Ledger {
                 position: Some(pick.position),
                 failed_by: None,
             };
-            self.put(pick.offset, pending);
+            // Not pending (checked above): nothing to count out.
+            self.pending.insert(pick.offset, pending);
+            leased += Holding { records: 1, bytes: pick.bytes };
             delivered.push((pick.offset, attempts));
+        }
+        if leased.records > 0 {
+            self.in_flight += leased.records;
+            *self.held.entry(member).or_default() += leased;
         }
         self.cursor = next;
         Some(delivered)
@@ -399,21 +414,35 @@ impl Ledger {
     /// Acks `first..=last` for `member`: every pending record there that is not leased to
     /// another member or being dead-lettered is done. Returns how many became done.
     pub fn ack(&mut self, first: u64, last: u64, member: MemberId) -> u64 {
-        let offsets: Vec<u64> = self
-            .pending
-            .range(first..=last)
-            .filter(|(_, p)| match p.delivery {
-                Delivery::InFlight { member: m, .. } => m == member,
-                Delivery::DeadLettering => false,
-                Delivery::Ready | Delivery::Backoff { .. } => true,
-            })
-            .map(|(&o, _)| o)
-            .collect();
-        for &offset in &offsets {
-            self.take(offset);
+        let (mut released, mut ready, mut done) = (Holding::default(), 0u32, 0u64);
+        let eligible = |_: &u64, p: &mut Pending| match p.delivery {
+            Delivery::InFlight { member: m, .. } => m == member,
+            Delivery::DeadLettering => false,
+            Delivery::Ready | Delivery::Backoff { .. } => true,
+        };
+        for (offset, pending) in self.pending.extract_if(first..=last, eligible) {
+            match pending.delivery {
+                Delivery::InFlight { .. } => released += Holding { records: 1, bytes: pending.bytes },
+                Delivery::Ready => ready += 1,
+                Delivery::Backoff { .. } | Delivery::DeadLettering => {}
+            }
             self.acks.ack(offset);
+            done += 1;
         }
-        offsets.len() as u64
+        // The counters move once per ack, as `take` would have moved them per record.
+        self.in_flight -= released.records;
+        self.ready -= ready;
+        if released.records > 0
+            && let std::collections::btree_map::Entry::Occupied(mut holding) = self.held.entry(member)
+        {
+            let left = holding.get_mut();
+            left.records -= released.records;
+            left.bytes -= released.bytes;
+            if left.records == 0 {
+                holding.remove();
+            }
+        }
+        done
     }
 
     /// The dead-letter copy of `offset` is durable: the record is done. False if it was not
