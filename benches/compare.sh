@@ -4,8 +4,13 @@
 # same run compare). Every phase gets a fresh broker and data dir; each prints one JSON line,
 # tagged with the build's label and the round.
 #
-#   benches/compare.sh [-r ROUNDS] [-p PHASES] LABEL=BIN_DIR [LABEL=BIN_DIR ...]
+#   benches/compare.sh [-r ROUNDS] [-p PHASES] [-n] LABEL=BIN_DIR [LABEL=BIN_DIR ...]
 #   benches/compare.sh -r 3 old=/tmp/old/release new=target/release
+#
+# Each phase first runs once unmeasured (-n skips it), and the builds take turns going first,
+# round by round: this VM gives memory freed by one run back to the host, and the next run pays
+# to fault it in again, so a run measured after a smaller one is slow for reasons of its own.
+# Use an even number of rounds with two builds.
 #
 # BIN_DIR holds a `sluice-server`. The client is always this checkout's `sluice-bench`
 # ($SLUICE_BENCH, default target/release/sluice-bench), so every build meets the same load.
@@ -24,16 +29,18 @@
 set -euo pipefail
 
 rounds=1
+prime=1
 phases="disk durable4 durable1 never consume partitions latency"
-while getopts "r:p:" opt; do
+while getopts "r:p:n" opt; do
   case $opt in
     r) rounds=$OPTARG ;;
     p) phases=$OPTARG ;;
+    n) prime=0 ;;
     *) exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
-[ $# -ge 1 ] || { sed -n 2,22p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,32p "$0"; exit 2; }
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 sb=${SLUICE_BENCH:-$here/target/release/sluice-bench}
@@ -97,9 +104,17 @@ redis_latency() {
   kill $pid; wait $pid 2>/dev/null || true
 }
 
+builds=("$@")
 for round in $(seq "$rounds"); do
+  # The builds take turns going first: on this VM the first run of a phase measured up to 2x
+  # slower than the second (the one before it had freed less memory).
+  shift_by=$(( (round - 1) % ${#builds[@]} ))
+  order=("${builds[@]:shift_by}" "${builds[@]:0:shift_by}")
   for name in $phases; do
-    for build in "$@"; do
+    if [ "$prime" = 1 ]; then
+      phase prime "${order[0]#*=}" "$round" "$name" >/dev/null
+    fi
+    for build in "${order[@]}"; do
       phase "${build%%=*}" "${build#*=}" "$round" "$name"
     done
     if [ "$name" = latency ]; then redis_latency "$round"; fi
