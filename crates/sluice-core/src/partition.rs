@@ -27,13 +27,9 @@ use crate::producers::{Check, ProducerTable, WrittenBatch};
 use crate::tail::TailCache;
 
 /// Appends up to this size (records' bytes, and encoded bytes of the group written with them)
-/// to a partition without fsync-on-append may be written on the calling task. A page-cache
-/// write of 1 MiB takes a few hundred microseconds; handing it to the blocking pool and back
-/// cost more than that in CPU: with 1,000 x 1 KiB per request, fsync `never` took 0.74-1.34 us
-/// of broker CPU per record written inline against 1.22-1.85 us through the pool (7 alternated
-/// runs). The price is that other tasks of the same runtime thread wait for such a write, as
-/// they would for a decode of the same request.
-pub const INLINE_APPEND_BYTES: usize = 1 << 20;
+/// to a partition without fsync-on-append may be written on the calling task: a page-cache
+/// write of this size takes microseconds, less than handing it to the blocking pool and back.
+pub const INLINE_APPEND_BYTES: usize = 64 << 10;
 use crate::record::ProducerRef;
 
 /// Runs a storage call on the blocking pool.
