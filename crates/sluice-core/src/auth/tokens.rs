@@ -243,7 +243,8 @@ mod tests {
             ("billing", false, Some(info.id.as_str()))
         );
         let file = std::fs::read_to_string(dir.path().join(FILE)).map_err(|e| Error::Internal(e.to_string()))?;
-        let secret = token.rsplit('_').next().unwrap_or_default();
+        // The secret is everything after the id: URL-safe base64 may itself contain '_'.
+        let secret = token.splitn(3, '_').nth(2).unwrap_or_default();
         assert!(!file.contains(secret), "only the hash is stored");
         // A wrong secret, a malformed token and, after revocation, the token itself are refused.
         assert_eq!(store.authenticate(&format!("{PREFIX}{}_wrong", info.id)), Err(Refusal::Invalid));
