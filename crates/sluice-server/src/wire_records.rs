@@ -37,6 +37,9 @@ pub struct StoredRecords {
     selection: Selection,
     partition: u32,
     field: u8,
+    /// Each selected record's `Record` length, in order: measured (walking its headers) when
+    /// the response is built, so sending it does not measure again.
+    record_lens: Vec<usize>,
     len: usize,
 }
 
@@ -188,12 +191,14 @@ impl StoredRecords {
     }
 
     fn new(batches: Vec<Batch>, selection: Selection, partition: u32, field: u8) -> Result<Self, Status> {
-        let mut records = StoredRecords { batches, selection, partition, field, len: 0 };
-        let mut len = 0;
+        let mut records = StoredRecords { batches, selection, partition, field, record_lens: Vec::new(), len: 0 };
+        let (mut len, mut record_lens) = (0, Vec::new());
         records
             .visit(|record, attempt| {
-                let entry = entry_len(record_len(record, partition)?, attempt);
+                let record_len = record_len(record, partition)?;
+                let entry = entry_len(record_len, attempt);
                 len += 1 + encoded_len_varint(entry as u64) + entry;
+                record_lens.push(record_len);
                 Ok(())
             })
             .map_err(|reason| {
@@ -201,6 +206,7 @@ impl StoredRecords {
                 Status::internal("stored record could not be decoded; see the broker log")
             })?;
         records.len = len;
+        records.record_lens = record_lens;
         Ok(records)
     }
 
@@ -247,10 +253,12 @@ impl EncodedFields for StoredRecords {
     fn write(&self, buf: &mut dyn BufMut) {
         let partition = self.partition;
         let mut out = Out::new(buf);
+        let mut lens = self.record_lens.iter().copied();
         // Every record was decoded when the response was built, from the same immutable
-        // batches: this pass meets no error and writes exactly `len` bytes.
+        // batches: this pass meets no error, visits the records measured then, in the same
+        // order, and writes exactly `len` bytes.
         let _checked_when_built = self.visit(|record, attempt| {
-            let len = record_len(record, partition)?;
+            let len = lens.next().ok_or("more records than when the response was built")?;
             out.byte(key(self.field, LEN));
             match attempt {
                 None => put_record(&mut out, record, partition, len),
