@@ -670,3 +670,36 @@ async fn default_responses_fit_a_stock_grpc_clients_4_mib_limit() -> TestResult 
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_subscriber_reading_one_large_batch_in_small_responses_reads_it_from_disk_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // No tail cache: every read not served by the subscription itself goes to the segment file.
+    let server = TestServer::start_with(config(dir.path(), &[("SLUICE_LIMITS_TAIL_CACHE_BYTES", "0")])).await;
+    create_topic(&server, "bulk", 1, None).await;
+    // One request of 64 records of 16 KiB: one 1 MiB batch.
+    let values: Vec<String> = (0..64).map(|i| format!("{i:02}").repeat(8 << 10)).collect();
+    let records = values.iter().map(|v| record(None, v)).collect();
+    server.producer().await.produce(produce_request("bulk", records)).await?;
+    let start = pb::StartPosition { position: Some(pb::start_position::Position::Offset(0)) };
+    let request = pb::SubscribeRequest { topic: "bulk".into(), partition: 0, start: Some(start), max_bytes: 64 << 10 };
+    let mut stream = server.consumer().await.subscribe(request).await?.into_inner();
+    let (mut got, mut responses) = (Vec::new(), 0);
+    while got.len() < values.len() {
+        let response = stream.next().await.unwrap()?;
+        assert!(response.records.len() <= 4, "a response stays near its 64 KiB budget");
+        got.extend(response.records);
+        responses += 1;
+    }
+    assert!(responses >= 16);
+    let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (0..64).collect::<Vec<u64>>(), "every record once, in order");
+    assert!(got.iter().zip(&values).all(|(r, v)| r.value == v.as_bytes()), "values intact");
+    let (_, body) = server.http_get("/metrics").await;
+    assert!(
+        body.contains(r#"sluice_partition_log_reads_total{topic="bulk",partition="0"} 1"#),
+        "the batch is read from disk once, not once per response:\n{body}"
+    );
+    server.stop().await;
+    Ok(())
+}

@@ -37,6 +37,11 @@ impl<'a> RecordView<'a> {
     pub fn headers(&self) -> HeaderViews<'a> {
         HeaderViews { rest: self.headers, remaining: self.header_count }
     }
+
+    /// How many headers the record has.
+    pub fn header_count(&self) -> usize {
+        usize::from(self.header_count)
+    }
 }
 
 /// The first `n` bytes of `rest`, which moves past them; `None` if it is shorter.
