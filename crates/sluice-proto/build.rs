@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&servers)
         .codec_path("crate::codec::SizedCodec")
         .extern_path(".sluice.v1", "crate::v1");
+    // Produce requests keep their records in the receive buffer (see src/wire_produce.rs).
+    config = config.extern_path(".sluice.v1.ProduceRequest", "crate::wire::ProduceRequest");
     for response in WIRE_RESPONSES {
         config = config.extern_path(format!(".sluice.v1.{response}"), format!("crate::wire::{response}"));
     }

@@ -3,13 +3,13 @@
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sluice_storage::{BatchBuilder, HeaderRef, RecordRef};
+use sluice_storage::{BatchBuilder, HeaderRef};
 
 use crate::broker::{Broker, Topic};
 use crate::error::{Error, Result};
 use crate::partition::QueuedAppend;
 use crate::partitioner;
-use crate::record::{NewRecord, PartitionAppend, ProduceOutcome, ProduceRequest, ProducerRef};
+use crate::record::{PartitionAppend, ProduceOutcome, ProduceRequest, ProducerRef, RecordSource};
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -24,9 +24,10 @@ fn route(topic: &Topic, request: &ProduceRequest, partitions: u32) -> Result<Vec
         return Ok(vec![(partition, Vec::new())]);
     }
     let sticky = topic.next_unkeyed.fetch_add(1, Ordering::Relaxed) % partitions;
+    let records = request.records.source();
     let mut groups: Vec<Vec<u32>> = vec![Vec::new(); partitions as usize];
-    for (index, record) in request.records.iter().enumerate() {
-        let partition = record.key.as_ref().map_or(sticky, |key| partitioner::for_key(key, partitions));
+    for index in 0..records.count() {
+        let partition = records.key(index).map_or(sticky, |key| partitioner::for_key(key, partitions));
         groups[partition as usize].push(index as u32);
     }
     let used = groups.iter().filter(|g| !g.is_empty()).count();
@@ -38,26 +39,47 @@ fn route(topic: &Topic, request: &ProduceRequest, partitions: u32) -> Result<Vec
         .collect())
 }
 
+/// The records of one batch: all of a request's, or those at `indexes`.
+#[derive(Clone, Copy)]
+struct Selection<'a> {
+    records: &'a dyn RecordSource,
+    indexes: &'a [u32],
+}
+
+impl<'a> Selection<'a> {
+    fn all(records: &'a dyn RecordSource) -> Self {
+        Selection { records, indexes: &[] }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        let all = if self.indexes.is_empty() { 0..self.records.count() } else { 0..0 };
+        all.chain(self.indexes.iter().map(|&i| i as usize))
+    }
+
+    fn count(&self) -> usize {
+        if self.indexes.is_empty() { self.records.count() } else { self.indexes.len() }
+    }
+
+    fn size(&self) -> usize {
+        self.iter().map(|i| self.records.size(i)).sum()
+    }
+}
+
 /// The exact encoded size of a batch of `records`.
-fn encoded_size(records: &[NewRecord]) -> usize {
-    let per_record = |r: &NewRecord| r.size() + sluice_storage::codec::RECORD_OVERHEAD_BYTES + 6 * r.headers.len();
+fn encoded_size(records: Selection<'_>) -> usize {
+    let source = records.records;
+    let per_record =
+        |i: usize| source.size(i) + sluice_storage::codec::RECORD_OVERHEAD_BYTES + 6 * source.header_count(i);
     sluice_storage::codec::BATCH_HEADER_BYTES + records.iter().map(per_record).sum::<usize>()
 }
 
-fn encode(records: &[NewRecord], producer: Option<ProducerRef>) -> Result<sluice_storage::EncodedBatch> {
+fn encode(records: Selection<'_>, producer: Option<ProducerRef>) -> Result<sluice_storage::EncodedBatch> {
     let now = now_ms();
     // Sized exactly: a batch that outgrew its buffer would be copied to a larger one.
     let mut builder = BatchBuilder::with_capacity(encoded_size(records));
     let mut headers: Vec<HeaderRef<'_>> = Vec::new();
-    for record in records {
-        headers.clear();
-        headers.extend(record.headers.iter().map(|(name, value)| HeaderRef { name, value }));
-        builder.push(&RecordRef {
-            timestamp: record.timestamp.unwrap_or(now),
-            key: record.key.as_deref(),
-            value: &record.value,
-            headers: &headers,
-        })?;
+    for index in records.iter() {
+        records.records.encode_into(index, now, &mut headers, &mut builder)?;
     }
     if let Some(producer) = producer {
         builder.set_producer(producer.producer_id, producer.first_sequence);
@@ -72,8 +94,9 @@ impl Broker {
         }
         let limit = topic.config().max_message_bytes as usize;
         let mut total = 0usize;
-        for (index, record) in request.records.iter().enumerate() {
-            let size = record.size();
+        let records = request.records.source();
+        for index in 0..records.count() {
+            let size = records.size(index);
             if size > limit {
                 return Err(Error::MessageTooLarge { index, size, limit });
             }
@@ -111,10 +134,11 @@ impl Broker {
         let [(partition, _)] = route(&topic, &request, partitions.len() as u32)?[..] else {
             return Err(Error::Internal("an idempotent produce routes to one partition".into()));
         };
-        let bytes: usize = request.records.iter().map(NewRecord::size).sum();
+        let bytes = Selection::all(request.records.source()).size();
         let (count, producer, records) = (request.records.len() as u32, request.producer, request.records);
-        let appended =
-            partitions[partition as usize].append(count, bytes, producer, move || encode(&records, producer)).await?;
+        let appended = partitions[partition as usize]
+            .append(count, bytes, producer, move || encode(Selection::all(records.source()), producer))
+            .await?;
         let outcome = ProduceOutcome {
             appends: vec![PartitionAppend {
                 partition,
@@ -144,24 +168,22 @@ impl Broker {
         }
         let partitions = topic.partitions();
         let routes = route(&topic, &request, partitions.len() as u32)?;
-        let bytes: usize = request.records.iter().map(NewRecord::size).sum();
-        let record_total = request.records.len();
-        let mut records = request.records;
+        let records = request.records.source();
+        let record_total = records.count();
+        let mut bytes = 0;
         let mut encoded = Vec::with_capacity(routes.len());
         for (partition, indexes) in routes {
-            let group: Vec<NewRecord> = if indexes.is_empty() {
-                std::mem::take(&mut records)
-            } else {
-                indexes.iter().map(|&i| std::mem::take(&mut records[i as usize])).collect()
-            };
-            let size = group.iter().map(NewRecord::size).sum::<usize>();
+            let group = Selection { records, indexes: &indexes };
+            let size = group.size();
+            bytes += size;
             // Every batch is encoded before any is queued, so a request that fails to encode
             // leaves nothing behind.
-            encoded.push((partition, indexes, group.len() as u32, size, encode(&group, None)?));
+            let batch = encode(group, None)?;
+            encoded.push((partition, group.count() as u32, size, batch, indexes));
         }
         let parts = encoded
             .into_iter()
-            .map(|(partition, indexes, count, size, batch)| {
+            .map(|(partition, count, size, batch, indexes)| {
                 (partition, indexes, count, partitions[partition as usize].enqueue(batch, size))
             })
             .collect();
@@ -227,6 +249,8 @@ impl QueuedProduce {
 mod tests {
     use bytes::Bytes;
 
+    use crate::record::NewRecord;
+
     use super::*;
 
     #[test]
@@ -238,6 +262,9 @@ mod tests {
             timestamp: Some(1),
         };
         let records = vec![record(None, 0), record(Some("key"), 8), record(Some(""), 1)];
-        assert_eq!(encode(&records, None).unwrap().len(), encoded_size(&records));
+        let all = Selection::all(&records);
+        assert_eq!(encode(all, None).unwrap().len(), encoded_size(all));
+        let some = Selection { records: &records, indexes: &[2, 0] };
+        assert_eq!(encode(some, None).unwrap().len(), encoded_size(some));
     }
 }

@@ -1,6 +1,9 @@
 //! Records as the broker core receives them from producers.
 
+use std::fmt;
+
 use bytes::Bytes;
+use sluice_storage::{BatchBuilder, HeaderRef, RecordRef};
 
 /// A record to produce. Payload bytes are shared with the request buffer, not copied.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -24,6 +27,109 @@ impl NewRecord {
     }
 }
 
+/// The records of a produce request, wherever they are: owned [`NewRecord`]s, or still in the
+/// request's wire encoding (the server locates them in its receive buffer and implements this,
+/// so no record is built per record only to be copied into a batch).
+pub trait RecordSource: fmt::Debug + Send + Sync {
+    /// Number of records.
+    fn count(&self) -> usize;
+    /// Record `index`'s key (decides its partition when the request names none).
+    fn key(&self, index: usize) -> Option<&[u8]>;
+    /// Record `index`'s size counted against `max_message_bytes`: key, value, header names and
+    /// values (see [`NewRecord::size`]).
+    fn size(&self, index: usize) -> usize;
+    /// Record `index`'s header count.
+    fn header_count(&self, index: usize) -> usize;
+    /// Adds record `index` to `builder`, stamped `now` if the producer gave no timestamp;
+    /// `headers` is scratch space the caller reuses.
+    fn encode_into<'a>(
+        &'a self,
+        index: usize,
+        now: i64,
+        headers: &mut Vec<HeaderRef<'a>>,
+        builder: &mut BatchBuilder,
+    ) -> sluice_storage::Result<()>;
+}
+
+impl RecordSource for Vec<NewRecord> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn key(&self, index: usize) -> Option<&[u8]> {
+        self[index].key.as_deref()
+    }
+
+    fn size(&self, index: usize) -> usize {
+        self[index].size()
+    }
+
+    fn header_count(&self, index: usize) -> usize {
+        self[index].headers.len()
+    }
+
+    fn encode_into<'a>(
+        &'a self,
+        index: usize,
+        now: i64,
+        headers: &mut Vec<HeaderRef<'a>>,
+        builder: &mut BatchBuilder,
+    ) -> sluice_storage::Result<()> {
+        let record = &self[index];
+        headers.clear();
+        headers.extend(record.headers.iter().map(|(name, value)| HeaderRef { name, value }));
+        builder.push(&RecordRef {
+            timestamp: record.timestamp.unwrap_or(now),
+            key: record.key.as_deref(),
+            value: &record.value,
+            headers,
+        })
+    }
+}
+
+/// A produce request's records (see [`RecordSource`]).
+pub struct Records(Box<dyn RecordSource>);
+
+impl Records {
+    /// Records from any source.
+    pub fn new(source: impl RecordSource + 'static) -> Self {
+        Records(Box::new(source))
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.0.count()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.count() == 0
+    }
+
+    /// The source.
+    pub fn source(&self) -> &dyn RecordSource {
+        &*self.0
+    }
+}
+
+impl From<Vec<NewRecord>> for Records {
+    fn from(records: Vec<NewRecord>) -> Self {
+        Records::new(records)
+    }
+}
+
+impl Default for Records {
+    fn default() -> Self {
+        Records::new(Vec::<NewRecord>::new())
+    }
+}
+
+impl fmt::Debug for Records {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// An idempotent producer's identity on a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerRef {
@@ -34,14 +140,14 @@ pub struct ProducerRef {
 }
 
 /// A produce request.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Default)]
 pub struct ProduceRequest {
     /// Topic name.
     pub topic: String,
     /// Explicit partition for all records.
     pub partition: Option<u32>,
     /// At least one record.
-    pub records: Vec<NewRecord>,
+    pub records: Records,
     /// Set for idempotent produce (requires `partition`).
     pub producer: Option<ProducerRef>,
 }

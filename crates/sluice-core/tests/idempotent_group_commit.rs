@@ -14,7 +14,8 @@ fn request(producer_id: u64, first_sequence: u64) -> ProduceRequest {
         records: vec![NewRecord {
             value: Bytes::from(format!("{producer_id}-{first_sequence}")),
             ..NewRecord::default()
-        }],
+        }]
+        .into(),
         producer: Some(ProducerRef { producer_id, first_sequence }),
     }
 }

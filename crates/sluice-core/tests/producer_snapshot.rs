@@ -14,7 +14,7 @@ fn request(producer: Option<(u64, u64)>) -> ProduceRequest {
     ProduceRequest {
         topic: "t".into(),
         partition: Some(0),
-        records: vec![NewRecord { value: Bytes::from_static(b"v"), ..NewRecord::default() }],
+        records: vec![NewRecord { value: Bytes::from_static(b"v"), ..NewRecord::default() }].into(),
         producer: producer.map(|(producer_id, first_sequence)| ProducerRef { producer_id, first_sequence }),
     }
 }

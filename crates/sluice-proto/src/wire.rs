@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+pub use crate::wire_produce::{ProduceRequest, RecordView as ProducedRecord, RequestRecords};
+
 use prost::Message;
 use prost::bytes::{Buf, BufMut};
 use prost::encoding::{DecodeContext, WireType};

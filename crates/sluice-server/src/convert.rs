@@ -3,32 +3,71 @@
 use std::time::Duration;
 
 use sluice_core::{
-    FsyncPolicy, NewRecord, ProduceOutcome, ProduceRequest, ProducerRef, TopicConfig, TopicConfigChange,
+    FsyncPolicy, ProduceOutcome, ProduceRequest, ProducerRef, RecordSource, Records, TopicConfig, TopicConfigChange,
 };
 use sluice_proto::v1 as pb;
+use sluice_proto::wire;
+use sluice_storage::{BatchBuilder, HeaderRef, RecordRef};
 use tonic::Status;
 
 fn invalid(message: impl Into<String>) -> Status {
     crate::status::to_status(sluice_core::Error::InvalidArgument(message.into()))
 }
 
-/// A produce request from the wire (payloads move, they are not copied).
-pub fn produce_request(request: pb::ProduceRequest) -> Result<ProduceRequest, Status> {
+/// A produce request from the wire: its records stay in the receive buffer until they are
+/// copied into a batch.
+pub fn produce_request(request: wire::ProduceRequest) -> Result<ProduceRequest, Status> {
     let producer = match request.producer_id {
         Some(producer_id) => Some(ProducerRef { producer_id, first_sequence: request.first_sequence }),
         None => None,
     };
-    let records = request
-        .records
-        .into_iter()
-        .map(|r| NewRecord {
-            key: r.key,
-            value: r.value,
-            headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
-            timestamp: r.timestamp_ms,
+    Ok(ProduceRequest {
+        topic: request.topic,
+        partition: request.partition,
+        records: Records::new(WireRecords(request.records)),
+        producer,
+    })
+}
+
+/// A request's records in their wire encoding, as the core reads records.
+#[derive(Debug)]
+struct WireRecords(wire::RequestRecords);
+
+impl RecordSource for WireRecords {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    fn key(&self, index: usize) -> Option<&[u8]> {
+        self.0.get(index).key
+    }
+
+    fn size(&self, index: usize) -> usize {
+        let record = self.0.get(index);
+        record.key.map_or(0, <[u8]>::len) + record.value.len() + record.header_bytes as usize
+    }
+
+    fn header_count(&self, index: usize) -> usize {
+        self.0.get(index).header_count
+    }
+
+    fn encode_into<'a>(
+        &'a self,
+        index: usize,
+        now: i64,
+        headers: &mut Vec<HeaderRef<'a>>,
+        builder: &mut BatchBuilder,
+    ) -> sluice_storage::Result<()> {
+        let record = self.0.get(index);
+        headers.clear();
+        headers.extend(record.headers().map(|(name, value)| HeaderRef { name, value }));
+        builder.push(&RecordRef {
+            timestamp: record.timestamp_ms.unwrap_or(now),
+            key: record.key,
+            value: record.value,
+            headers,
         })
-        .collect();
-    Ok(ProduceRequest { topic: request.topic, partition: request.partition, records, producer })
+    }
 }
 
 /// Where a request's records went, for the wire.

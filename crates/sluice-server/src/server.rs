@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 
 use sluice_core::Broker;
 use sluice_proto::v1::admin_server::AdminServer;
-use sluice_proto::v1::producer_server::ProducerServer;
 use sluice_proto::wire::servers::consumer_server::ConsumerServer;
+use sluice_proto::wire::servers::producer_server::ProducerServer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::ReceiverStream;

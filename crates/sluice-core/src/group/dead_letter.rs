@@ -262,7 +262,7 @@ async fn move_partition(
     for request in requests {
         let (indexes, copies): (Vec<usize>, Vec<NewRecord>) = request.into_iter().unzip();
         let produce =
-            ProduceRequest { topic: name.clone(), partition: Some(partition), records: copies, producer: None };
+            ProduceRequest { topic: name.clone(), partition: Some(partition), records: copies.into(), producer: None };
         match broker.produce(produce).await {
             Ok(outcome) => {
                 let base = outcome.appends.first().map_or(0, |a| a.base_offset);

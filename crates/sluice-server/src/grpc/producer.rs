@@ -7,6 +7,7 @@ use std::time::Instant;
 use sluice_core::Broker;
 use sluice_core::auth::{Operation, ResourceKind};
 use sluice_proto::v1 as pb;
+use sluice_proto::wire;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::Stream;
@@ -35,7 +36,7 @@ pub struct ProducerService {
     pub(crate) access: Access,
 }
 
-async fn produce(broker: Broker, request: pb::ProduceRequest) -> Result<pb::ProduceResponse, Status> {
+async fn produce(broker: Broker, request: wire::ProduceRequest) -> Result<pb::ProduceResponse, Status> {
     let request_id = request.request_id;
     let request = convert::produce_request(request)?;
     let outcome = broker.produce(request).await.map_err(to_status)?;
@@ -60,7 +61,7 @@ async fn run_stream(
     broker: Broker,
     metrics: Arc<Metrics>,
     (access, caller): (Access, Caller),
-    mut inbound: Streaming<pb::ProduceRequest>,
+    mut inbound: Streaming<wire::ProduceRequest>,
     outbound: mpsc::Sender<Result<pb::ProduceResponse, Status>>,
 ) {
     let shutdown = broker.shutdown_token();
@@ -173,15 +174,15 @@ const CUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Validates, routes, encodes and queues a request without a producer id, on the caller's
 /// task: the order of these calls is the order of the records in the log.
-fn queue(broker: &Broker, request: pb::ProduceRequest) -> Result<sluice_core::produce::QueuedProduce, Status> {
+fn queue(broker: &Broker, request: wire::ProduceRequest) -> Result<sluice_core::produce::QueuedProduce, Status> {
     let request = convert::produce_request(request)?;
     broker.produce_enqueue(request).map_err(to_status)
 }
 
 #[tonic::async_trait]
-impl pb::producer_server::Producer for ProducerService {
+impl wire::servers::producer_server::Producer for ProducerService {
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = ?request.get_ref().partition))]
-    async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
+    async fn produce(&self, request: Request<wire::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
         let allowed = self.access.caller(&request).and_then(|caller| {
             self.access.check(&caller, Operation::Produce, ResourceKind::Topic, &request.get_ref().topic)?;
             Ok(caller)
@@ -206,7 +207,7 @@ impl pb::producer_server::Producer for ProducerService {
 
     async fn produce_stream(
         &self,
-        request: Request<Streaming<pb::ProduceRequest>>,
+        request: Request<Streaming<wire::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let caller = self.access.caller(&request)?;
         let slot = self.access.quotas().open_stream(&caller)?;
