@@ -12,6 +12,8 @@
 //! exist: every delivered record is pending until done.
 
 use std::collections::BTreeMap;
+
+use super::offset_map::OffsetMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,7 +129,7 @@ pub(crate) struct Ledger {
     acks: AckSet,
     /// Next offset never delivered.
     cursor: u64,
-    pending: BTreeMap<u64, Pending>,
+    pending: OffsetMap<Pending>,
     in_flight: u32,
     ready: u32,
     held: BTreeMap<MemberId, Holding>,
@@ -142,7 +144,7 @@ impl Ledger {
         Ledger {
             cursor: acks.committed(),
             acks,
-            pending: BTreeMap::new(),
+            pending: OffsetMap::new(),
             in_flight: 0,
             ready: 0,
             held: BTreeMap::new(),
@@ -415,19 +417,23 @@ impl Ledger {
     /// another member or being dead-lettered is done. Returns how many became done.
     pub fn ack(&mut self, first: u64, last: u64, member: MemberId) -> u64 {
         let (mut released, mut ready, mut done) = (Holding::default(), 0u32, 0u64);
-        let eligible = |_: &u64, p: &mut Pending| match p.delivery {
+        let eligible = |p: &Pending| match p.delivery {
             Delivery::InFlight { member: m, .. } => m == member,
             Delivery::DeadLettering => false,
             Delivery::Ready | Delivery::Backoff { .. } => true,
         };
-        for (offset, pending) in self.pending.extract_if(first..=last, eligible) {
+        let mut finish = |acks: &mut AckSet, offset: u64, pending: Pending| {
             match pending.delivery {
                 Delivery::InFlight { .. } => released += Holding { records: 1, bytes: pending.bytes },
                 Delivery::Ready => ready += 1,
                 Delivery::Backoff { .. } | Delivery::DeadLettering => {}
             }
-            self.acks.ack(offset);
+            acks.ack(offset);
             done += 1;
+        };
+        // Removal from the front of the map (the usual case) is cheap: see `OffsetMap`.
+        for (offset, pending) in self.pending.extract_if(first..=last, |_, p| eligible(p)) {
+            finish(&mut self.acks, offset, pending);
         }
         // The counters move once per ack, as `take` would have moved them per record.
         self.in_flight -= released.records;
@@ -470,7 +476,7 @@ impl Ledger {
     pub fn expire(&mut self, now: Instant) -> Expiry {
         let mut expiry = Expiry::default();
         let mut due = Vec::new();
-        for (&offset, pending) in &self.pending {
+        for (&offset, pending) in self.pending.iter() {
             match pending.delivery {
                 Delivery::InFlight { member, deadline } if deadline <= now => {
                     expiry.lapsed.push(EndedLease { member, offset });

@@ -38,6 +38,7 @@ pub(crate) mod delivery;
 pub mod journal;
 pub(crate) mod ledger;
 pub(crate) mod maintenance;
+mod offset_map;
 pub mod redrive;
 pub mod session;
 pub mod snapshot;
@@ -197,27 +198,44 @@ fn snapshot_of(state: &GroupState) -> (snapshot::GroupSnapshot, Vec<(TopicPartit
     (snapshot, committed)
 }
 
+/// One record's state from the group file, to put back in its ledger.
+enum Restoration {
+    Redrive,
+    Backoff(std::time::Instant),
+    DeadLettering(snapshot::DeadLetteringSnapshot),
+    Attempts(u32),
+}
+
 /// Rebuilds a group's state from its group file and dead-letter journal.
 fn restore(loaded: snapshot::GroupSnapshot, journal: &[journal::Entry]) -> GroupState {
     let mut state = GroupState::new(loaded.settings);
     let (now, wall_now) = (std::time::Instant::now(), state::now_ms());
     for p in loaded.partitions {
         let mut partition = PartitionState::at(p.acks);
-        let ledger = &mut partition.ledger;
-        for offset in p.redriven {
-            ledger.restore_redrive(offset);
-        }
+        // Applied in offset order (the ledger's pending map takes records in order cheaply;
+        // see offset_map.rs). A stable sort keeps the order of the lists for one offset, and
+        // each restoration touches only its own offset, so the result is the same.
+        let mut restorations: Vec<(u64, Restoration)> = Vec::new();
+        restorations.extend(p.redriven.into_iter().map(|offset| (offset, Restoration::Redrive)));
         // A record waiting out its backoff waits out the rest of it after the restart
         // (wall-clock time, so the broker's downtime counts), instead of being delivered at once.
-        for (offset, until_ms) in p.backoffs {
+        restorations.extend(p.backoffs.into_iter().map(|(offset, until_ms)| {
             let left = std::time::Duration::from_millis(until_ms.saturating_sub(wall_now).max(0) as u64);
-            ledger.restore_backoff(offset, now + left);
-        }
-        for d in p.dead_lettering {
-            ledger.restore_dead_lettering(d.offset, d.attempts, d.failure, d.position);
-        }
-        for (offset, attempts) in p.attempts {
-            ledger.restore_attempts(offset, attempts);
+            (offset, Restoration::Backoff(now + left))
+        }));
+        restorations.extend(p.dead_lettering.into_iter().map(|d| (d.offset, Restoration::DeadLettering(d))));
+        restorations.extend(p.attempts.into_iter().map(|(offset, attempts)| (offset, Restoration::Attempts(attempts))));
+        restorations.sort_by_key(|(offset, _)| *offset);
+        let ledger = &mut partition.ledger;
+        for (offset, restoration) in restorations {
+            match restoration {
+                Restoration::Redrive => ledger.restore_redrive(offset),
+                Restoration::Backoff(until) => ledger.restore_backoff(offset, until),
+                Restoration::DeadLettering(d) => {
+                    ledger.restore_dead_lettering(offset, d.attempts, d.failure, d.position)
+                }
+                Restoration::Attempts(attempts) => ledger.restore_attempts(offset, attempts),
+            }
         }
         state.partitions.insert(p.tp, partition);
     }
