@@ -72,8 +72,28 @@ fn in_range(offset: u64, (start, end): (u64, u64)) -> Result<u64> {
     Ok(offset)
 }
 
+/// Stored bytes of the records a result returns: whole batches, and of a batch it returns only
+/// part of (read from the middle, or cut), the span of those records.
+fn sent_bytes(fetched: &Fetched) -> usize {
+    let part = |batch: &Batch| {
+        let (mut start, mut end) = (None, batch.as_bytes().len());
+        for record in batch.views().flatten() {
+            if record.offset >= fetched.until {
+                end = record.position as usize;
+                break;
+            }
+            if start.is_none() && record.offset >= fetched.from {
+                start = Some(record.position as usize);
+            }
+        }
+        start.map_or(0, |start| end.saturating_sub(start))
+    };
+    let whole = |batch: &Batch| batch.base_offset() >= fetched.from && batch.next_offset() <= fetched.until;
+    fetched.batches.iter().map(|b| if whole(b) { b.as_bytes().len() } else { part(b) }).sum()
+}
+
 fn count_out(topic: &Topic, fetched: &Fetched) {
-    let bytes: usize = fetched.batches.iter().map(|b| b.as_bytes().len()).sum();
+    let bytes = sent_bytes(fetched);
     topic.counters.records_out.fetch_add(fetched.record_count(), Ordering::Relaxed);
     topic.counters.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
 }

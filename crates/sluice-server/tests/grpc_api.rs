@@ -700,6 +700,17 @@ async fn a_subscriber_reading_one_large_batch_in_small_responses_reads_it_from_d
         body.contains(r#"sluice_partition_log_reads_total{topic="bulk",partition="0"} 1"#),
         "the batch is read from disk once, not once per response:\n{body}"
     );
+    // Counted once too: the records' stored bytes, not the whole batch per response.
+    let sent: u64 = metric(&body, r#"sluice_bytes_out_total{topic="bulk"}"#);
+    let values: u64 = values.iter().map(|v| v.len() as u64).sum();
+    assert!((values..values + 64 * 64).contains(&sent), "{sent} bytes out for {values} bytes of values");
     server.stop().await;
     Ok(())
+}
+
+/// The value of the metric line starting with `name` (labels included).
+fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from\n{body}"))
 }
