@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sluice_storage::{BatchBuilder, HeaderRef};
+use sluice_storage::{BatchBuilder, HeaderRef, RecordRef};
 
 use crate::broker::{Broker, Topic};
 use crate::error::{Error, Result};
@@ -78,8 +78,16 @@ fn encode(records: Selection<'_>, producer: Option<ProducerRef>) -> Result<sluic
     // Sized exactly: a batch that outgrew its buffer would be copied to a larger one.
     let mut builder = BatchBuilder::with_capacity(encoded_size(records));
     let mut headers: Vec<HeaderRef<'_>> = Vec::new();
+    let source = records.records;
     for index in records.iter() {
-        records.records.encode_into(index, now, &mut headers, &mut builder)?;
+        headers.clear();
+        source.headers_into(index, &mut headers);
+        builder.push(&RecordRef {
+            timestamp: source.timestamp(index).unwrap_or(now),
+            key: source.key(index),
+            value: source.value(index),
+            headers: &headers,
+        })?;
     }
     if let Some(producer) = producer {
         builder.set_producer(producer.producer_id, producer.first_sequence);

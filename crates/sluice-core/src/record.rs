@@ -3,7 +3,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use sluice_storage::{BatchBuilder, HeaderRef, RecordRef};
+use sluice_storage::HeaderRef;
 
 /// A record to produce. Payload bytes are shared with the request buffer, not copied.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -40,15 +40,12 @@ pub trait RecordSource: fmt::Debug + Send + Sync {
     fn size(&self, index: usize) -> usize;
     /// Record `index`'s header count.
     fn header_count(&self, index: usize) -> usize;
-    /// Adds record `index` to `builder`, stamped `now` if the producer gave no timestamp;
-    /// `headers` is scratch space the caller reuses.
-    fn encode_into<'a>(
-        &'a self,
-        index: usize,
-        now: i64,
-        headers: &mut Vec<HeaderRef<'a>>,
-        builder: &mut BatchBuilder,
-    ) -> sluice_storage::Result<()>;
+    /// Record `index`'s payload.
+    fn value(&self, index: usize) -> &[u8];
+    /// Record `index`'s timestamp, if the producer gave one.
+    fn timestamp(&self, index: usize) -> Option<i64>;
+    /// Appends record `index`'s headers, in order, to `out`.
+    fn headers_into<'a>(&'a self, index: usize, out: &mut Vec<HeaderRef<'a>>);
 }
 
 impl RecordSource for Vec<NewRecord> {
@@ -68,22 +65,16 @@ impl RecordSource for Vec<NewRecord> {
         self[index].headers.len()
     }
 
-    fn encode_into<'a>(
-        &'a self,
-        index: usize,
-        now: i64,
-        headers: &mut Vec<HeaderRef<'a>>,
-        builder: &mut BatchBuilder,
-    ) -> sluice_storage::Result<()> {
-        let record = &self[index];
-        headers.clear();
-        headers.extend(record.headers.iter().map(|(name, value)| HeaderRef { name, value }));
-        builder.push(&RecordRef {
-            timestamp: record.timestamp.unwrap_or(now),
-            key: record.key.as_deref(),
-            value: &record.value,
-            headers,
-        })
+    fn value(&self, index: usize) -> &[u8] {
+        &self[index].value
+    }
+
+    fn timestamp(&self, index: usize) -> Option<i64> {
+        self[index].timestamp
+    }
+
+    fn headers_into<'a>(&'a self, index: usize, out: &mut Vec<HeaderRef<'a>>) {
+        out.extend(self[index].headers.iter().map(|(name, value)| HeaderRef { name, value }));
     }
 }
 

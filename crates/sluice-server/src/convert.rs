@@ -7,7 +7,7 @@ use sluice_core::{
 };
 use sluice_proto::v1 as pb;
 use sluice_proto::wire;
-use sluice_storage::{BatchBuilder, HeaderRef, RecordRef};
+use sluice_storage::HeaderRef;
 use tonic::Status;
 
 fn invalid(message: impl Into<String>) -> Status {
@@ -51,22 +51,16 @@ impl RecordSource for WireRecords {
         self.0.get(index).header_count
     }
 
-    fn encode_into<'a>(
-        &'a self,
-        index: usize,
-        now: i64,
-        headers: &mut Vec<HeaderRef<'a>>,
-        builder: &mut BatchBuilder,
-    ) -> sluice_storage::Result<()> {
-        let record = self.0.get(index);
-        headers.clear();
-        headers.extend(record.headers().map(|(name, value)| HeaderRef { name, value }));
-        builder.push(&RecordRef {
-            timestamp: record.timestamp_ms.unwrap_or(now),
-            key: record.key,
-            value: record.value,
-            headers,
-        })
+    fn value(&self, index: usize) -> &[u8] {
+        self.0.get(index).value
+    }
+
+    fn timestamp(&self, index: usize) -> Option<i64> {
+        self.0.get(index).timestamp_ms
+    }
+
+    fn headers_into<'a>(&'a self, index: usize, out: &mut Vec<HeaderRef<'a>>) {
+        out.extend(self.0.get(index).headers().map(|(name, value)| HeaderRef { name, value }));
     }
 }
 
