@@ -44,7 +44,9 @@ pub use broker::{Broker, Topic};
 pub use config::{BrokerConfig, GroupDefaults, TopicConfig, TopicConfigChange};
 pub use consume::{Fetched, StartAt, Subscription};
 pub use error::{Error, Result};
-pub use record::{NewRecord, PartitionAppend, ProduceOutcome, ProduceRequest, ProducerRef, RecordSource, Records};
+pub use record::{
+    NewRecord, PartitionAppend, ProduceOutcome, ProduceRequest, ProducerRef, RecordFields, RecordSource, Records,
+};
 pub use sluice_storage::FsyncPolicy;
 /// A record as read back from a partition.
 pub use sluice_storage::Record as StoredRecord;

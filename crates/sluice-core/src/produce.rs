@@ -80,12 +80,11 @@ fn encode(records: Selection<'_>, producer: Option<ProducerRef>) -> Result<sluic
     let mut headers: Vec<HeaderRef<'_>> = Vec::new();
     let source = records.records;
     for index in records.iter() {
-        headers.clear();
-        source.headers_into(index, &mut headers);
+        let fields = source.record(index, &mut headers);
         builder.push(&RecordRef {
-            timestamp: source.timestamp(index).unwrap_or(now),
-            key: source.key(index),
-            value: source.value(index),
+            timestamp: fields.timestamp.unwrap_or(now),
+            key: fields.key,
+            value: fields.value,
             headers: &headers,
         })?;
     }

@@ -40,12 +40,20 @@ pub trait RecordSource: fmt::Debug + Send + Sync {
     fn size(&self, index: usize) -> usize;
     /// Record `index`'s header count.
     fn header_count(&self, index: usize) -> usize;
-    /// Record `index`'s payload.
-    fn value(&self, index: usize) -> &[u8];
-    /// Record `index`'s timestamp, if the producer gave one.
-    fn timestamp(&self, index: usize) -> Option<i64>;
-    /// Appends record `index`'s headers, in order, to `out`.
-    fn headers_into<'a>(&'a self, index: usize, out: &mut Vec<HeaderRef<'a>>);
+    /// Record `index`'s fields; its headers, in order, replace the contents of `headers`
+    /// (scratch space the caller reuses).
+    fn record<'a>(&'a self, index: usize, headers: &mut Vec<HeaderRef<'a>>) -> RecordFields<'a>;
+}
+
+/// A record's fields besides its headers (see [`RecordSource::record`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordFields<'a> {
+    /// Optional key.
+    pub key: Option<&'a [u8]>,
+    /// The payload.
+    pub value: &'a [u8],
+    /// The producer's timestamp, if it gave one.
+    pub timestamp: Option<i64>,
 }
 
 impl RecordSource for Vec<NewRecord> {
@@ -65,16 +73,11 @@ impl RecordSource for Vec<NewRecord> {
         self[index].headers.len()
     }
 
-    fn value(&self, index: usize) -> &[u8] {
-        &self[index].value
-    }
-
-    fn timestamp(&self, index: usize) -> Option<i64> {
-        self[index].timestamp
-    }
-
-    fn headers_into<'a>(&'a self, index: usize, out: &mut Vec<HeaderRef<'a>>) {
-        out.extend(self[index].headers.iter().map(|(name, value)| HeaderRef { name, value }));
+    fn record<'a>(&'a self, index: usize, headers: &mut Vec<HeaderRef<'a>>) -> RecordFields<'a> {
+        let record = &self[index];
+        headers.clear();
+        headers.extend(record.headers.iter().map(|(name, value)| HeaderRef { name, value }));
+        RecordFields { key: record.key.as_deref(), value: &record.value, timestamp: record.timestamp }
     }
 }
 

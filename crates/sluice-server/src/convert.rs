@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use sluice_core::{
-    FsyncPolicy, ProduceOutcome, ProduceRequest, ProducerRef, RecordSource, Records, TopicConfig, TopicConfigChange,
+    FsyncPolicy, ProduceOutcome, ProduceRequest, ProducerRef, RecordFields, RecordSource, Records, TopicConfig,
+    TopicConfigChange,
 };
 use sluice_proto::v1 as pb;
 use sluice_proto::wire;
@@ -51,16 +52,11 @@ impl RecordSource for WireRecords {
         self.0.get(index).header_count
     }
 
-    fn value(&self, index: usize) -> &[u8] {
-        self.0.get(index).value
-    }
-
-    fn timestamp(&self, index: usize) -> Option<i64> {
-        self.0.get(index).timestamp_ms
-    }
-
-    fn headers_into<'a>(&'a self, index: usize, out: &mut Vec<HeaderRef<'a>>) {
-        out.extend(self.0.get(index).headers().map(|(name, value)| HeaderRef { name, value }));
+    fn record<'a>(&'a self, index: usize, headers: &mut Vec<HeaderRef<'a>>) -> RecordFields<'a> {
+        let record = self.0.get(index);
+        headers.clear();
+        headers.extend(record.headers().map(|(name, value)| HeaderRef { name, value }));
+        RecordFields { key: record.key, value: record.value, timestamp: record.timestamp_ms }
     }
 }
 
