@@ -167,7 +167,9 @@ impl Collector for BrokerCollector {
         self.topic_counter(&mut encoder, "sluice_records_in", "Records appended", |c| &c.records_in)?;
         self.topic_counter(&mut encoder, "sluice_bytes_in", "Record bytes appended", |c| &c.bytes_in)?;
         self.topic_counter(&mut encoder, "sluice_records_out", "Records sent to readers", |c| &c.records_out)?;
-        self.topic_counter(&mut encoder, "sluice_bytes_out", "Batch bytes sent to readers", |c| &c.bytes_out)?;
+        self.topic_counter(&mut encoder, "sluice_bytes_out", "Stored bytes of the records sent to readers", |c| {
+            &c.bytes_out
+        })?;
         self.partition_gauge(&mut encoder, "sluice_partition_size_bytes", "Bytes on disk", |s| s.size_bytes)?;
         self.partition_gauge(&mut encoder, "sluice_partition_start_offset", "First readable offset", |s| {
             s.start_offset
