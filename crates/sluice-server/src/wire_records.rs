@@ -13,7 +13,7 @@ use sluice_core::Fetched;
 use sluice_core::group::GroupDelivery;
 use sluice_proto::v1 as pb;
 use sluice_proto::wire::EncodedFields;
-use sluice_storage::{Batch, RecordView};
+use sluice_storage::{Batch, RecordStart, RecordView};
 use tonic::Status;
 
 /// Protobuf wire type of length-delimited fields.
@@ -26,8 +26,9 @@ const VARINT: u8 = 0;
 enum Selection {
     /// Offsets `from..until`.
     Range { from: u64, until: u64 },
-    /// These offsets (ascending), each with its delivery attempt: `GroupRecord` entries.
-    Delivered(Vec<(u64, u32)>),
+    /// These offsets (ascending), each with its delivery attempt: `GroupRecord` entries. The
+    /// walk starts at `first` (a small delivery from a large batch walks only its own part).
+    Delivered { records: Vec<(u64, u32)>, first: RecordStart },
 }
 
 /// Stored records as entries of a repeated field.
@@ -186,7 +187,7 @@ impl StoredRecords {
 
     /// The records of a group delivery, as `repeated GroupRecord records = field`.
     pub fn delivered(delivery: &GroupDelivery, field: u8) -> Result<Self, Status> {
-        let selection = Selection::Delivered(delivery.records.clone());
+        let selection = Selection::Delivered { records: delivery.records.clone(), first: delivery.first };
         Self::new(delivery.batches.clone(), selection, delivery.tp.partition, field)
     }
 
@@ -227,10 +228,12 @@ impl StoredRecords {
                     }
                 }
             }
-            Selection::Delivered(wanted) => {
+            Selection::Delivered { records: wanted, first } => {
                 let mut wanted = wanted.iter().peekable();
-                for batch in &self.batches {
-                    for record in batch.views() {
+                for batch in self.batches.iter().filter(|b| b.next_offset() > first.offset) {
+                    let views =
+                        if batch.base_offset() <= first.offset { batch.views_from(*first) } else { batch.views() };
+                    for record in views {
                         let Some(&&(offset, attempt)) = wanted.peek() else { return Ok(()) };
                         let record = record?;
                         if record.offset == offset {
@@ -348,6 +351,13 @@ mod tests {
     }
 
     /// The records as the server built them before: one `pb::Record` each, encoded by prost.
+    /// Where record `offset` starts, as a group read records it (position 0 if none: walk all).
+    fn first_start(batches: &[Batch], offset: Option<u64>) -> RecordStart {
+        let found =
+            batches.iter().flat_map(|b| b.views().flatten().map(|v| v.start())).find(|s| Some(s.offset) == offset);
+        found.unwrap_or(RecordStart { offset: offset.unwrap_or(0), position: 0 })
+    }
+
     fn reference(batches: &[Batch], partition: u32, keep: impl Fn(u64) -> Option<u32>) -> Vec<pb::GroupRecord> {
         let mut out = Vec::new();
         for batch in batches {
@@ -412,6 +422,7 @@ mod tests {
                 generation: 9,
                 batches: batches.clone(),
                 records: listed.clone(),
+                first: first_start(&batches, listed.first().map(|(o, _)| *o)),
             };
             let mut fields = DeliveredRecords::new(&delivery).unwrap();
             fields.meta.throttle_ms = 11;

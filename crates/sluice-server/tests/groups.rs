@@ -546,3 +546,45 @@ async fn a_member_that_never_finishes_its_work_loses_its_partitions_to_one_that_
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_small_window_takes_a_large_batch_in_order_with_every_field_intact() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start(dir.path()).await;
+    create_topic(&server, "bulk", 1, None).await;
+    // One request, one batch of 500 records; every third carries headers, every fifth a key.
+    let sent: Vec<pb::Record> = (0..500)
+        .map(|i| pb::Record {
+            key: (i % 5 == 0).then(|| format!("k{i}").into_bytes().into()),
+            headers: if i % 3 == 0 {
+                vec![pb::Header { name: "event-type".into(), value: format!("t{i}").into_bytes().into() }]
+            } else {
+                Vec::new()
+            },
+            timestamp_ms: Some(1_000 + i),
+            ..record(None, &format!("value {i}"))
+        })
+        .collect();
+    server.producer().await.produce(produce_request("bulk", sent.clone())).await?;
+    // Seven at a time: each delivery starts in the middle of the batch the previous one left.
+    let options = JoinOptions { max_in_flight_records: 7, ..JoinOptions::default() };
+    let mut member = Member::join(&server, "small", &["bulk"], "m", options).await;
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let records = member.next_records().await;
+        assert!(records.records.len() <= 7);
+        member.ack_all(&records).await;
+        got.extend(records.records.into_iter().map(|r| r.record.unwrap_or_default()));
+    }
+    let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (0..500).collect::<Vec<u64>>(), "every record once, in order");
+    for (got, sent) in got.iter().zip(&sent) {
+        assert_eq!(
+            (&got.key, &got.value, &got.headers, got.timestamp_ms),
+            (&sent.key, &sent.value, &sent.headers, sent.timestamp_ms)
+        );
+    }
+    member.close();
+    server.stop().await;
+    Ok(())
+}

@@ -32,7 +32,21 @@ pub struct HeaderView<'a> {
     pub value: &'a [u8],
 }
 
+/// Where a record starts in its batch: a place to resume a walk (see [`Batch::views_from`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordStart {
+    /// The record's offset.
+    pub offset: u64,
+    /// Bytes from the batch's first byte (a [`RecordView::position`]).
+    pub position: u32,
+}
+
 impl<'a> RecordView<'a> {
+    /// Where this record starts, to resume a walk of its batch there.
+    pub fn start(&self) -> RecordStart {
+        RecordStart { offset: self.offset, position: self.position }
+    }
+
     /// The record's headers in order.
     pub fn headers(&self) -> HeaderViews<'a> {
         HeaderViews { rest: self.headers, remaining: self.header_count }
@@ -146,6 +160,25 @@ impl Batch {
             position: BATCH_HEADER_BYTES,
         }
     }
+
+    /// The records from `start` on: what [`Batch::views`] yields from that record, without
+    /// walking the ones before it. `start` comes from a view of this batch; one whose offset
+    /// or position lies outside it walks from the first record.
+    pub fn views_from(&self, start: RecordStart) -> RecordViews<'_> {
+        let (base, count) = (self.base_offset(), self.header().record_count);
+        let index = start.offset.checked_sub(base).filter(|&i| i < u64::from(count));
+        let rest =
+            self.as_bytes().get(start.position as usize..).filter(|_| start.position as usize >= BATCH_HEADER_BYTES);
+        match (index, rest) {
+            (Some(index), Some(rest)) => RecordViews {
+                rest,
+                next_offset: start.offset,
+                remaining: count - index as u32,
+                position: start.position as usize,
+            },
+            _ => self.views(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +230,26 @@ mod tests {
                     prop_assert_eq!(&header.value[..], header_view.value);
                 }
             }
+            // A walk resumed at any record yields the rest, exactly.
+            for (k, view) in views.iter().enumerate() {
+                let resumed: Vec<_> = batch.views_from(view.start()).map(Result::unwrap).collect();
+                prop_assert_eq!(&resumed[..], &views[k..]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_start_outside_the_batch_walks_from_the_first_record() {
+        let batch = batch_of(&[(1, None, b"a".to_vec(), vec![]), (2, None, b"b".to_vec(), vec![])]);
+        let all: Vec<_> = batch.views().map(Result::unwrap).collect();
+        for start in [
+            RecordStart { offset: 40, position: all[1].position },
+            RecordStart { offset: 43, position: all[1].position },
+            RecordStart { offset: 42, position: 3 },
+            RecordStart { offset: 42, position: u32::MAX },
+        ] {
+            let walked: Vec<_> = batch.views_from(start).map(Result::unwrap).collect();
+            assert_eq!(walked, all, "{start:?}");
         }
     }
 

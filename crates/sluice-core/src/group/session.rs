@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::{BoxFuture, FutureExt, select_all};
-use sluice_storage::Batch;
+use sluice_storage::{Batch, RecordStart};
 
 use super::delivery::{AckOutcome, Step};
 use super::ledger::Pick;
@@ -28,6 +28,9 @@ pub struct GroupDelivery {
     pub batches: Vec<Batch>,
     /// The delivered offsets in ascending order, each with its delivery attempt (1 = first).
     pub records: Vec<(u64, u32)>,
+    /// Where the first delivered record starts in its batch: encoding the delivery walks the
+    /// batches from there, not from their first record.
+    pub first: RecordStart,
 }
 
 /// What a member's stream carries, in order.
@@ -128,7 +131,15 @@ pub struct GroupSession {
     partitions: BTreeMap<TopicPartition, PartitionHandle>,
     /// The batches of the last read, whose records past the member's in-flight limit are
     /// delivered next without reading them again.
-    carried: Option<(TopicPartition, Vec<Batch>)>,
+    carried: Option<Carried>,
+}
+
+/// The batches of a read not delivered in full, and where the next record starts.
+#[derive(Debug)]
+struct Carried {
+    tp: TopicPartition,
+    batches: Vec<Batch>,
+    next: RecordStart,
 }
 
 /// Byte budget of one read for a member, and of the records of one delivery: flow control
@@ -226,15 +237,16 @@ impl GroupSession {
         }
     }
 
-    /// The carried batches still holding `from`, if they are for `tp`.
-    fn carried_from(&mut self, tp: &TopicPartition, from: u64) -> Option<Vec<Batch>> {
-        let (carried_tp, batches) = self.carried.take()?;
+    /// The carried batches still holding `from`, if they are for `tp`, and where to resume the
+    /// walk of the first (at `from`, if the carried read stopped there).
+    fn carried_from(&mut self, tp: &TopicPartition, from: u64) -> Option<(Vec<Batch>, Option<RecordStart>)> {
+        let Carried { tp: carried_tp, batches, next } = self.carried.take()?;
         if &carried_tp != tp {
             return None;
         }
         let rest: Vec<Batch> = batches.into_iter().filter(|b| b.next_offset() > from).collect();
         let first = rest.first()?;
-        (first.base_offset() <= from).then_some(rest)
+        (first.base_offset() <= from).then_some((rest, (next.offset == from).then_some(next)))
     }
 
     fn read_budget(&self, max_bytes: u64) -> usize {
@@ -251,12 +263,12 @@ impl GroupSession {
         max_bytes: u64,
     ) -> Result<Option<GroupDelivery>> {
         let max_bytes = max_bytes.min(GROUP_READ_BYTES);
-        let batches = match self.carried_from(&tp, from) {
-            Some(batches) => batches,
+        let (batches, resume) = match self.carried_from(&tp, from) {
+            Some(carried) => carried,
             None => {
                 let handle = self.partition(&tp)?;
                 match handle.read(from, self.read_budget(max_bytes)).await {
-                    Ok(read) => read.batches,
+                    Ok(read) => (read.batches, None),
                     // Retention moved the start meanwhile; the next plan moves the cursor.
                     Err(Error::OffsetOutOfRange { .. }) => return Ok(None),
                     Err(e) => return self.damaged(&tp, from, e).map(|()| None),
@@ -275,17 +287,25 @@ impl GroupSession {
                 .filter(|p| p.ledger.acks().acked().end().is_some_and(|end| end > from))
                 .map(|p| p.ledger.acks().clone())
         };
+        // Where the walk stopped short of a batch's end: the next read resumes there.
+        let mut stopped_at = None;
         'batches: for batch in batches.iter().filter(|b| b.next_offset() > from) {
-            for record in batch.views() {
+            let views = match resume {
+                Some(start) if batch.base_offset() <= start.offset => batch.views_from(start),
+                _ => batch.views(),
+            };
+            for record in views {
                 let record = record.map_err(|reason| Error::Internal(format!("stored record: {reason}")))?;
                 if record.offset < from {
                     continue;
                 }
                 if record.offset >= end || picks.len() as u32 >= max_records {
+                    stopped_at = Some(record.start());
                     break 'batches;
                 }
                 let size = (record.key.map_or(0, <[u8]>::len) + record.value.len()) as u64;
                 if !picks.is_empty() && bytes + size > max_bytes {
+                    stopped_at = Some(record.start());
                     break 'batches;
                 }
                 next = record.offset + 1;
@@ -305,15 +325,18 @@ impl GroupSession {
             return Ok(None);
         }
         if batches.last().is_some_and(|b| b.next_offset() > next) {
-            self.carried = Some((tp.clone(), batches.clone()));
+            let next = stopped_at.unwrap_or(RecordStart { offset: next, position: 0 });
+            self.carried = Some(Carried { tp: tp.clone(), batches: batches.clone(), next });
         }
+        let first = picks.first().map(|p| RecordStart { offset: p.offset, position: p.position });
         let generation = {
             let mut state = self.handle.group.lock();
             state.register_read(self.handle.member, &tp, from, next, &picks, Instant::now())
         };
         match generation {
             Some((generation, records)) if !records.is_empty() => {
-                Ok(Some(GroupDelivery { tp, generation, batches, records }))
+                let first = first.unwrap_or(RecordStart { offset: from, position: 0 });
+                Ok(Some(GroupDelivery { tp, generation, batches, records, first }))
             }
             _ => Ok(None),
         }
@@ -377,6 +400,10 @@ impl GroupSession {
         if records.is_empty() {
             return Ok(None);
         }
-        Ok(Some(GroupDelivery { tp, generation, batches, records }))
+        let first = picks.first().map_or(RecordStart { offset: first, position: 0 }, |p| RecordStart {
+            offset: p.offset,
+            position: p.position,
+        });
+        Ok(Some(GroupDelivery { tp, generation, batches, records, first }))
     }
 }
