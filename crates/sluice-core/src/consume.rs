@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sluice_storage::Batch;
+use sluice_storage::{Batch, RecordStart};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, Topic};
@@ -29,9 +29,22 @@ pub struct Fetched {
     pub start_offset: u64,
     /// The partition's end offset when read.
     pub end_offset: u64,
+    /// Where record `from` starts in the first batch, when known: a walk of the result can
+    /// begin there instead of at the batch's first record.
+    pub first: Option<RecordStart>,
 }
 
 impl Fetched {
+    /// The records of `batch` (one of this result's) from where the result starts in it.
+    pub fn views_of<'a>(&self, batch: &'a Batch) -> sluice_storage::record_view::RecordViews<'a> {
+        match self.first {
+            Some(first) if batch.base_offset() <= first.offset && first.offset < batch.next_offset() => {
+                batch.views_from(first)
+            }
+            _ => batch.views(),
+        }
+    }
+
     /// The offset to read next.
     pub fn next_offset(&self) -> u64 {
         self.batches.last().map_or(self.from, |b| b.next_offset().min(self.until))
@@ -77,7 +90,7 @@ fn in_range(offset: u64, (start, end): (u64, u64)) -> Result<u64> {
 fn sent_bytes(fetched: &Fetched) -> usize {
     let part = |batch: &Batch| {
         let (mut start, mut end) = (None, batch.as_bytes().len());
-        for record in batch.views().flatten() {
+        for record in fetched.views_of(batch).flatten() {
             if record.offset >= fetched.until {
                 end = record.position as usize;
                 break;
@@ -100,34 +113,49 @@ fn count_out(topic: &Topic, fetched: &Fetched) {
 
 async fn read(partition: &PartitionHandle, offset: u64, max_bytes: usize) -> Result<Fetched> {
     let result = partition.read(offset, max_bytes).await?;
-    Ok(cut(partition.id(), result.batches, offset, max_bytes, (result.start_offset, result.end_offset)))
+    let offsets = (result.start_offset, result.end_offset);
+    Ok(cut(partition.id(), result.batches, (offset, None), max_bytes, offsets).0)
 }
 
-/// The result of a read at `offset`, its first batch cut where it outgrows `max_bytes`.
-fn cut(partition: u32, mut batches: Vec<Batch>, offset: u64, max_bytes: usize, (start, end): (u64, u64)) -> Fetched {
-    let until = cut_first_batch(&batches, offset, max_bytes);
-    if until != u64::MAX {
+/// The result of a read at `from` (with where that record starts, if known), its first batch
+/// cut where it outgrows `max_bytes`; and where the first record left out starts, if it was cut.
+fn cut(
+    partition: u32,
+    mut batches: Vec<Batch>,
+    (from, first): (u64, Option<RecordStart>),
+    max_bytes: usize,
+    (start, end): (u64, u64),
+) -> (Fetched, Option<RecordStart>) {
+    let mut fetched =
+        Fetched { partition, batches: Vec::new(), from, until: u64::MAX, start_offset: start, end_offset: end, first };
+    let rest = batches.first().and_then(|batch| cut_first_batch(batch, &fetched, max_bytes));
+    if let Some(rest) = rest {
+        fetched.until = rest.offset;
         batches.truncate(1);
     }
-    Fetched { partition, batches, from: offset, until, start_offset: start, end_offset: end }
+    fetched.batches = batches;
+    (fetched, rest)
 }
 
 /// Where to stop inside a first batch larger than `max_bytes` (one produce request of many
 /// large records is one batch), so that a response stays near its budget: stock gRPC clients
-/// refuse messages over 4 MiB. At least one record is returned. `u64::MAX` when the batch fits.
-fn cut_first_batch(batches: &[Batch], from: u64, max_bytes: usize) -> u64 {
-    let Some(first) = batches.first().filter(|b| b.as_bytes().len() > max_bytes) else { return u64::MAX };
+/// refuse messages over 4 MiB. At least one record is returned. `None` when the batch fits;
+/// otherwise the start of the first record left out.
+fn cut_first_batch(first: &Batch, fetched: &Fetched, max_bytes: usize) -> Option<RecordStart> {
+    if first.as_bytes().len() <= max_bytes {
+        return None;
+    }
     let mut bytes = 0usize;
-    // Borrowed views: this walks the batch from its start on every response cut from it.
-    for record in first.views().flatten().filter(|r| r.offset >= from) {
+    // Borrowed views, from `from` when its start is known (a subscription's cut batch).
+    for record in fetched.views_of(first).flatten().filter(|r| r.offset >= fetched.from) {
         // Key and value, plus what framing and headers cost a record on the wire.
         let size = record.key.map_or(0, <[u8]>::len) + record.value.len() + 64 * (1 + record.header_count());
         if bytes > 0 && bytes + size > max_bytes {
-            return record.offset;
+            return Some(record.start());
         }
         bytes += size;
     }
-    u64::MAX
+    None
 }
 
 impl Broker {
@@ -207,19 +235,20 @@ pub struct Subscription {
     /// The last batch read, when it was larger than `max_bytes` and only its start was
     /// returned: the rest is served from it. Read again, it would cost a pread and a CRC check
     /// of the whole batch per response (a 1 MiB batch read at 64 KiB: sixteen times over).
-    cut_batch: Option<Batch>,
+    cut_batch: Option<(Batch, RecordStart)>,
 }
 
 impl Subscription {
     /// The next records from the batch the last response cut, unless retention has removed
     /// them meanwhile (then the log is read, and says so).
-    fn rest_of_cut_batch(&mut self) -> Option<Fetched> {
-        let batch = self.cut_batch.take()?;
+    fn rest_of_cut_batch(&mut self) -> Option<(Fetched, Option<RecordStart>)> {
+        let (batch, rest) = self.cut_batch.take()?;
         let offsets = self.partition.offsets();
         if self.next < offsets.0 || self.next < batch.base_offset() || self.next >= batch.next_offset() {
             return None;
         }
-        Some(cut(self.partition.id(), vec![batch], self.next, self.max_bytes, offsets))
+        let first = (rest.offset == self.next).then_some(rest);
+        Some(cut(self.partition.id(), vec![batch], (self.next, first), self.max_bytes, offsets))
     }
 
     /// The next offset this subscription will return.
@@ -237,14 +266,18 @@ impl Subscription {
                 return Err(Error::ShuttingDown);
             }
             if *end.borrow_and_update() > self.next {
-                let fetched = match self.rest_of_cut_batch() {
-                    Some(rest) => rest,
-                    None => read(&self.partition, self.next, self.max_bytes).await?,
+                let (fetched, rest) = match self.rest_of_cut_batch() {
+                    Some(cut) => cut,
+                    None => {
+                        let result = self.partition.read(self.next, self.max_bytes).await?;
+                        let offsets = (result.start_offset, result.end_offset);
+                        cut(self.partition.id(), result.batches, (self.next, None), self.max_bytes, offsets)
+                    }
                 };
                 if !fetched.batches.is_empty() {
                     self.next = fetched.next_offset();
-                    self.cut_batch = match fetched.batches.as_slice() {
-                        [only] if fetched.until < only.next_offset() => Some(only.clone()),
+                    self.cut_batch = match (fetched.batches.as_slice(), rest) {
+                        ([only], Some(rest)) => Some((only.clone(), rest)),
                         _ => None,
                     };
                     count_out(&self.topic, &fetched);

@@ -24,8 +24,8 @@ const VARINT: u8 = 0;
 /// Which records of the batches a response carries.
 #[derive(Debug)]
 enum Selection {
-    /// Offsets `from..until`.
-    Range { from: u64, until: u64 },
+    /// Offsets `from..until`; record `from` starts at `first` when that is known.
+    Range { from: u64, until: u64, first: Option<RecordStart> },
     /// These offsets (ascending), each with its delivery attempt: `GroupRecord` entries. The
     /// walk starts at `first` (a small delivery from a large batch walks only its own part).
     Delivered { records: Vec<(u64, u32)>, first: RecordStart },
@@ -181,7 +181,7 @@ fn entry_len(record_len: usize, attempt: Option<u32>) -> usize {
 impl StoredRecords {
     /// The records of a read, as `repeated Record records = field`.
     pub fn read(fetched: &Fetched, field: u8) -> Result<Self, Status> {
-        let selection = Selection::Range { from: fetched.from, until: fetched.until };
+        let selection = Selection::Range { from: fetched.from, until: fetched.until, first: fetched.first };
         Self::new(fetched.batches.clone(), selection, fetched.partition, field)
     }
 
@@ -215,9 +215,13 @@ impl StoredRecords {
     /// selection is a delivery.
     fn visit(&self, mut f: impl FnMut(&RecordView<'_>, Option<u32>) -> Result<(), String>) -> Result<(), String> {
         match &self.selection {
-            Selection::Range { from, until } => {
+            Selection::Range { from, until, first } => {
                 for batch in self.batches.iter().filter(|b| b.next_offset() > *from) {
-                    for record in batch.views() {
+                    let views = match first {
+                        Some(first) if batch.base_offset() <= first.offset => batch.views_from(*first),
+                        _ => batch.views(),
+                    };
+                    for record in views {
                         let record = record?;
                         if record.offset >= *until {
                             return Ok(());
@@ -393,7 +397,9 @@ mod tests {
             let n = records.len() as u64;
             let from = base + u64::from(cut.0) % n;
             let until = if cut.1 % 3 == 0 { u64::MAX } else { from + u64::from(cut.1) % (base + n - from) + 1 };
-            let fetched = Fetched { partition, batches: batches.clone(), from, until, start_offset: base, end_offset: base + n };
+            // Half the reads know where `from` starts (a subscription's cut batch), half walk.
+            let first = (cut.0 % 2 == 0).then(|| first_start(&batches, Some(from)));
+            let fetched = Fetched { partition, batches: batches.clone(), from, until, start_offset: base, end_offset: base + n, first };
             let message = pb::SubscribeResponse { records: Vec::new(), end_offset: base + n, throttle_ms: 7 };
             let encoded = Encoded::new(message, StoredRecords::read(&fetched, 1).unwrap());
             let expected = pb::SubscribeResponse {
