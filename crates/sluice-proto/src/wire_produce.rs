@@ -277,9 +277,14 @@ impl ProduceRequest {
                 partition: 0,
             })
             .collect();
+        self.with(self.topic.clone(), records)
+    }
+
+    /// prost's type with this request's scalar fields, and `topic` and `records` as given.
+    fn with(&self, topic: String, records: Vec<pb::Record>) -> pb::ProduceRequest {
         pb::ProduceRequest {
             request_id: self.request_id,
-            topic: self.topic.clone(),
+            topic,
             partition: self.partition,
             records,
             producer_id: self.producer_id,
@@ -291,15 +296,7 @@ impl ProduceRequest {
 impl Message for ProduceRequest {
     /// Records are written as they arrived; other fields as prost writes them.
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        let head = pb::ProduceRequest {
-            request_id: self.request_id,
-            topic: self.topic.clone(),
-            partition: self.partition,
-            records: Vec::new(),
-            producer_id: self.producer_id,
-            first_sequence: self.first_sequence,
-        };
-        head.encode_raw(buf);
+        self.with(self.topic.clone(), Vec::new()).encode_raw(buf);
         for record in &self.records.records {
             encode_key(4, WireType::LengthDelimited, buf);
             encode_varint(u64::from(record.whole.len), buf);
@@ -325,14 +322,8 @@ impl Message for ProduceRequest {
     }
 
     fn encoded_len(&self) -> usize {
-        let head = pb::ProduceRequest {
-            request_id: self.request_id,
-            topic: String::new(),
-            partition: self.partition,
-            records: Vec::new(),
-            producer_id: self.producer_id,
-            first_sequence: self.first_sequence,
-        };
+        // The topic is counted here rather than cloned into `head`: quotas size every request.
+        let head = self.with(String::new(), Vec::new());
         let topic = if self.topic.is_empty() { 0 } else { prost::encoding::string::encoded_len(2, &self.topic) };
         let records: usize = self
             .records

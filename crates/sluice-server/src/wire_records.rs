@@ -27,8 +27,9 @@ enum Selection {
     /// Offsets `from..until`; record `from` starts at `first` when that is known.
     Range { from: u64, until: u64, first: Option<RecordStart> },
     /// These offsets (ascending), each with its delivery attempt: `GroupRecord` entries. The
-    /// walk starts at `first` (a small delivery from a large batch walks only its own part).
-    Delivered { records: Vec<(u64, u32)>, first: RecordStart },
+    /// walk starts at `first` when known (a small delivery from a large batch walks only its
+    /// own part).
+    Delivered { records: Vec<(u64, u32)>, first: Option<RecordStart> },
 }
 
 /// Stored records as entries of a repeated field.
@@ -234,9 +235,11 @@ impl StoredRecords {
             }
             Selection::Delivered { records: wanted, first } => {
                 let mut wanted = wanted.iter().peekable();
-                for batch in self.batches.iter().filter(|b| b.next_offset() > first.offset) {
-                    let views =
-                        if batch.base_offset() <= first.offset { batch.views_from(*first) } else { batch.views() };
+                for batch in self.batches.iter().filter(|b| first.is_none_or(|f| b.next_offset() > f.offset)) {
+                    let views = match first {
+                        Some(first) if batch.base_offset() <= first.offset => batch.views_from(*first),
+                        _ => batch.views(),
+                    };
                     for record in views {
                         let Some(&&(offset, attempt)) = wanted.peek() else { return Ok(()) };
                         let record = record?;
@@ -355,11 +358,9 @@ mod tests {
     }
 
     /// The records as the server built them before: one `pb::Record` each, encoded by prost.
-    /// Where record `offset` starts, as a group read records it (position 0 if none: walk all).
-    fn first_start(batches: &[Batch], offset: Option<u64>) -> RecordStart {
-        let found =
-            batches.iter().flat_map(|b| b.views().flatten().map(|v| v.start())).find(|s| Some(s.offset) == offset);
-        found.unwrap_or(RecordStart { offset: offset.unwrap_or(0), position: 0 })
+    /// Where record `offset` starts, as a group read records it.
+    fn first_start(batches: &[Batch], offset: Option<u64>) -> Option<RecordStart> {
+        batches.iter().flat_map(|b| b.views().flatten().map(|v| v.start())).find(|s| Some(s.offset) == offset)
     }
 
     fn reference(batches: &[Batch], partition: u32, keep: impl Fn(u64) -> Option<u32>) -> Vec<pb::GroupRecord> {
@@ -398,7 +399,7 @@ mod tests {
             let from = base + u64::from(cut.0) % n;
             let until = if cut.1 % 3 == 0 { u64::MAX } else { from + u64::from(cut.1) % (base + n - from) + 1 };
             // Half the reads know where `from` starts (a subscription's cut batch), half walk.
-            let first = (cut.0 % 2 == 0).then(|| first_start(&batches, Some(from)));
+            let first = if cut.0 % 2 == 0 { first_start(&batches, Some(from)) } else { None };
             let fetched = Fetched { partition, batches: batches.clone(), from, until, start_offset: base, end_offset: base + n, first };
             let message = pb::SubscribeResponse { records: Vec::new(), end_offset: base + n, throttle_ms: 7 };
             let encoded = Encoded::new(message, StoredRecords::read(&fetched, 1).unwrap());

@@ -85,6 +85,13 @@ pub(crate) struct Pick {
     pub position: u32,
 }
 
+impl Pick {
+    /// Where the record starts in its batch.
+    pub fn start(&self) -> sluice_storage::RecordStart {
+        sluice_storage::RecordStart { offset: self.offset, position: self.position }
+    }
+}
+
 /// A lease that ended without the member acking: the member should be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct EndedLease {

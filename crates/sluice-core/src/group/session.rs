@@ -28,9 +28,9 @@ pub struct GroupDelivery {
     pub batches: Vec<Batch>,
     /// The delivered offsets in ascending order, each with its delivery attempt (1 = first).
     pub records: Vec<(u64, u32)>,
-    /// Where the first delivered record starts in its batch: encoding the delivery walks the
-    /// batches from there, not from their first record.
-    pub first: RecordStart,
+    /// Where the first delivered record starts in its batch, when known: encoding the delivery
+    /// walks the batches from there, not from their first record.
+    pub first: Option<RecordStart>,
 }
 
 /// What a member's stream carries, in order.
@@ -134,12 +134,13 @@ pub struct GroupSession {
     carried: Option<Carried>,
 }
 
-/// The batches of a read not delivered in full, and where the next record starts.
+/// The batches of a read not delivered in full, and where the next record starts if the
+/// read stopped at one.
 #[derive(Debug)]
 struct Carried {
     tp: TopicPartition,
     batches: Vec<Batch>,
-    next: RecordStart,
+    next: Option<RecordStart>,
 }
 
 /// Byte budget of one read for a member, and of the records of one delivery: flow control
@@ -246,7 +247,7 @@ impl GroupSession {
         }
         let rest: Vec<Batch> = batches.into_iter().filter(|b| b.next_offset() > from).collect();
         let first = rest.first()?;
-        (first.base_offset() <= from).then_some((rest, (next.offset == from).then_some(next)))
+        (first.base_offset() <= from).then_some((rest, next.filter(|next| next.offset == from)))
     }
 
     fn read_budget(&self, max_bytes: u64) -> usize {
@@ -325,17 +326,15 @@ impl GroupSession {
             return Ok(None);
         }
         if batches.last().is_some_and(|b| b.next_offset() > next) {
-            let next = stopped_at.unwrap_or(RecordStart { offset: next, position: 0 });
-            self.carried = Some(Carried { tp: tp.clone(), batches: batches.clone(), next });
+            self.carried = Some(Carried { tp: tp.clone(), batches: batches.clone(), next: stopped_at });
         }
-        let first = picks.first().map(|p| RecordStart { offset: p.offset, position: p.position });
+        let first = picks.first().map(Pick::start);
         let generation = {
             let mut state = self.handle.group.lock();
             state.register_read(self.handle.member, &tp, from, next, &picks, Instant::now())
         };
         match generation {
             Some((generation, records)) if !records.is_empty() => {
-                let first = first.unwrap_or(RecordStart { offset: from, position: 0 });
                 Ok(Some(GroupDelivery { tp, generation, batches, records, first }))
             }
             _ => Ok(None),
@@ -400,10 +399,7 @@ impl GroupSession {
         if records.is_empty() {
             return Ok(None);
         }
-        let first = picks.first().map_or(RecordStart { offset: first, position: 0 }, |p| RecordStart {
-            offset: p.offset,
-            position: p.position,
-        });
+        let first = picks.first().map(Pick::start);
         Ok(Some(GroupDelivery { tp, generation, batches, records, first }))
     }
 }
