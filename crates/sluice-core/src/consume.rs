@@ -111,10 +111,11 @@ fn count_out(topic: &Topic, fetched: &Fetched) {
     topic.counters.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
 }
 
-async fn read(partition: &PartitionHandle, offset: u64, max_bytes: usize) -> Result<Fetched> {
+/// A read at `offset`, cut to `max_bytes` (see [`cut`]).
+async fn read(partition: &PartitionHandle, offset: u64, max_bytes: usize) -> Result<(Fetched, Option<RecordStart>)> {
     let result = partition.read(offset, max_bytes).await?;
     let offsets = (result.start_offset, result.end_offset);
-    Ok(cut(partition.id(), result.batches, (offset, None), max_bytes, offsets).0)
+    Ok(cut(partition.id(), result.batches, (offset, None), max_bytes, offsets))
 }
 
 /// The result of a read at `from` (with where that record starts, if known), its first batch
@@ -181,7 +182,7 @@ impl Broker {
             let deadline = tokio::time::Instant::now() + max_wait.min(self.inner.config.max_fetch_wait);
             handle.wait_past(offset, deadline, &self.inner.shutdown).await;
         }
-        let fetched = read(&handle, offset, self.fetch_bytes(max_bytes)).await?;
+        let (fetched, _) = read(&handle, offset, self.fetch_bytes(max_bytes)).await?;
         count_out(&topic, &fetched);
         Ok(fetched)
     }
@@ -268,11 +269,7 @@ impl Subscription {
             if *end.borrow_and_update() > self.next {
                 let (fetched, rest) = match self.rest_of_cut_batch() {
                     Some(cut) => cut,
-                    None => {
-                        let result = self.partition.read(self.next, self.max_bytes).await?;
-                        let offsets = (result.start_offset, result.end_offset);
-                        cut(self.partition.id(), result.batches, (self.next, None), self.max_bytes, offsets)
-                    }
+                    None => read(&self.partition, self.next, self.max_bytes).await?,
                 };
                 if !fetched.batches.is_empty() {
                     self.next = fetched.next_offset();

@@ -424,23 +424,20 @@ impl Ledger {
     /// another member or being dead-lettered is done. Returns how many became done.
     pub fn ack(&mut self, first: u64, last: u64, member: MemberId) -> u64 {
         let (mut released, mut ready, mut done) = (Holding::default(), 0u32, 0u64);
-        let eligible = |p: &Pending| match p.delivery {
+        let eligible = |_: &u64, p: &mut Pending| match p.delivery {
             Delivery::InFlight { member: m, .. } => m == member,
             Delivery::DeadLettering => false,
             Delivery::Ready | Delivery::Backoff { .. } => true,
         };
-        let mut finish = |acks: &mut AckSet, offset: u64, pending: Pending| {
+        // Removal from the front of the map (the usual case) is cheap: see `OffsetMap`.
+        for (offset, pending) in self.pending.extract_if(first..=last, eligible) {
             match pending.delivery {
                 Delivery::InFlight { .. } => released += Holding { records: 1, bytes: pending.bytes },
                 Delivery::Ready => ready += 1,
                 Delivery::Backoff { .. } | Delivery::DeadLettering => {}
             }
-            acks.ack(offset);
+            self.acks.ack(offset);
             done += 1;
-        };
-        // Removal from the front of the map (the usual case) is cheap: see `OffsetMap`.
-        for (offset, pending) in self.pending.extract_if(first..=last, |_, p| eligible(p)) {
-            finish(&mut self.acks, offset, pending);
         }
         // The counters move once per ack, as `take` would have moved them per record.
         self.in_flight -= released.records;
