@@ -65,18 +65,28 @@ impl<'a> Selection<'a> {
     }
 }
 
-/// The exact encoded size of a batch of `records`.
-fn encoded_size(records: Selection<'_>) -> usize {
+/// The exact encoded size of a batch of `records`, those without a timestamp stamped `now`.
+fn encoded_size(records: Selection<'_>, now: i64) -> usize {
     let source = records.records;
-    let per_record =
-        |i: usize| source.size(i) + sluice_storage::codec::RECORD_OVERHEAD_BYTES + 6 * source.header_count(i);
-    sluice_storage::codec::BATCH_HEADER_BYTES + records.iter().map(per_record).sum::<usize>()
+    let mut headers: Vec<HeaderRef<'_>> = Vec::new();
+    let mut size = sluice_storage::codec::BATCH_HEADER_BYTES;
+    for index in records.iter() {
+        let fields = source.record(index, &mut headers);
+        let record = RecordRef {
+            timestamp: fields.timestamp.unwrap_or(now),
+            key: fields.key,
+            value: fields.value,
+            headers: &headers,
+        };
+        size += record.encoded_len();
+    }
+    size
 }
 
 fn encode(records: Selection<'_>, producer: Option<ProducerRef>) -> Result<sluice_storage::EncodedBatch> {
     let now = now_ms();
     // Sized exactly: a batch that outgrew its buffer would be copied to a larger one.
-    let mut builder = BatchBuilder::with_capacity(encoded_size(records));
+    let mut builder = BatchBuilder::with_capacity(encoded_size(records, now));
     let mut headers: Vec<HeaderRef<'_>> = Vec::new();
     let source = records.records;
     for index in records.iter() {
@@ -270,8 +280,8 @@ mod tests {
         };
         let records = vec![record(None, 0), record(Some("key"), 8), record(Some(""), 1)];
         let all = Selection::all(&records);
-        assert_eq!(encode(all, None).unwrap().len(), encoded_size(all));
+        assert_eq!(encode(all, None).unwrap().len(), encoded_size(all, 0));
         let some = Selection { records: &records, indexes: &[2, 0] };
-        assert_eq!(encode(some, None).unwrap().len(), encoded_size(some));
+        assert_eq!(encode(some, None).unwrap().len(), encoded_size(some, 0));
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! Building a `pb::Record` per record (two shared-buffer handles, a `Vec` of headers and a
 //! `String` per header name) and having prost encode it was about a quarter of Subscribe's
-//! CPU. Here each record's fields are checked once, when the response is built, and copied once,
-//! when it is sent. The bytes are those prost writes for the same `Record`: fields in number
-//! order, empty values, zero offsets and zero partitions left out.
+//! CPU. Here each record is checked once, when the response is built, and copied once, when it
+//! is sent. The bytes are those prost writes for the same `Record`: fields in number order, empty
+//! values, zero offsets and zero partitions left out. A record of batch format 2 is stored as its
+//! fields 1 to 4 already (`sluice_storage::record_v2`) and is copied whole; one of format 1 is
+//! encoded field by field.
 
 use prost::bytes::BufMut;
 use prost::encoding::encoded_len_varint;
@@ -138,6 +140,15 @@ impl Drop for Out<'_> {
 
 /// Length of a `Record` message (without its own key and length).
 fn record_len(record: &RecordView<'_>, partition: u32) -> Result<usize, String> {
+    let fields = match record.protobuf_fields() {
+        Some(stored) => stored.len(),
+        None => v1_fields_len(record)?,
+    };
+    Ok(fields + varint_field_len(record.offset) + varint_field_len(u64::from(partition)))
+}
+
+/// Length of fields 1 to 4 of a record stored in batch format 1.
+fn v1_fields_len(record: &RecordView<'_>) -> Result<usize, String> {
     let mut len = record.key.map_or(0, |k| 1 + encoded_len_varint(k.len() as u64) + k.len());
     len += bytes_field_len(record.value);
     for header in record.headers() {
@@ -147,12 +158,21 @@ fn record_len(record: &RecordView<'_>, partition: u32) -> Result<usize, String> 
     }
     // `optional int64 timestamp_ms`: present even when 0; negative values take ten bytes.
     len += 1 + encoded_len_varint(record.timestamp as u64);
-    len += varint_field_len(record.offset) + varint_field_len(u64::from(partition));
     Ok(len)
 }
 
 fn put_record(out: &mut Out<'_>, record: &RecordView<'_>, partition: u32, len: usize) {
     out.varint(len as u64);
+    // Batch format 2 stores fields 1 to 4 as prost writes them; prost writes 5 and 6 last.
+    match record.protobuf_fields() {
+        Some(stored) => out.slice(stored),
+        None => put_v1_fields(out, record),
+    }
+    out.varint_field(5, record.offset);
+    out.varint_field(6, u64::from(partition));
+}
+
+fn put_v1_fields(out: &mut Out<'_>, record: &RecordView<'_>) {
     if let Some(k) = record.key {
         out.byte(key(1, LEN));
         out.varint(k.len() as u64);
@@ -167,8 +187,6 @@ fn put_record(out: &mut Out<'_>, record: &RecordView<'_>, partition: u32, len: u
     }
     out.byte(key(4, VARINT));
     out.varint(record.timestamp as u64);
-    out.varint_field(5, record.offset);
-    out.varint_field(6, u64::from(partition));
 }
 
 /// Length of one entry's value: a `Record`, or a `GroupRecord` holding one.
@@ -338,11 +356,12 @@ mod tests {
 
     type Spec = (i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
 
-    fn batches(records: &[Spec], per_batch: usize, base: u64) -> Vec<Batch> {
+    /// Batches of `per_batch` records from `base` on, in format 1 or in the current one.
+    fn batches(records: &[Spec], per_batch: usize, base: u64, v1: bool) -> Vec<Batch> {
         let mut out = Vec::new();
         let mut offset = base;
         for chunk in records.chunks(per_batch) {
-            let mut builder = BatchBuilder::default();
+            let mut builder = if v1 { BatchBuilder::format_v1() } else { BatchBuilder::default() };
             for (timestamp, key, value, headers) in chunk {
                 let headers: Vec<HeaderRef<'_>> =
                     headers.iter().map(|(name, value)| HeaderRef { name, value }).collect();
@@ -392,9 +411,9 @@ mod tests {
         #[test]
         fn a_read_is_encoded_exactly_as_prost_encodes_its_records(
             records in spec(), per_batch in 1usize..8, base in prop_oneof![Just(0u64), 1u64..1 << 40],
-            partition in prop_oneof![Just(0u32), any::<u32>()], cut in any::<(u16, u16)>(),
+            partition in prop_oneof![Just(0u32), any::<u32>()], cut in any::<(u16, u16)>(), v1 in any::<bool>(),
         ) {
-            let batches = batches(&records, per_batch, base);
+            let batches = batches(&records, per_batch, base, v1);
             let n = records.len() as u64;
             let from = base + u64::from(cut.0) % n;
             let until = if cut.1 % 3 == 0 { u64::MAX } else { from + u64::from(cut.1) % (base + n - from) + 1 };
@@ -418,8 +437,9 @@ mod tests {
         #[test]
         fn a_delivery_is_encoded_exactly_as_prost_encodes_its_group_records(
             records in spec(), per_batch in 1usize..8, picks in proptest::collection::vec(any::<(bool, u32)>(), 40),
+            v1 in any::<bool>(),
         ) {
-            let batches = batches(&records, per_batch, 100);
+            let batches = batches(&records, per_batch, 100, v1);
             let listed: Vec<(u64, u32)> = (0..records.len() as u64)
                 .filter(|i| picks[*i as usize].0)
                 .map(|i| (100 + i, picks[i as usize].1 % 5))

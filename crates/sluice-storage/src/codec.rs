@@ -9,7 +9,7 @@
 //! | 0  | 8    | base_offset u64  | offset of the first record; written at append time, so it is not covered by the CRC but checked against the offset the log expects |
 //! | 8  | 4    | length u32       | bytes after this field (total batch size - 12)               |
 //! | 12 | 4    | crc u32          | CRC-32 (IEEE) of bytes 16..end                                |
-//! | 16 | 1    | version u8       | [`BATCH_FORMAT_VERSION`]                                      |
+//! | 16 | 1    | version u8       | record layout: 1 (below) or 2 ([`crate::record_v2`]); new batches are written in [`BATCH_FORMAT_VERSION`] |
 //! | 17 | 1    | attributes u8    | 0 (reserved for compression)                                  |
 //! | 18 | 2    | reserved         | 0                                                             |
 //! | 20 | 4    | record_count u32 | at least 1; offsets are dense: base_offset .. base_offset+count |
@@ -19,7 +19,7 @@
 //! | 48 | 8    | producer_sequence u64 | that producer's sequence number of the first record     |
 //! | 56 | ...  | records          | `record_count` records, back to back                          |
 //!
-//! **Record**:
+//! **Record**, format version 1 (version 2, which new batches use, is in [`crate::record_v2`]):
 //!
 //! | size | field                                                  |
 //! |------|--------------------------------------------------------|
@@ -38,7 +38,8 @@
 use bytes::{Buf, Bytes};
 
 use crate::error::{Error, Result};
-use crate::layout::BATCH_FORMAT_VERSION;
+use crate::layout::{BATCH_FORMAT_V1, BATCH_FORMAT_VERSION};
+use crate::record_v2;
 
 /// Size of the batch header.
 pub const BATCH_HEADER_BYTES: usize = 56;
@@ -46,8 +47,8 @@ pub const BATCH_HEADER_BYTES: usize = 56;
 pub const LENGTH_PREFIX_BYTES: usize = 12;
 const CRC_START: usize = 16;
 const NO_KEY: u32 = u32::MAX;
-/// Fixed bytes of a record besides key, value and headers.
-pub const RECORD_OVERHEAD_BYTES: usize = 4 + 8 + 4 + 4 + 2;
+/// Fixed bytes of a format-1 record besides key, value and headers.
+const V1_RECORD_OVERHEAD_BYTES: usize = 4 + 8 + 4 + 4 + 2;
 
 /// One header of a record to append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,9 +73,13 @@ pub struct RecordRef<'a> {
 }
 
 impl RecordRef<'_> {
-    /// Encoded size of this record inside a batch.
+    /// Encoded size of this record inside a batch of the current format.
     pub fn encoded_len(&self) -> usize {
-        RECORD_OVERHEAD_BYTES
+        record_v2::encoded_len(self)
+    }
+
+    fn v1_encoded_len(&self) -> usize {
+        V1_RECORD_OVERHEAD_BYTES
             + self.key.map_or(0, <[u8]>::len)
             + self.value.len()
             + self.headers.iter().map(|h| 2 + h.name.len() + 4 + h.value.len()).sum::<usize>()
@@ -82,13 +87,27 @@ impl RecordRef<'_> {
 }
 
 /// Builds one encoded batch from records. Reusable: [`BatchBuilder::finish`] leaves it empty.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BatchBuilder {
     buf: Vec<u8>,
     count: u32,
     first_timestamp: i64,
     max_timestamp: i64,
     producer: Option<(u64, u64)>,
+    version: u8,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        BatchBuilder {
+            buf: Vec::new(),
+            count: 0,
+            first_timestamp: 0,
+            max_timestamp: 0,
+            producer: None,
+            version: BATCH_FORMAT_VERSION,
+        }
+    }
 }
 
 /// An encoded batch ready to append. Its base offset is filled in by the log.
@@ -148,6 +167,12 @@ impl BatchBuilder {
         BatchBuilder { buf: Vec::with_capacity(bytes.max(BATCH_HEADER_BYTES)), ..Default::default() }
     }
 
+    /// A builder of batches in format version 1, which the broker no longer writes: for tests
+    /// and tools that make the segments of an older broker.
+    pub fn format_v1() -> Self {
+        BatchBuilder { version: BATCH_FORMAT_V1, ..Default::default() }
+    }
+
     /// Number of records pushed so far.
     pub fn record_count(&self) -> u32 {
         self.count
@@ -177,7 +202,12 @@ impl BatchBuilder {
         }
         self.max_timestamp = self.max_timestamp.max(record.timestamp);
         self.count += 1;
-        let len = record.encoded_len();
+        if self.version != BATCH_FORMAT_V1 {
+            self.buf.reserve(record.encoded_len());
+            record_v2::put(&mut self.buf, record);
+            return Ok(());
+        }
+        let len = record.v1_encoded_len();
         self.buf.reserve(len);
         put_u32(&mut self.buf, (len - 4) as u32);
         self.buf.extend_from_slice(&record.timestamp.to_le_bytes());
@@ -209,7 +239,7 @@ impl BatchBuilder {
         let length = u32::try_from(bytes.len() - LENGTH_PREFIX_BYTES)
             .map_err(|_too_big| Error::InvalidArgument(format!("batch of {} bytes exceeds 4 GiB", bytes.len())))?;
         bytes[8..12].copy_from_slice(&length.to_le_bytes());
-        bytes[16] = BATCH_FORMAT_VERSION;
+        bytes[16] = self.version;
         bytes[17] = 0;
         bytes[18..20].fill(0);
         bytes[20..24].copy_from_slice(&self.count.to_le_bytes());
@@ -322,7 +352,7 @@ impl BatchHeader {
     /// Checks what can be checked without the payload: version, sizes, and the expected offset.
     /// Returns the reason it is not a plausible batch.
     pub fn check(&self, expected_offset: Option<u64>, max_total: u64) -> Result<(), String> {
-        if self.version != BATCH_FORMAT_VERSION {
+        if !(BATCH_FORMAT_V1..=BATCH_FORMAT_VERSION).contains(&self.version) {
             return Err(format!("unknown batch format version {}", self.version));
         }
         if (self.length as usize) < BATCH_HEADER_BYTES - LENGTH_PREFIX_BYTES {
@@ -396,6 +426,7 @@ impl Batch {
             next_offset: self.header.base_offset,
             remaining: self.header.record_count,
             position: BATCH_HEADER_BYTES,
+            version: self.header.version,
         }
     }
 
@@ -407,20 +438,25 @@ impl Batch {
             return None;
         }
         let body = self.bytes.get(BATCH_HEADER_BYTES..)?;
-        let mut position = 0usize;
+        let mut rest = body;
         for _ in 0..index {
-            let prefix = body.get(position..position + 4).and_then(|b| <[u8; 4]>::try_from(b).ok());
-            let Some(prefix) = prefix else { return Some(Err("record length runs past the batch".into())) };
-            position += 4 + u32::from_le_bytes(prefix) as usize;
+            let skipped = if self.header.version == BATCH_FORMAT_V1 {
+                rest.split_first_chunk::<4>()
+                    .and_then(|(prefix, tail)| tail.get(u32::from_le_bytes(*prefix) as usize..).map(|tail| rest = tail))
+            } else {
+                record_v2::split_record(&mut rest).map(drop)
+            };
+            if skipped.is_none() {
+                return Some(Err("record runs past the batch".into()));
+            }
         }
-        if position > body.len() {
-            return Some(Err("record runs past the batch".into()));
-        }
+        let position = BATCH_HEADER_BYTES + body.len() - rest.len();
         let mut iter = RecordIter {
-            rest: self.bytes.slice(BATCH_HEADER_BYTES + position..),
+            rest: self.bytes.slice(position..),
             next_offset: offset,
             remaining: 1,
-            position: BATCH_HEADER_BYTES + position,
+            position,
+            version: self.header.version,
         };
         iter.next()
     }
@@ -440,19 +476,20 @@ pub struct Record {
     pub key: Option<Bytes>,
     /// The payload.
     pub value: Bytes,
-    header_count: u16,
+    header_count: u32,
     headers: Bytes,
+    version: u8,
 }
 
 impl Record {
     /// The record's headers in order.
     pub fn headers(&self) -> HeaderIter {
-        HeaderIter { rest: self.headers.clone(), remaining: self.header_count }
+        HeaderIter { rest: self.headers.clone(), remaining: self.header_count, version: self.version }
     }
 
     /// Number of headers.
     pub fn header_count(&self) -> usize {
-        usize::from(self.header_count)
+        self.header_count as usize
     }
 }
 
@@ -495,19 +532,47 @@ pub struct RecordIter {
     remaining: u32,
     /// Position of the next record in its batch.
     position: usize,
+    /// The batch's format version.
+    version: u8,
 }
 
 impl RecordIter {
     /// Decodes the single record in `bytes` (length prefix included), read back alone from
-    /// `position` of its batch.
-    pub fn single(bytes: Bytes, offset: u64, position: u32) -> Result<Record, String> {
-        let mut iter = RecordIter { rest: bytes, next_offset: offset, remaining: 1, position: position as usize };
+    /// `position` of a batch in format `version`.
+    pub fn single(bytes: Bytes, offset: u64, position: u32, version: u8) -> Result<Record, String> {
+        let mut iter =
+            RecordIter { rest: bytes, next_offset: offset, remaining: 1, position: position as usize, version };
         iter.next().unwrap_or_else(|| Err("no record".into()))
     }
 }
 
 impl RecordIter {
+    fn decode_v2(&mut self) -> Result<Record, String> {
+        let position = u32::try_from(self.position).map_err(|_| "batch too large".to_owned())?;
+        let mut rest = &self.rest[..];
+        let body = record_v2::split_record(&mut rest).ok_or("record runs past the end of its batch")?;
+        let fields = record_v2::decode(body)?;
+        let record = Record {
+            offset: self.next_offset,
+            position,
+            timestamp: fields.timestamp,
+            key: fields.key.map(|k| self.rest.slice_ref(k)),
+            value: self.rest.slice_ref(fields.value),
+            header_count: fields.header_count,
+            headers: self.rest.slice_ref(fields.headers),
+            version: self.version,
+        };
+        let used = self.rest.len() - rest.len();
+        self.rest.advance(used);
+        self.position += used;
+        self.next_offset += 1;
+        Ok(record)
+    }
+
     fn decode_one(&mut self) -> Result<Record, String> {
+        if self.version != BATCH_FORMAT_V1 {
+            return self.decode_v2();
+        }
         let position = u32::try_from(self.position).map_err(|_| "batch too large".to_owned())?;
         let len = take_u32(&mut self.rest)? as usize;
         let mut body = take(&mut self.rest, len)?;
@@ -523,10 +588,10 @@ impl RecordIter {
         if body.len() < 2 {
             return Err("record truncated".into());
         }
-        let header_count = body.get_u16_le();
+        let header_count = u32::from(body.get_u16_le());
         let offset = self.next_offset;
         self.next_offset += 1;
-        Ok(Record { offset, position, timestamp, key, value, header_count, headers: body })
+        Ok(Record { offset, position, timestamp, key, value, header_count, headers: body, version: self.version })
     }
 }
 
@@ -554,11 +619,20 @@ impl Iterator for RecordIter {
 #[derive(Debug)]
 pub struct HeaderIter {
     rest: Bytes,
-    remaining: u16,
+    remaining: u32,
+    version: u8,
 }
 
 impl HeaderIter {
     fn decode_one(&mut self) -> Result<Header, String> {
+        if self.version != BATCH_FORMAT_V1 {
+            let mut rest = &self.rest[..];
+            let (name, value) = record_v2::next_header(&mut rest)?;
+            let header = Header { name: self.rest.slice_ref(name), value: self.rest.slice_ref(value) };
+            let used = self.rest.len() - rest.len();
+            self.rest.advance(used);
+            return Ok(header);
+        }
         if self.rest.len() < 2 {
             return Err("header truncated".into());
         }
@@ -599,19 +673,22 @@ mod tests {
 
     #[test]
     fn record_at_finds_each_record_without_decoding_the_ones_before() {
-        let mut builder = BatchBuilder::default();
-        let values: Vec<Vec<u8>> = (0..5).map(|i| vec![b'v'; i * 3]).collect();
-        for (i, value) in values.iter().enumerate() {
-            let key = if i % 2 == 0 { Some(b"key".as_slice()) } else { None };
-            builder.push(&RecordRef { timestamp: i as i64, key, value, headers: &[] }).unwrap();
+        for mut builder in [BatchBuilder::default(), BatchBuilder::format_v1()] {
+            let values: Vec<Vec<u8>> = (0..5).map(|i| vec![b'v'; i * 3]).collect();
+            let headers = [HeaderRef { name: "h", value: b"x" }];
+            for (i, value) in values.iter().enumerate() {
+                let key = if i % 2 == 0 { Some(b"key".as_slice()) } else { None };
+                builder.push(&RecordRef { timestamp: i as i64, key, value, headers: &headers[..i % 2] }).unwrap();
+            }
+            let batch = stored(builder.finish().unwrap(), 100);
+            let all: Vec<Record> = batch.records().map(Result::unwrap).collect();
+            assert_eq!(all.len(), 5);
+            for record in &all {
+                assert_eq!(&batch.record_at(record.offset).unwrap().unwrap(), record);
+            }
+            assert!(batch.record_at(99).is_none());
+            assert!(batch.record_at(105).is_none());
         }
-        let batch = stored(builder.finish().unwrap(), 100);
-        let all: Vec<Record> = batch.records().map(Result::unwrap).collect();
-        for record in &all {
-            assert_eq!(&batch.record_at(record.offset).unwrap().unwrap(), record);
-        }
-        assert!(batch.record_at(99).is_none());
-        assert!(batch.record_at(105).is_none());
     }
 
     #[test]
@@ -666,8 +743,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn records_roundtrip(records in proptest::collection::vec(arb_record(), 1..20), base in 0u64..1 << 60) {
-            let mut builder = BatchBuilder::default();
+        fn records_roundtrip(records in proptest::collection::vec(arb_record(), 1..20), base in 0u64..1 << 60, v1 in any::<bool>()) {
+            let mut builder = if v1 { BatchBuilder::format_v1() } else { BatchBuilder::default() };
             for (timestamp, key, value, headers) in &records {
                 let headers: Vec<HeaderRef<'_>> =
                     headers.iter().map(|(n, v)| HeaderRef { name: n, value: v }).collect();

@@ -26,8 +26,11 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 /// Number of digits in a segment file name.
 pub const SEGMENT_NAME_DIGITS: usize = 20;
 
-/// Current batch format version, stored in every batch header.
-pub const BATCH_FORMAT_VERSION: u8 = 1;
+/// Current batch format version, stored in every batch header: records in the layout of their
+/// protobuf encoding ([`crate::record_v2`]).
+pub const BATCH_FORMAT_VERSION: u8 = 2;
+/// The first batch format, with fixed-width record fields; still read, no longer written.
+pub const BATCH_FORMAT_V1: u8 = 1;
 
 fn segment_file(dir: &Path, base_offset: u64, extension: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{extension}"))

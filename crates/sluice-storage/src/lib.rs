@@ -22,6 +22,8 @@
 //! # Layout
 //! - [`layout`]: file names, extensions, format version.
 //! - [`codec`]: batch and record encoding, checksums.
+//! - [`record_v2`]: the record layout of format version 2 (protobuf fields).
+//! - [`record_view`]: records borrowed from a batch.
 //! - [`index`]: sparse offset and time indexes (memory-mapped once sealed).
 //! - `segment`: reading one segment (a snapshot readers hold without locks).
 //! - `writer`: the single writer: append, roll, sync, retention, truncation, close.
@@ -47,6 +49,7 @@ pub mod layout;
 mod log;
 mod open;
 mod read_buffers;
+pub mod record_v2;
 pub mod record_view;
 pub mod recovery;
 pub mod retention;

@@ -3,6 +3,8 @@
 //! [`crate::codec::RecordIter`]'s owned slices cost more than the copy.
 
 use crate::codec::{BATCH_HEADER_BYTES, Batch};
+use crate::layout::BATCH_FORMAT_V1;
+use crate::record_v2;
 
 const NO_KEY: u32 = u32::MAX;
 
@@ -19,8 +21,10 @@ pub struct RecordView<'a> {
     pub key: Option<&'a [u8]>,
     /// The payload.
     pub value: &'a [u8],
-    header_count: u16,
+    header_count: u32,
     headers: &'a [u8],
+    /// Format 2: fields 1 to 4 of the record's protobuf encoding, as stored. Format 1: none.
+    protobuf: Option<&'a [u8]>,
 }
 
 /// One stored header, borrowed. The name has been checked to be UTF-8.
@@ -49,12 +53,19 @@ impl<'a> RecordView<'a> {
 
     /// The record's headers in order.
     pub fn headers(&self) -> HeaderViews<'a> {
-        HeaderViews { rest: self.headers, remaining: self.header_count }
+        HeaderViews { rest: self.headers, remaining: self.header_count, v1: self.protobuf.is_none() }
     }
 
     /// How many headers the record has.
     pub fn header_count(&self) -> usize {
-        usize::from(self.header_count)
+        self.header_count as usize
+    }
+
+    /// The record as stored in format 2: fields 1 to 4 (key, value, headers, timestamp_ms) of a
+    /// `sluice.v1.Record`, exactly as prost encodes them (see [`crate::record_v2`]). `None` for a
+    /// record of a format-1 batch.
+    pub fn protobuf_fields(&self) -> Option<&'a [u8]> {
+        self.protobuf
     }
 }
 
@@ -81,11 +92,38 @@ pub struct RecordViews<'a> {
     remaining: u32,
     /// Position of the next record in its batch.
     position: usize,
+    v1: bool,
 }
 
 impl<'a> RecordViews<'a> {
     #[inline]
-    fn decode_one(&mut self) -> Option<RecordView<'a>> {
+    fn decode_v2(&mut self) -> Result<RecordView<'a>, &'static str> {
+        let position = u32::try_from(self.position).map_err(|_| "batch too large")?;
+        let before = self.rest.len();
+        let body = record_v2::split_record(&mut self.rest).ok_or("record runs past the end of its batch")?;
+        self.position += before - self.rest.len();
+        let fields = record_v2::decode(body)?;
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        Ok(RecordView {
+            offset,
+            position,
+            timestamp: fields.timestamp,
+            key: fields.key,
+            value: fields.value,
+            header_count: fields.header_count,
+            headers: fields.headers,
+            protobuf: Some(body),
+        })
+    }
+
+    #[inline]
+    fn decode_one(&mut self) -> Result<RecordView<'a>, &'static str> {
+        if self.v1 { self.decode_v1().ok_or("record runs past the end of its batch") } else { self.decode_v2() }
+    }
+
+    #[inline]
+    fn decode_v1(&mut self) -> Option<RecordView<'a>> {
         let position = u32::try_from(self.position).ok()?;
         let len = u32::from_le_bytes(fixed(&mut self.rest)?) as usize;
         let mut body = split(&mut self.rest, len)?;
@@ -95,10 +133,10 @@ impl<'a> RecordViews<'a> {
         let key = if key_len == NO_KEY { None } else { Some(split(&mut body, key_len as usize)?) };
         let value_len = u32::from_le_bytes(fixed(&mut body)?) as usize;
         let value = split(&mut body, value_len)?;
-        let header_count = u16::from_le_bytes(fixed(&mut body)?);
+        let header_count = u32::from(u16::from_le_bytes(fixed(&mut body)?));
         let offset = self.next_offset;
         self.next_offset += 1;
-        Some(RecordView { offset, position, timestamp, key, value, header_count, headers: body })
+        Some(RecordView { offset, position, timestamp, key, value, header_count, headers: body, protobuf: None })
     }
 }
 
@@ -111,10 +149,10 @@ impl<'a> Iterator for RecordViews<'a> {
         }
         self.remaining -= 1;
         let record = self.decode_one();
-        if record.is_none() {
+        if record.is_err() {
             self.remaining = 0;
         }
-        Some(record.ok_or_else(|| format!("record at offset {} runs past the end of its batch", self.next_offset)))
+        Some(record.map_err(|reason| format!("record at offset {}: {reason}", self.next_offset)))
     }
 }
 
@@ -122,7 +160,8 @@ impl<'a> Iterator for RecordViews<'a> {
 #[derive(Debug)]
 pub struct HeaderViews<'a> {
     rest: &'a [u8],
-    remaining: u16,
+    remaining: u32,
+    v1: bool,
 }
 
 impl<'a> Iterator for HeaderViews<'a> {
@@ -133,6 +172,13 @@ impl<'a> Iterator for HeaderViews<'a> {
             return None;
         }
         self.remaining -= 1;
+        if !self.v1 {
+            let header = record_v2::next_header(&mut self.rest).map(|(name, value)| HeaderView { name, value });
+            if header.is_err() {
+                self.remaining = 0;
+            }
+            return Some(header);
+        }
         let mut decode = || {
             let name_len = usize::from(u16::from_le_bytes(fixed(&mut self.rest).ok_or("header truncated")?));
             let name = split(&mut self.rest, name_len).ok_or("header name runs past its record")?;
@@ -158,6 +204,7 @@ impl Batch {
             next_offset: self.base_offset(),
             remaining: self.header().record_count,
             position: BATCH_HEADER_BYTES,
+            v1: self.header().version == BATCH_FORMAT_V1,
         }
     }
 
@@ -175,6 +222,7 @@ impl Batch {
                 next_offset: start.offset,
                 remaining: count - index as u32,
                 position: start.position as usize,
+                v1: self.header().version == BATCH_FORMAT_V1,
             },
             _ => self.views(),
         }
@@ -192,7 +240,10 @@ mod tests {
     type Spec = (i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
 
     fn batch_of(records: &[Spec]) -> Batch {
-        let mut builder = BatchBuilder::default();
+        batch_in(BatchBuilder::default(), records)
+    }
+
+    fn batch_in(mut builder: BatchBuilder, records: &[Spec]) -> Batch {
         for (timestamp, key, value, headers) in records {
             let headers: Vec<HeaderRef<'_>> = headers.iter().map(|(name, value)| HeaderRef { name, value }).collect();
             let record = RecordRef { timestamp: *timestamp, key: key.as_deref(), value, headers: &headers };
@@ -210,9 +261,12 @@ mod tests {
                  proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
                  proptest::collection::vec(any::<u8>(), 0..50),
                  proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..10)), 0..3)),
-                1..20)
+                1..20),
+            v1 in any::<bool>(),
         ) {
-            let batch = batch_of(&records);
+            let builder = if v1 { BatchBuilder::format_v1() } else { BatchBuilder::default() };
+            let batch = batch_in(builder, &records);
+            prop_assert_eq!(batch.header().version, if v1 { 1 } else { 2 });
             let owned: Vec<_> = batch.records().map(Result::unwrap).collect();
             let views: Vec<_> = batch.views().map(Result::unwrap).collect();
             prop_assert_eq!(owned.len(), views.len());
@@ -268,18 +322,27 @@ mod tests {
             &0u32.to_le_bytes(),
         ]
         .concat();
-        let mut views = RecordViews { rest: &record, next_offset: 0, remaining: 1, position: 0 };
+        let mut views = RecordViews { rest: &record, next_offset: 0, remaining: 1, position: 0, v1: true };
+        let view = views.next().unwrap().unwrap();
+        assert!(view.headers().next().unwrap().is_err());
+        // The same in format 2: a header whose name is 0xff.
+        let record = [10, 0x12, 1, b'v', 0x1A, 3, 0x0A, 1, 0xff, 0x20, 7];
+        let mut views = RecordViews { rest: &record, next_offset: 0, remaining: 1, position: 0, v1: false };
         let view = views.next().unwrap().unwrap();
         assert!(view.headers().next().unwrap().is_err());
     }
 
     #[test]
     fn a_record_cut_short_is_an_error() {
-        let batch = batch_of(&[(1, Some(b"key".to_vec()), b"value".to_vec(), vec![])]);
-        let body = &batch.as_bytes()[BATCH_HEADER_BYTES..];
-        for cut in 0..body.len() {
-            let mut views = RecordViews { rest: &body[..cut], next_offset: 0, remaining: 1, position: 0 };
-            assert!(views.next().unwrap().is_err(), "cut at {cut}");
+        let record = (1, Some(b"key".to_vec()), b"value".to_vec(), vec![("h".to_owned(), b"x".to_vec())]);
+        for v1 in [true, false] {
+            let builder = if v1 { BatchBuilder::format_v1() } else { BatchBuilder::default() };
+            let batch = batch_in(builder, std::slice::from_ref(&record));
+            let body = &batch.as_bytes()[BATCH_HEADER_BYTES..];
+            for cut in 0..body.len() {
+                let mut views = RecordViews { rest: &body[..cut], next_offset: 0, remaining: 1, position: 0, v1 };
+                assert!(views.next().unwrap().is_err(), "cut at {cut}, v1 {v1}");
+            }
         }
     }
 }

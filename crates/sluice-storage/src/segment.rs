@@ -228,10 +228,14 @@ impl SegmentView {
 
     /// Byte position and base offset of the batch holding `offset`.
     pub fn batch_start(&self, offset: u64) -> Result<(u64, u64)> {
+        self.batch_holding(offset).map(|(position, header)| (position, header.base_offset))
+    }
+
+    fn batch_holding(&self, offset: u64) -> Result<(u64, BatchHeader)> {
         let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
         let hit = self.index.lookup_offset(relative);
         match self.walk_from(hit, offset, |h| h.next_offset() > offset)? {
-            Some((position, header)) => Ok((position, header.base_offset)),
+            Some(found) => Ok(found),
             None => Err(self.corrupt(self.len, format!("offset {offset} not found in its segment"))),
         }
     }
@@ -240,19 +244,31 @@ impl SegmentView {
     /// earlier said). Only the record's bytes are read, so its batch checksum is not verified
     /// again: callers use it for records they already read whole once.
     pub fn read_record(&self, offset: u64, position: u32) -> Result<crate::codec::Record> {
-        let (start, _) = self.batch_start(offset)?;
+        let (start, header) = self.batch_holding(offset)?;
         let at = start + u64::from(position);
-        let mut prefix = [0u8; 4];
-        if at + 4 > self.len {
+        // Format 1 prefixes a record with 4 bytes, format 2 with a varint of at most 5.
+        let mut prefix = [0u8; 5];
+        let prefix_len =
+            if header.version == crate::layout::BATCH_FORMAT_V1 { 4 } else { 5.min(self.len.saturating_sub(at)) };
+        if at + prefix_len > self.len || prefix_len == 0 {
             return Err(self.corrupt(at, "record position runs past the segment"));
         }
-        self.read_exact_at(&mut prefix, at)?;
-        let len = u64::from(u32::from_le_bytes(prefix));
-        if at + 4 + len > self.len {
+        let prefix = &mut prefix[..prefix_len as usize];
+        self.read_exact_at(prefix, at)?;
+        let (prefix_len, len) = if header.version == crate::layout::BATCH_FORMAT_V1 {
+            (4, u64::from(u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]])))
+        } else {
+            let mut rest: &[u8] = prefix;
+            let len = crate::record_v2::read_varint(&mut rest)
+                .ok_or_else(|| self.corrupt(at, "record length is not a varint"))?;
+            ((prefix.len() - rest.len()) as u64, len)
+        };
+        if at + prefix_len + len > self.len {
             return Err(self.corrupt(at, "record runs past the segment"));
         }
-        let buf = self.read_bytes(usize::try_from(4 + len).unwrap_or(usize::MAX), at)?;
-        crate::codec::RecordIter::single(buf, offset, position).map_err(|reason| self.corrupt(at, reason))
+        let buf = self.read_bytes(usize::try_from(prefix_len + len).unwrap_or(usize::MAX), at)?;
+        crate::codec::RecordIter::single(buf, offset, position, header.version)
+            .map_err(|reason| self.corrupt(at, reason))
     }
 
     /// Whole batches starting with the one holding `offset`, up to `max_bytes` (but always the

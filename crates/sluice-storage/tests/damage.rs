@@ -10,9 +10,9 @@ use std::path::Path;
 use common::*;
 use sluice_storage::{Error, FsyncPolicy, MissingRange, PartitionLog, layout};
 
-const TOTAL: u64 = 600;
+const TOTAL: u64 = 800;
 
-/// 150 batches of 4 records (`TOTAL` records) in small segments, closed cleanly; returns the sealed bases.
+/// 200 batches of 4 records (`TOTAL` records) in small segments, closed cleanly; returns the sealed bases.
 fn filled(dir: &Path) -> Vec<u64> {
     let log = PartitionLog::open(dir, small_segments(FsyncPolicy::Always)).unwrap();
     for i in 0..TOTAL / 4 {

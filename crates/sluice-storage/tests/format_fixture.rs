@@ -1,7 +1,8 @@
-//! The on-disk format stays readable: a partition written by format version 1 is checked in
-//! (`tests/fixtures/v1`, files renamed `.bin` so they are not mistaken for broker data) and must
-//! open and read back exactly. Regenerate deliberately, only for a new format version:
-//! `cargo test -p sluice-storage --test format_fixture -- --ignored write_v1_fixture`.
+//! The on-disk format stays readable: a partition written in each batch format version is
+//! checked in (`tests/fixtures/v1`, `tests/fixtures/v2`; files renamed `.bin` so they are not
+//! mistaken for broker data) and must open and read back exactly. Write a fixture deliberately,
+//! once, when its format version is new, and never rewrite an old one:
+//! `cargo test -p sluice-storage --test format_fixture -- --ignored write_v2_fixture`.
 
 mod common;
 
@@ -11,8 +12,12 @@ use std::path::{Path, PathBuf};
 use common::*;
 use sluice_storage::{BatchBuilder, FsyncPolicy, HeaderRef, LogConfig, PartitionLog, RecordRef};
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+fn fixture_dir(version: u8) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/v{version}"))
+}
+
+fn builder(version: u8) -> BatchBuilder {
+    if version == 1 { BatchBuilder::format_v1() } else { BatchBuilder::default() }
 }
 
 fn config() -> LogConfig {
@@ -37,14 +42,19 @@ fn expected() -> Vec<Rec> {
 
 #[test]
 #[ignore = "writes the checked-in fixture; run only for a new format version"]
-fn write_v1_fixture() -> TestResult {
+fn write_v2_fixture() -> TestResult {
+    write_fixture(2)
+}
+
+/// Writes the fixture of format `version`: 30 batches holding [`expected`].
+fn write_fixture(version: u8) -> TestResult {
     let dir = tempfile::tempdir()?;
     let log = PartitionLog::open(dir.path(), config())?;
     let records = expected();
-    let mut next = 0;
+    let (mut next, mut sequence) = (0, 0);
     for i in 0..30i64 {
         let count = (i % 3 + 1) as usize;
-        let mut builder = BatchBuilder::default();
+        let mut builder = builder(version);
         for rec in &records[next..next + count] {
             let headers: Vec<HeaderRef<'_>> =
                 rec.headers.iter().map(|(n, v)| HeaderRef { name: n, value: v }).collect();
@@ -56,23 +66,25 @@ fn write_v1_fixture() -> TestResult {
             })?;
         }
         if i % 5 == 0 {
-            builder.set_producer(77, next as u64);
+            // Producer 77's sequence counts its own records (the v1 fixture predates that check).
+            builder.set_producer(77, sequence);
+            sequence += count as u64;
         }
         log.append(builder.finish()?)?;
         next += count;
     }
     log.close()?;
-    fs::create_dir_all(fixture_dir())?;
+    fs::create_dir_all(fixture_dir(version))?;
     for entry in fs::read_dir(dir.path())? {
         let entry = entry?;
         let name = entry.file_name().into_string().unwrap_or_default();
-        fs::copy(entry.path(), fixture_dir().join(format!("{name}.bin")))?;
+        fs::copy(entry.path(), fixture_dir(version).join(format!("{name}.bin")))?;
     }
     Ok(())
 }
 
-fn copy_fixture(to: &Path) -> TestResult {
-    for entry in fs::read_dir(fixture_dir())? {
+fn copy_fixture(version: u8, to: &Path) -> TestResult {
+    for entry in fs::read_dir(fixture_dir(version))? {
         let entry = entry?;
         let name = entry.file_name().into_string().unwrap_or_default();
         fs::copy(entry.path(), to.join(name.trim_end_matches(".bin")))?;
@@ -80,11 +92,28 @@ fn copy_fixture(to: &Path) -> TestResult {
     Ok(())
 }
 
+/// Every batch's format version, in offset order.
+fn versions(log: &PartitionLog) -> Result<Vec<u8>, sluice_storage::Error> {
+    let mut versions = Vec::new();
+    log.visit_batch_headers(0, |h| versions.push(h.version))?;
+    Ok(versions)
+}
+
 #[test]
 fn a_version_1_partition_opens_and_reads_back_exactly() -> TestResult {
+    opens_and_reads_back_exactly(1)
+}
+
+#[test]
+fn a_version_2_partition_opens_and_reads_back_exactly() -> TestResult {
+    opens_and_reads_back_exactly(2)
+}
+
+fn opens_and_reads_back_exactly(version: u8) -> TestResult {
     let dir = tempfile::tempdir()?;
-    copy_fixture(dir.path())?;
+    copy_fixture(version, dir.path())?;
     let log = PartitionLog::open(dir.path(), config())?;
+    assert_eq!(versions(&log)?, vec![version; 30], "the fixture is in the format it is named for");
     assert!(log.stats().segment_count > 1, "the fixture spans sealed segments and an active one");
     let got: Vec<Rec> = read_all(&log, 0, 300)?.into_iter().map(|(_, r)| r).collect();
     assert_eq!(got, expected());
@@ -102,7 +131,7 @@ fn a_version_1_partition_opens_and_reads_back_exactly() -> TestResult {
 #[test]
 fn a_version_1_partition_opened_after_a_crash_recovers_the_same_records() -> TestResult {
     let dir = tempfile::tempdir()?;
-    copy_fixture(dir.path())?;
+    copy_fixture(1, dir.path())?;
     fs::remove_file(dir.path().join("clean-shutdown"))?;
     for entry in fs::read_dir(dir.path())? {
         let path = entry?.path();
@@ -113,5 +142,41 @@ fn a_version_1_partition_opened_after_a_crash_recovers_the_same_records() -> Tes
     let log = PartitionLog::open(dir.path(), config())?;
     let got: Vec<Rec> = read_all(&log, 0, 300)?.into_iter().map(|(_, r)| r).collect();
     assert_eq!(got, expected(), "indexes rebuilt from the v1 log");
+    Ok(())
+}
+
+#[test]
+fn a_version_1_partition_takes_version_2_batches_and_reads_both_back() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    copy_fixture(1, dir.path())?;
+    let log = PartitionLog::open(dir.path(), config())?;
+    let mut all = expected();
+    let added = Rec {
+        timestamp: 1_800_000_000_000,
+        key: Some(b"after the upgrade".to_vec()),
+        value: b"v2".to_vec(),
+        headers: vec![("event-type".into(), b"new".to_vec()), ("empty".into(), Vec::new())],
+    };
+    let headers: Vec<HeaderRef<'_>> = added.headers.iter().map(|(n, v)| HeaderRef { name: n, value: v }).collect();
+    let mut batch = BatchBuilder::default();
+    batch.push(&RecordRef {
+        timestamp: added.timestamp,
+        key: added.key.as_deref(),
+        value: &added.value,
+        headers: &headers,
+    })?;
+    log.append(batch.finish()?)?;
+    all.push(added);
+    let mut expected_versions = vec![1; 30];
+    expected_versions.push(2);
+    assert_eq!(versions(&log)?, expected_versions);
+    let got: Vec<Rec> = read_all(&log, 0, 300)?.into_iter().map(|(_, r)| r).collect();
+    assert_eq!(got, all);
+    log.close()?;
+    let log = PartitionLog::open(dir.path(), config())?;
+    let got: Vec<Rec> = read_all(&log, 0, 300)?.into_iter().map(|(_, r)| r).collect();
+    assert_eq!(got, all, "and again after a reopen");
+    assert_eq!(log.read_record(60, 56)?.value, &b"v2"[..], "a record read alone from a v2 batch");
+    assert_eq!(log.read_record(0, 56)?.value, &b"value 0.0"[..], "and one from a v1 batch");
     Ok(())
 }
