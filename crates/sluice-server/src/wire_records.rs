@@ -15,7 +15,7 @@ use sluice_core::Fetched;
 use sluice_core::group::GroupDelivery;
 use sluice_proto::v1 as pb;
 use sluice_proto::wire::EncodedFields;
-use sluice_storage::{Batch, RecordStart, RecordView};
+use sluice_storage::{Batch, RecordStart, RecordView, StoredRecord};
 use tonic::Status;
 
 /// Protobuf wire type of length-delimited fields.
@@ -138,13 +138,28 @@ impl Drop for Out<'_> {
     }
 }
 
+/// One stored record to send: as stored (batch format 2), or decoded (format 1).
+enum Entry<'a> {
+    Stored(StoredRecord<'a>),
+    Decoded(RecordView<'a>),
+}
+
+impl Entry<'_> {
+    fn offset(&self) -> u64 {
+        match self {
+            Entry::Stored(record) => record.offset,
+            Entry::Decoded(record) => record.offset,
+        }
+    }
+}
+
 /// Length of a `Record` message (without its own key and length).
-fn record_len(record: &RecordView<'_>, partition: u32) -> Result<usize, String> {
-    let fields = match record.protobuf_fields() {
-        Some(stored) => stored.len(),
-        None => v1_fields_len(record)?,
+fn record_len(record: &Entry<'_>, partition: u32) -> Result<usize, String> {
+    let fields = match record {
+        Entry::Stored(record) => record.fields.len(),
+        Entry::Decoded(record) => v1_fields_len(record)?,
     };
-    Ok(fields + varint_field_len(record.offset) + varint_field_len(u64::from(partition)))
+    Ok(fields + varint_field_len(record.offset()) + varint_field_len(u64::from(partition)))
 }
 
 /// Length of fields 1 to 4 of a record stored in batch format 1.
@@ -161,15 +176,42 @@ fn v1_fields_len(record: &RecordView<'_>) -> Result<usize, String> {
     Ok(len)
 }
 
-fn put_record(out: &mut Out<'_>, record: &RecordView<'_>, partition: u32, len: usize) {
+fn put_record(out: &mut Out<'_>, record: &Entry<'_>, partition: u32, len: usize) {
     out.varint(len as u64);
     // Batch format 2 stores fields 1 to 4 as prost writes them; prost writes 5 and 6 last.
-    match record.protobuf_fields() {
-        Some(stored) => out.slice(stored),
-        None => put_v1_fields(out, record),
+    match record {
+        Entry::Stored(record) => out.slice(record.fields),
+        Entry::Decoded(record) => put_v1_fields(out, record),
     }
-    out.varint_field(5, record.offset);
+    out.varint_field(5, record.offset());
     out.varint_field(6, u64::from(partition));
+}
+
+/// Calls `f` with each record of `batch` from `start` on (or from its first), until `f` returns
+/// false; returns false if it did.
+fn walk(
+    batch: &Batch,
+    start: Option<RecordStart>,
+    mut f: impl FnMut(Entry<'_>) -> Result<bool, String>,
+) -> Result<bool, String> {
+    if let Some(stored) = batch.stored_from(start) {
+        for record in stored {
+            if !f(Entry::Stored(record?))? {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
+    }
+    let views = match start {
+        Some(start) => batch.views_from(start),
+        None => batch.views(),
+    };
+    for record in views {
+        if !f(Entry::Decoded(record?))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn put_v1_fields(out: &mut Out<'_>, record: &RecordView<'_>) {
@@ -232,39 +274,36 @@ impl StoredRecords {
 
     /// Calls `f` with each selected record, in offset order, and its delivery attempt if the
     /// selection is a delivery.
-    fn visit(&self, mut f: impl FnMut(&RecordView<'_>, Option<u32>) -> Result<(), String>) -> Result<(), String> {
+    fn visit(&self, mut f: impl FnMut(&Entry<'_>, Option<u32>) -> Result<(), String>) -> Result<(), String> {
+        let start = |batch: &Batch, first: &Option<RecordStart>| first.filter(|f| batch.base_offset() <= f.offset);
         match &self.selection {
             Selection::Range { from, until, first } => {
                 for batch in self.batches.iter().filter(|b| b.next_offset() > *from) {
-                    let views = match first {
-                        Some(first) if batch.base_offset() <= first.offset => batch.views_from(*first),
-                        _ => batch.views(),
-                    };
-                    for record in views {
-                        let record = record?;
-                        if record.offset >= *until {
-                            return Ok(());
-                        }
-                        if record.offset >= *from {
+                    let more = walk(batch, start(batch, first), |record| {
+                        let offset = record.offset();
+                        if offset >= *from && offset < *until {
                             f(&record, None)?;
                         }
+                        Ok(offset < *until)
+                    })?;
+                    if !more {
+                        return Ok(());
                     }
                 }
             }
             Selection::Delivered { records: wanted, first } => {
                 let mut wanted = wanted.iter().peekable();
                 for batch in self.batches.iter().filter(|b| first.is_none_or(|f| b.next_offset() > f.offset)) {
-                    let views = match first {
-                        Some(first) if batch.base_offset() <= first.offset => batch.views_from(*first),
-                        _ => batch.views(),
-                    };
-                    for record in views {
-                        let Some(&&(offset, attempt)) = wanted.peek() else { return Ok(()) };
-                        let record = record?;
-                        if record.offset == offset {
+                    let more = walk(batch, start(batch, first), |record| {
+                        let Some(&&(offset, attempt)) = wanted.peek() else { return Ok(false) };
+                        if record.offset() == offset {
                             wanted.next();
                             f(&record, Some(attempt))?;
                         }
+                        Ok(true)
+                    })?;
+                    if !more {
+                        return Ok(());
                     }
                 }
             }

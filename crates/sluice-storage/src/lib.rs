@@ -66,5 +66,5 @@ pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Error, Result};
 pub use io::{Clock, DiskIo, OsDisk, SystemClock};
 pub use log::{AppendTicket, LogEnv, LogStats, PartitionLog, ReadResult, Recovery};
-pub use record_view::{HeaderView, RecordStart, RecordView};
+pub use record_view::{HeaderView, RecordStart, RecordView, StoredRecord};
 pub use view::MissingRange;
