@@ -2,10 +2,11 @@
 //! idempotent producers.
 //!
 //! Storage is synchronous; calls into it that may wait on the disk (reads, appends that fsync
-//! or are large) run on tokio's blocking pool. Only a small append that the log says touches
-//! nothing but the page cache (no other appender writing, no roll, no space reservation, no
-//! fsync due; see [`INLINE_APPEND_BYTES`] and `PartitionLog::try_complete_inline`) is written
-//! on the calling task, so no runtime thread waits on the disk. Appends are queued in call
+//! or are large) run on tokio's blocking pool. Only work that touches nothing but the page
+//! cache runs on the calling task, so no runtime thread waits on the disk: a small append that
+//! the log says needs no disk (no other appender writing, no roll, no space reservation, no
+//! fsync due; see [`INLINE_APPEND_BYTES`] and `PartitionLog::try_complete_inline`), and a read
+//! of up to [`INLINE_READ_BYTES`] that the page cache holds whole (`PartitionLog::read_cached`). Appends are queued in call
 //! order and meet in the storage's group-commit queue, where they share fsyncs.
 //!
 //! Idempotent producers share that queue too: a batch's sequence is checked when it is queued,
@@ -30,6 +31,12 @@ use crate::tail::TailCache;
 /// to a partition without fsync-on-append may be written on the calling task: a page-cache
 /// write of this size takes microseconds, less than handing it to the blocking pool and back.
 pub const INLINE_APPEND_BYTES: usize = 64 << 10;
+
+/// Reads of up to this size are first tried from the page cache on the calling task: the two
+/// thread wake-ups of a blocking-pool read cost about as much as copying a few hundred KiB, and
+/// this is the default fetch size and a group delivery's read, so the copy stays as short as
+/// the encoding of one response, which runs on the task anyway.
+pub const INLINE_READ_BYTES: usize = 1 << 20;
 use crate::record::ProducerRef;
 
 /// Runs a storage call on the blocking pool.
@@ -518,7 +525,8 @@ impl PartitionHandle {
     }
 
     /// Reads whole batches from the one holding `offset`: from the tail cache when it holds
-    /// them, otherwise from the log on the blocking pool.
+    /// them, otherwise from the log: on this task when the page cache holds a small read,
+    /// else on the blocking pool.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
         let (start_offset, end_offset) = self.offsets();
         let cached = self.inner.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).read(offset, max_bytes);
@@ -526,13 +534,18 @@ impl PartitionHandle {
             return Ok(ReadResult { batches, start_offset, end_offset });
         }
         self.inner.log_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if max_bytes <= INLINE_READ_BYTES
+            && let Some(read) = self.inner.log.read_cached(offset, max_bytes)
+        {
+            return Ok(read);
+        }
         let log = self.inner.log.clone();
         blocking(move || Ok(log.read(offset, max_bytes))).await?.map_err(|e| self.map_storage(e))
     }
 
     /// Reads since open that the tail cache could not serve (readers behind the recent
-    /// batches, or batches larger than the cache): each cost a blocking-pool hop and a read
-    /// of the segment files.
+    /// batches, or batches larger than the cache): each read the segment files, from the page
+    /// cache or on the blocking pool.
     pub fn log_reads(&self) -> u64 {
         self.inner.log_reads.load(std::sync::atomic::Ordering::Relaxed)
     }

@@ -48,6 +48,7 @@ pub mod io;
 pub mod layout;
 mod log;
 mod open;
+mod page_cache;
 mod read_buffers;
 pub mod record_v2;
 pub mod record_view;

@@ -271,6 +271,23 @@ impl PartitionLog {
         Ok(ReadResult { batches, start_offset, end_offset })
     }
 
+    /// [`PartitionLog::read`] of at most `max_bytes`, if the page cache holds all of it: the read
+    /// does not wait for the disk, so it may run where blocking is not allowed. `None` when the
+    /// data is not cached, the first batch is larger than `max_bytes`, or anything else goes
+    /// wrong; [`PartitionLog::read`] then gives the answer (including any error).
+    ///
+    /// Sealed segments' indexes are memory-mapped; looking one up may still fault a page in.
+    pub fn read_cached(&self, offset: u64, max_bytes: usize) -> Option<ReadResult> {
+        let view = self.view();
+        let (start_offset, end_offset) = (view.start_offset(), view.end_offset());
+        if offset == end_offset && offset >= start_offset {
+            return Some(ReadResult { batches: Vec::new(), start_offset, end_offset });
+        }
+        let segment = view.segment_for(offset).ok()?;
+        let batches = segment.read_waiting(offset, max_bytes, crate::page_cache::Wait::CacheOnly).ok()?;
+        Some(ReadResult { batches, start_offset, end_offset })
+    }
+
     /// The record at `offset`, read alone from `position` of its batch (see
     /// [`Record::position`]); its batch checksum is not verified again.
     pub fn read_record(&self, offset: u64, position: u32) -> Result<crate::codec::Record> {

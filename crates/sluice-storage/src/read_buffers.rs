@@ -66,6 +66,19 @@ impl Pool {
         Vec::with_capacity(len)
     }
 
+    /// A buffer of exactly `len` initialized bytes (contents unspecified), for reads that need
+    /// initialized memory. A pooled buffer keeps the length of its last read, so refilling one
+    /// of the same size zero-fills nothing.
+    pub fn take_filled(&self, len: usize) -> Vec<u8> {
+        let mut buf = if len >= POOLED_MIN_BYTES {
+            self.free.lock().unwrap_or_else(PoisonError::into_inner).pop().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        buf.resize(len, 0);
+        buf
+    }
+
     /// The filled buffer as `Bytes`; a large one returns to the pool once every slice is
     /// dropped.
     pub fn freeze(self: &Arc<Self>, buf: Vec<u8>) -> Bytes {
@@ -103,6 +116,19 @@ mod tests {
         let again = pool.take(1 << 20);
         assert!(again.is_empty() && again.capacity() >= 1 << 20);
         assert_eq!(again.as_ptr(), address, "the same memory is reused");
+    }
+
+    #[test]
+    fn a_filled_buffer_has_the_asked_length_and_reuses_pooled_memory() {
+        let pool = Arc::new(Pool::default());
+        let mut buf = pool.take(1 << 20);
+        buf.extend_from_slice(&[7u8; 1 << 20]);
+        let address = buf.as_ptr();
+        drop(pool.freeze(buf));
+        let again = pool.take_filled((1 << 20) - 10);
+        assert_eq!(again.len(), (1 << 20) - 10);
+        assert_eq!(again.as_ptr(), address, "the same memory is reused");
+        assert_eq!(pool.take_filled(300).len(), 300);
     }
 
     #[test]

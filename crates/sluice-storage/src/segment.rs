@@ -5,7 +5,6 @@
 //! a partially written batch is never visible.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -14,6 +13,7 @@ use bytes::Bytes;
 use crate::codec::{BATCH_HEADER_BYTES, Batch, BatchHeader};
 use crate::error::{Error, Result};
 use crate::index::{IndexEntries, IndexHit, SealedIndex};
+use crate::page_cache::{self, Wait};
 
 /// Most bytes one read returns beyond its first batch, whatever `max_bytes` asks for, so a
 /// caller's large limit cannot make the broker allocate a whole segment at once.
@@ -104,7 +104,7 @@ impl SegmentView {
     fn resume_after(&self, position: u64, from: u64) -> Resume {
         let mut buf = [0u8; BATCH_HEADER_BYTES];
         let plausible = (position + BATCH_HEADER_BYTES as u64 <= self.len)
-            .then(|| self.read_exact_at(&mut buf, position).ok())
+            .then(|| self.read_exact_at(&mut buf, position, Wait::Disk).ok())
             .flatten()
             .and_then(|()| BatchHeader::parse(&buf))
             .filter(|h| h.base_offset == from && h.record_count > 0 && position + h.total_len() <= self.len);
@@ -113,7 +113,7 @@ impl SegmentView {
             let confirmed = if next == self.len {
                 header.next_offset() == self.next_offset
             } else {
-                matches!(self.try_header_at(next, header.next_offset()), Ok(Ok(_)))
+                matches!(self.try_header_at(next, header.next_offset(), Wait::Disk), Ok(Ok(_)))
             };
             if confirmed {
                 return Resume { offset: header.next_offset(), position: next };
@@ -140,13 +140,25 @@ impl SegmentView {
         Ok(expected)
     }
 
-    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<()> {
-        self.file.read_exact_at(buf, position).map_err(|e| Error::io("reading segment", self.path.to_path_buf(), e))
+    fn read_exact_at(&self, buf: &mut [u8], position: u64, wait: Wait) -> Result<()> {
+        page_cache::read_exact_at(&self.file, buf, position, wait)
+            .map_err(|e| Error::io("reading segment", self.path.to_path_buf(), e))
+    }
+
+    /// What a cache-only read returns instead of waiting (or of working out damage).
+    fn not_cached(&self) -> Error {
+        Error::io("reading segment", self.path.to_path_buf(), page_cache::would_block())
     }
 
     /// `len` bytes from `position`, read into memory that is not zero-filled first (a read of a
     /// few MiB would otherwise write every byte twice); large reads reuse pooled buffers.
-    fn read_bytes(&self, len: usize, position: u64) -> Result<Bytes> {
+    fn read_bytes(&self, len: usize, position: u64, wait: Wait) -> Result<Bytes> {
+        if wait == Wait::CacheOnly {
+            // preadv2 takes initialized memory; a pooled buffer mostly is already.
+            let mut buf = crate::read_buffers::SHARED.take_filled(len);
+            self.read_exact_at(&mut buf, position, wait)?;
+            return Ok(crate::read_buffers::SHARED.freeze(buf));
+        }
         let mut buf = crate::read_buffers::SHARED.take(len);
         while buf.len() < len {
             let at = position + buf.len() as u64;
@@ -163,16 +175,16 @@ impl SegmentView {
 
     /// Reads and checks the header of the batch at `position`, which must start at `expected`.
     fn header_at(&self, position: u64, expected: u64) -> Result<BatchHeader> {
-        self.try_header_at(position, expected)?.map_err(|reason| self.damaged(position, expected, reason))
+        self.try_header_at(position, expected, Wait::Disk)?.map_err(|reason| self.damaged(position, expected, reason))
     }
 
     /// [`SegmentView::header_at`], with damage as the inner error's reason (io errors outside).
-    fn try_header_at(&self, position: u64, expected: u64) -> Result<Result<BatchHeader, String>> {
+    fn try_header_at(&self, position: u64, expected: u64, wait: Wait) -> Result<Result<BatchHeader, String>> {
         let mut buf = [0u8; BATCH_HEADER_BYTES];
         if position + BATCH_HEADER_BYTES as u64 > self.len {
             return Ok(Err("batch header runs past the end of the segment".into()));
         }
-        self.read_exact_at(&mut buf, position)?;
+        self.read_exact_at(&mut buf, position, wait)?;
         let Some(header) = BatchHeader::parse(&buf) else { return Ok(Err("short header".into())) };
         Ok(header.check(Some(expected), self.len - position).map(|()| header))
     }
@@ -182,18 +194,20 @@ impl SegmentView {
     ///
     /// Damage that ends at or before offset `past` is walked over (a reader that skips damage
     /// asks for the offset after it, and the index may point before it); other damage is
-    /// [`Error::DataLoss`].
+    /// [`Error::DataLoss`]. A cache-only walk gives up at damage instead.
     fn walk_from(
         &self,
         hit: IndexHit,
         past: u64,
+        wait: Wait,
         mut stop: impl FnMut(&BatchHeader) -> bool,
     ) -> Result<Option<(u64, BatchHeader)>> {
         let mut position = u64::from(hit.position);
         let mut expected = self.base_offset + u64::from(hit.relative_offset);
         while position < self.len {
-            let header = match self.try_header_at(position, expected)? {
+            let header = match self.try_header_at(position, expected, wait)? {
                 Ok(header) => header,
+                Err(_) if wait == Wait::CacheOnly => return Err(self.not_cached()),
                 Err(reason) => {
                     let resume = self.resume_after(position, expected);
                     if resume.offset > expected && resume.offset <= past && resume.position > position {
@@ -217,7 +231,7 @@ impl SegmentView {
     pub fn visit_headers(&self, offset: u64, visit: &mut impl FnMut(&BatchHeader)) -> Result<()> {
         let relative = u32::try_from(offset.saturating_sub(self.base_offset)).unwrap_or(u32::MAX);
         let hit = self.index.lookup_offset(relative);
-        self.walk_from(hit, offset, |h| {
+        self.walk_from(hit, offset, Wait::Disk, |h| {
             if h.next_offset() > offset {
                 visit(h);
             }
@@ -234,7 +248,7 @@ impl SegmentView {
     fn batch_holding(&self, offset: u64) -> Result<(u64, BatchHeader)> {
         let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
         let hit = self.index.lookup_offset(relative);
-        match self.walk_from(hit, offset, |h| h.next_offset() > offset)? {
+        match self.walk_from(hit, offset, Wait::Disk, |h| h.next_offset() > offset)? {
             Some(found) => Ok(found),
             None => Err(self.corrupt(self.len, format!("offset {offset} not found in its segment"))),
         }
@@ -254,7 +268,7 @@ impl SegmentView {
             return Err(self.corrupt(at, "record position runs past the segment"));
         }
         let prefix = &mut prefix[..prefix_len as usize];
-        self.read_exact_at(prefix, at)?;
+        self.read_exact_at(prefix, at, Wait::Disk)?;
         let (prefix_len, len) = if header.version == crate::layout::BATCH_FORMAT_V1 {
             (4, u64::from(u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]])))
         } else {
@@ -266,7 +280,7 @@ impl SegmentView {
         if at + prefix_len + len > self.len {
             return Err(self.corrupt(at, "record runs past the segment"));
         }
-        let buf = self.read_bytes(usize::try_from(prefix_len + len).unwrap_or(usize::MAX), at)?;
+        let buf = self.read_bytes(usize::try_from(prefix_len + len).unwrap_or(usize::MAX), at, Wait::Disk)?;
         crate::codec::RecordIter::single(buf, offset, position, header.version)
             .map_err(|reason| self.corrupt(at, reason))
     }
@@ -274,19 +288,29 @@ impl SegmentView {
     /// Whole batches starting with the one holding `offset`, up to `max_bytes` (but always the
     /// first batch, however large), each checksum-verified.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Batch>> {
+        self.read_waiting(offset, max_bytes, Wait::Disk)
+    }
+
+    /// [`SegmentView::read`], or with [`Wait::CacheOnly`] the same batches from the page cache
+    /// (any error then only means: read it the ordinary way). A cache-only read never reads
+    /// more than `max_bytes`, even for a larger first batch.
+    pub fn read_waiting(&self, offset: u64, max_bytes: usize, wait: Wait) -> Result<Vec<Batch>> {
         let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
         let hit = self.index.lookup_offset(relative);
-        let Some((start, first)) = self.walk_from(hit, offset, |h| h.next_offset() > offset)? else {
+        let Some((start, first)) = self.walk_from(hit, offset, wait, |h| h.next_offset() > offset)? else {
             return Ok(Vec::new());
         };
         let want = (max_bytes.min(MAX_READ_BYTES) as u64).max(first.total_len()).min(self.len - start);
-        let buf = self.read_bytes(usize::try_from(want).unwrap_or(usize::MAX), start)?;
-        self.split_batches(buf, start, first.base_offset)
+        if wait == Wait::CacheOnly && want > max_bytes as u64 {
+            return Err(self.not_cached());
+        }
+        let buf = self.read_bytes(usize::try_from(want).unwrap_or(usize::MAX), start, wait)?;
+        self.split_batches(buf, start, first.base_offset, wait)
     }
 
     /// Cuts a buffer that starts at a batch boundary into verified batches, dropping a partial
     /// batch at its end.
-    fn split_batches(&self, mut buf: Bytes, start: u64, first_offset: u64) -> Result<Vec<Batch>> {
+    fn split_batches(&self, mut buf: Bytes, start: u64, first_offset: u64, wait: Wait) -> Result<Vec<Batch>> {
         let mut batches = Vec::new();
         let mut position = start;
         let mut expected = first_offset;
@@ -302,6 +326,7 @@ impl SegmentView {
                 // The intact batches before the damage are returned; the next read starts at
                 // the damaged one and reports it.
                 Err(_) if !batches.is_empty() => break,
+                Err(_) if wait == Wait::CacheOnly => return Err(self.not_cached()),
                 Err(reason) => return Err(self.damaged(position, expected, reason)),
             };
             expected = batch.next_offset();
@@ -317,10 +342,10 @@ impl SegmentView {
             return Ok(None);
         }
         let hit = self.index.lookup_timestamp(timestamp);
-        let Some((position, header)) = self.walk_from(hit, 0, |h| h.max_timestamp >= timestamp)? else {
+        let Some((position, header)) = self.walk_from(hit, 0, Wait::Disk, |h| h.max_timestamp >= timestamp)? else {
             return Ok(None);
         };
-        let buf = self.read_bytes(usize::try_from(header.total_len()).unwrap_or(usize::MAX), position)?;
+        let buf = self.read_bytes(usize::try_from(header.total_len()).unwrap_or(usize::MAX), position, Wait::Disk)?;
         let batch = Batch::from_verified_bytes(buf).map_err(|reason| self.corrupt(position, reason))?;
         for record in batch.records() {
             let record = record.map_err(|reason| self.corrupt(position, reason))?;
