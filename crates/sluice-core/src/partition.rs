@@ -6,8 +6,9 @@
 //! cache runs on the calling task, so no runtime thread waits on the disk: a small append that
 //! the log says needs no disk (no other appender writing, no roll, no space reservation, no
 //! fsync due; see [`INLINE_APPEND_BYTES`] and `PartitionLog::try_complete_inline`), and a read
-//! of up to [`INLINE_READ_BYTES`] that the page cache holds whole (`PartitionLog::read_cached`). Appends are queued in call
-//! order and meet in the storage's group-commit queue, where they share fsyncs.
+//! of up to [`INLINE_READ_BYTES`] that the page cache holds whole (`PartitionLog::read_cached`).
+//! Appends are queued in call order and meet in the storage's group-commit queue, where they
+//! share fsyncs.
 //!
 //! Idempotent producers share that queue too: a batch's sequence is checked when it is queued,
 //! under a short lock that fixes its place in the log, and the producer's later batches may
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::producers::{Check, ProducerTable, WrittenBatch};
+use crate::record::ProducerRef;
 use crate::tail::TailCache;
 
 /// Appends up to this size (records' bytes, and encoded bytes of the group written with them)
@@ -37,7 +39,6 @@ pub const INLINE_APPEND_BYTES: usize = 64 << 10;
 /// this is the default fetch size and a group delivery's read, so the copy stays as short as
 /// the encoding of one response, which runs on the task anyway.
 pub const INLINE_READ_BYTES: usize = 1 << 20;
-use crate::record::ProducerRef;
 
 /// Runs a storage call on the blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

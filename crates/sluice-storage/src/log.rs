@@ -10,6 +10,7 @@ use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::io::{Clock, DiskIo, OsDisk, SystemClock, fsync_dir};
 use crate::open::OpenContext;
+use crate::page_cache::Wait;
 use crate::view::LogView;
 use crate::writer::{Counters, Writer};
 
@@ -262,13 +263,7 @@ impl PartitionLog {
     /// batch). `offset == end` returns no batches; outside `start..=end` is
     /// [`Error::OffsetOutOfRange`].
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
-        let view = self.view();
-        let (start_offset, end_offset) = (view.start_offset(), view.end_offset());
-        if offset == end_offset && offset >= start_offset {
-            return Ok(ReadResult { batches: Vec::new(), start_offset, end_offset });
-        }
-        let batches = view.segment_for(offset)?.read(offset, max_bytes)?;
-        Ok(ReadResult { batches, start_offset, end_offset })
+        self.read_waiting(offset, max_bytes, Wait::Disk)
     }
 
     /// [`PartitionLog::read`] of at most `max_bytes`, if the page cache holds all of it: the read
@@ -278,14 +273,17 @@ impl PartitionLog {
     ///
     /// Sealed segments' indexes are memory-mapped; looking one up may still fault a page in.
     pub fn read_cached(&self, offset: u64, max_bytes: usize) -> Option<ReadResult> {
+        self.read_waiting(offset, max_bytes, Wait::CacheOnly).ok()
+    }
+
+    fn read_waiting(&self, offset: u64, max_bytes: usize, wait: Wait) -> Result<ReadResult> {
         let view = self.view();
         let (start_offset, end_offset) = (view.start_offset(), view.end_offset());
         if offset == end_offset && offset >= start_offset {
-            return Some(ReadResult { batches: Vec::new(), start_offset, end_offset });
+            return Ok(ReadResult { batches: Vec::new(), start_offset, end_offset });
         }
-        let segment = view.segment_for(offset).ok()?;
-        let batches = segment.read_waiting(offset, max_bytes, crate::page_cache::Wait::CacheOnly).ok()?;
-        Some(ReadResult { batches, start_offset, end_offset })
+        let batches = view.segment_for(offset)?.read(offset, max_bytes, wait)?;
+        Ok(ReadResult { batches, start_offset, end_offset })
     }
 
     /// The record at `offset`, read alone from `position` of its batch (see

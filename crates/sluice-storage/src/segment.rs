@@ -286,15 +286,10 @@ impl SegmentView {
     }
 
     /// Whole batches starting with the one holding `offset`, up to `max_bytes` (but always the
-    /// first batch, however large), each checksum-verified.
-    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Batch>> {
-        self.read_waiting(offset, max_bytes, Wait::Disk)
-    }
-
-    /// [`SegmentView::read`], or with [`Wait::CacheOnly`] the same batches from the page cache
-    /// (any error then only means: read it the ordinary way). A cache-only read never reads
-    /// more than `max_bytes`, even for a larger first batch.
-    pub fn read_waiting(&self, offset: u64, max_bytes: usize, wait: Wait) -> Result<Vec<Batch>> {
+    /// first batch, however large), each checksum-verified. With [`Wait::CacheOnly`], the same
+    /// batches from the page cache, never more than `max_bytes` even for a larger first batch;
+    /// any error then only means: read it the ordinary way.
+    pub fn read(&self, offset: u64, max_bytes: usize, wait: Wait) -> Result<Vec<Batch>> {
         let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
         let hit = self.index.lookup_offset(relative);
         let Some((start, first)) = self.walk_from(hit, offset, wait, |h| h.next_offset() > offset)? else {
