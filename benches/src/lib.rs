@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use sluice_storage::{BatchBuilder, EncodedBatch, HeaderRef, RecordRef};
 
+pub mod resp;
+
 /// Value size that makes one encoded record (16-byte key, two small headers) ~1 KiB.
 pub const VALUE_BYTES: usize = 960;
 

@@ -15,12 +15,12 @@
 //! The client speaks RESP over a plain socket (with TCP_NODELAY), with no client library, so
 //! it adds as little as it can to what it measures.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::{BufReader, Write};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use sluice_benches::resp::{command, connect, entries, read_reply};
 use sluice_benches::{LatencyLoad, now_nanos};
 
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -36,77 +36,6 @@ struct Cli {
     server: String,
     #[command(flatten)]
     load: LatencyLoad,
-}
-
-/// A RESP reply, as far as XADD and XREAD need.
-#[derive(Debug)]
-enum Reply {
-    Bulk(Vec<u8>),
-    Array(Vec<Reply>),
-    Other,
-}
-
-fn read_reply(reader: &mut impl BufRead) -> BenchResult<Reply> {
-    let mut line = Vec::new();
-    reader.read_until(b'\n', &mut line)?;
-    let (Some(&kind), Some(body)) = (line.first(), line.get(1..line.len().saturating_sub(2))) else {
-        return Err("connection closed".into());
-    };
-    let number = || -> BenchResult<i64> { Ok(std::str::from_utf8(body)?.parse()?) };
-    Ok(match kind {
-        b'-' => return Err(format!("redis: {}", String::from_utf8_lossy(body)).into()),
-        b'$' => match usize::try_from(number()?) {
-            Ok(len) => {
-                let mut bytes = vec![0; len + 2];
-                reader.read_exact(&mut bytes)?;
-                bytes.truncate(len);
-                Reply::Bulk(bytes)
-            }
-            Err(_) => Reply::Other,
-        },
-        b'*' => match usize::try_from(number()?) {
-            Ok(len) => Reply::Array((0..len).map(|_| read_reply(reader)).collect::<BenchResult<_>>()?),
-            Err(_) => Reply::Other,
-        },
-        _ => Reply::Other,
-    })
-}
-
-fn command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-fn connect(server: &str) -> BenchResult<TcpStream> {
-    let stream = TcpStream::connect(server)?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
-/// The entries of an XREAD reply: `[[stream, [[id, [field, value, ...]], ...]]]`, as
-/// (id, first field's value).
-fn entries(reply: Reply) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let Reply::Array(streams) = reply else { return Vec::new() };
-    let mut out = Vec::new();
-    for stream in streams {
-        let Reply::Array(mut parts) = stream else { continue };
-        let Some(Reply::Array(list)) = parts.pop() else { continue };
-        for entry in list {
-            let Reply::Array(mut entry) = entry else { continue };
-            let (Some(Reply::Array(mut fields)), Some(Reply::Bulk(id))) = (entry.pop(), entry.pop()) else { continue };
-            if fields.len() >= 2
-                && let Reply::Bulk(stamp) = fields.swap_remove(1)
-            {
-                out.push((id, stamp));
-            }
-        }
-    }
-    out
 }
 
 /// Reads `total` entries of `key` as they arrive; measures those after `warm`.
