@@ -14,7 +14,7 @@
 #
 # BIN_DIR holds a `sluice-server`. The client is always this checkout's `sluice-bench`
 # ($SLUICE_BENCH, default target/release/sluice-bench), so every build meets the same load.
-# Phases (default all): disk durable4 durable1 never consume partitions latency.
+# Phases (default all): disk durable4 durable1 never consume partitions latency peers.
 #   disk        bare 1 MiB write+fdatasync loop on the data dir's disk (no broker): the ceiling
 #   durable4    4 producers, fsync always, 1,000 x 1 KiB per request, 8 requests in flight each
 #   durable1    1 producer, fsync always, 1,000 x 1 KiB per request, one request in flight
@@ -25,12 +25,15 @@
 #   latency     publish-to-subscriber latency at 5,000 records/s, fsync never; with
 #               `redis-server` on PATH, Redis Streams measured alike after the builds
 #               (peer-latency-redis, build label "redis")
+#   peers       no Sluice: the `never` and `consume` loads against Redis Streams and NATS
+#               JetStream (peer-throughput), with `redis-server` / `nats-server` on PATH; each
+#               peer once per round, build label "redis" or "nats"
 # Data dirs go to $SLUICE_BENCH_DIR (default /tmp): put it on the disk you want measured.
 set -euo pipefail
 
 rounds=1
 prime=1
-phases="disk durable4 durable1 never consume partitions latency"
+phases="disk durable4 durable1 never consume partitions latency peers"
 while getopts "r:p:n" opt; do
   case $opt in
     r) rounds=$OPTARG ;;
@@ -104,6 +107,34 @@ redis_latency() {
   kill $pid; wait $pid 2>/dev/null || true
 }
 
+# The `never` and `consume` loads against Redis Streams (no AOF, no snapshots) and NATS
+# JetStream (file storage, its default sync every two minutes): the peers of fsync `never`.
+peers() {
+  local round=$1 pt="$here/target/release/peer-throughput" data
+  tag() { grep '^{' | sed "s/^{/{\"build\":\"$1\",\"round\":$round,/" || true; }
+  if command -v redis-server >/dev/null; then
+    redis-server --port 6391 --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null 2>&1 &
+    local pid=$!
+    for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/6391) 2>/dev/null && break; sleep 0.05; done
+    # Primed like the builds: a first, unmeasured produce.
+    [ "$prime" = 1 ] && "$pt" redis produce --server 127.0.0.1:6391 >/dev/null 2>&1
+    "$pt" redis produce --server 127.0.0.1:6391 --server-pid $pid 2>/dev/null | tag redis
+    "$pt" redis consume --server 127.0.0.1:6391 --server-pid $pid 2>/dev/null | tag redis
+    kill $pid; wait $pid 2>/dev/null || true
+  fi
+  if command -v nats-server >/dev/null; then
+    data=$(mktemp -d "$scratch/sluice-compare-nats.XXXX"); sync
+    nats-server -a 127.0.0.1 -p 4231 -js -sd "$data" >/dev/null 2>&1 &
+    local pid=$!
+    for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/4231) 2>/dev/null && break; sleep 0.05; done
+    [ "$prime" = 1 ] && "$pt" nats produce --server 127.0.0.1:4231 >/dev/null 2>&1
+    "$pt" nats produce --server 127.0.0.1:4231 --server-pid $pid 2>/dev/null | tag nats
+    "$pt" nats consume --server 127.0.0.1:4231 --server-pid $pid 2>/dev/null | tag nats
+    kill $pid; wait $pid 2>/dev/null || true
+    rm -rf "$data"
+  fi
+}
+
 builds=("$@")
 for round in $(seq "$rounds"); do
   # The builds take turns going first: on this VM the first run of a phase measured up to 2x
@@ -111,6 +142,7 @@ for round in $(seq "$rounds"); do
   shift_by=$(( (round - 1) % ${#builds[@]} ))
   order=("${builds[@]:shift_by}" "${builds[@]:0:shift_by}")
   for name in $phases; do
+    if [ "$name" = peers ]; then peers "$round"; continue; fi
     if [ "$prime" = 1 ]; then
       phase prime "${order[0]#*=}" "$round" "$name" >/dev/null
     fi
