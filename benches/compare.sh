@@ -107,30 +107,31 @@ redis_latency() {
   kill $pid; wait $pid 2>/dev/null || true
 }
 
+# Runs peer-throughput's produce (primed like the builds) and consume against peer $1 (redis or
+# nats) on port $2, whose server has pid $3; then stops that server.
+peer_loads() {
+  local system=$1 port=$2 pid=$3 round=$4 pt="$here/target/release/peer-throughput"
+  for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
+  if [ "$prime" = 1 ]; then "$pt" "$system" produce --server 127.0.0.1:$port >/dev/null 2>&1 || true; fi
+  for load in produce consume; do
+    "$pt" "$system" $load --server 127.0.0.1:$port --server-pid $pid 2>/dev/null | grep '^{' \
+      | sed "s/^{/{\"build\":\"$system\",\"round\":$round,/" || true
+  done
+  kill $pid; wait $pid 2>/dev/null || true
+}
+
 # The `never` and `consume` loads against Redis Streams (no AOF, no snapshots) and NATS
 # JetStream (file storage, its default sync every two minutes): the peers of fsync `never`.
 peers() {
-  local round=$1 pt="$here/target/release/peer-throughput" data
-  tag() { grep '^{' | sed "s/^{/{\"build\":\"$1\",\"round\":$round,/" || true; }
+  local round=$1 data
   if command -v redis-server >/dev/null; then
     redis-server --port 6391 --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null 2>&1 &
-    local pid=$!
-    for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/6391) 2>/dev/null && break; sleep 0.05; done
-    # Primed like the builds: a first, unmeasured produce.
-    [ "$prime" = 1 ] && "$pt" redis produce --server 127.0.0.1:6391 >/dev/null 2>&1
-    "$pt" redis produce --server 127.0.0.1:6391 --server-pid $pid 2>/dev/null | tag redis
-    "$pt" redis consume --server 127.0.0.1:6391 --server-pid $pid 2>/dev/null | tag redis
-    kill $pid; wait $pid 2>/dev/null || true
+    peer_loads redis 6391 $! "$round"
   fi
   if command -v nats-server >/dev/null; then
     data=$(mktemp -d "$scratch/sluice-compare-nats.XXXX"); sync
     nats-server -a 127.0.0.1 -p 4231 -js -sd "$data" >/dev/null 2>&1 &
-    local pid=$!
-    for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/4231) 2>/dev/null && break; sleep 0.05; done
-    [ "$prime" = 1 ] && "$pt" nats produce --server 127.0.0.1:4231 >/dev/null 2>&1
-    "$pt" nats produce --server 127.0.0.1:4231 --server-pid $pid 2>/dev/null | tag nats
-    "$pt" nats consume --server 127.0.0.1:4231 --server-pid $pid 2>/dev/null | tag nats
-    kill $pid; wait $pid 2>/dev/null || true
+    peer_loads nats 4231 $! "$round"
     rm -rf "$data"
   fi
 }

@@ -131,6 +131,43 @@ impl LatencyLoad {
     }
 }
 
+/// The shape of a produce load. Shared by `sluice-bench produce` and `peer-throughput`, so that
+/// both sides of a comparison send alike.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProduceShape {
+    /// Concurrent producers (each with its own connection).
+    #[arg(long, default_value_t = 1)]
+    pub producers: u32,
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Records per request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub total: u64,
+    /// Requests in flight per producer.
+    #[arg(long, default_value_t = 8)]
+    pub in_flight: usize,
+}
+
+impl ProduceShape {
+    /// Requests in all: the total rounded up to whole requests.
+    pub fn requests(&self) -> u64 {
+        self.total.div_ceil(self.batch.max(1) as u64)
+    }
+
+    /// Records in all requests.
+    pub fn records(&self) -> u64 {
+        self.requests() * self.batch as u64
+    }
+
+    /// Requests producer `p` (from 0) sends: an equal share, the first ones one more.
+    pub fn requests_of(&self, p: u32) -> u64 {
+        let producers = u64::from(self.producers.max(1));
+        self.requests() / producers + u64::from(u64::from(p) < self.requests() % producers)
+    }
+}
+
 /// CPU time (user + system, all threads) process `pid` has used, in ms; `None` if it cannot be
 /// read (another machine, or the process is gone).
 pub fn process_cpu_ms(pid: u32) -> Option<u64> {
@@ -164,5 +201,24 @@ impl ServerCpu {
             ",\"server_cpu_ms\":{ms},\"server_cpu_us_per_record\":{:.3}",
             ms as f64 * 1000.0 / records.max(1) as f64
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(producers: u32, batch: usize, total: u64) -> ProduceShape {
+        ProduceShape { producers, record_size: 10, batch, total, in_flight: 8 }
+    }
+
+    #[test]
+    fn a_produce_load_is_whole_requests_shared_out_among_producers() {
+        let one = shape(1, 1000, 1_000_000);
+        assert_eq!((one.requests(), one.records(), one.requests_of(0)), (1000, 1_000_000, 1000));
+        let three = shape(3, 100, 1050);
+        assert_eq!((three.requests(), three.records()), (11, 1100), "rounded up to whole requests");
+        let shares: Vec<u64> = (0..3).map(|p| three.requests_of(p)).collect();
+        assert_eq!(shares, vec![4, 4, 3]);
     }
 }

@@ -66,36 +66,11 @@ enum Phase {
 }
 
 /// What `produce` sends: the shape of `sluice-bench produce`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Load {
-    #[arg(long, default_value_t = 1)]
-    producers: usize,
-    #[arg(long, default_value_t = 1024)]
-    record_size: usize,
-    /// Records per request.
-    #[arg(long, default_value_t = 1000)]
-    batch: usize,
-    #[arg(long, default_value_t = 1_000_000)]
-    total: u64,
-    /// Requests in flight per producer.
-    #[arg(long, default_value_t = 8)]
-    in_flight: usize,
-}
+pub use sluice_benches::ProduceShape as Load;
 
-impl Load {
-    /// Requests each producer sends (the total is rounded up to whole requests).
-    fn requests_per_producer(&self) -> u64 {
-        let per_request = (self.batch * self.producers).max(1) as u64;
-        self.total.div_ceil(per_request)
-    }
-
-    fn records(&self) -> u64 {
-        self.requests_per_producer() * (self.batch * self.producers) as u64
-    }
-
-    fn value(&self) -> Vec<u8> {
-        vec![0x5a; self.record_size]
-    }
+/// The value every record carries.
+fn value(load: &Load) -> Vec<u8> {
+    vec![0x5a; load.record_size]
 }
 
 fn system_name(system: System) -> &'static str {
@@ -164,27 +139,5 @@ fn main() -> BenchResult {
             let run = Run { phase: "consume", system: cli.system, records: total, bytes, elapsed, extra };
             report(&run, &cpu, client_start_ms)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(producers: usize, batch: usize, total: u64) -> Load {
-        Load { producers, record_size: 10, batch, total, in_flight: 8 }
-    }
-
-    #[test]
-    fn the_total_is_rounded_up_to_whole_requests_of_every_producer() {
-        assert_eq!(
-            (load(1, 1000, 1_000_000).requests_per_producer(), load(1, 1000, 1_000_000).records()),
-            (1000, 1_000_000)
-        );
-        assert_eq!(
-            (load(4, 1000, 1_000_000).requests_per_producer(), load(4, 1000, 1_000_000).records()),
-            (250, 1_000_000)
-        );
-        assert_eq!((load(3, 100, 1000).requests_per_producer(), load(3, 100, 1000).records()), (4, 1200));
     }
 }

@@ -13,10 +13,10 @@ fn subject(stream: &str) -> String {
     format!("{stream}.records")
 }
 
-async fn producer(js: jetstream::Context, stream: String, load: Load) -> BenchResult {
-    let (value, subject) = (Bytes::from(load.value()), subject(&stream));
+async fn producer(js: jetstream::Context, stream: String, load: Load, p: u32) -> BenchResult {
+    let (value, subject) = (Bytes::from(crate::value(&load)), subject(&stream));
     let mut in_flight = VecDeque::with_capacity(load.in_flight);
-    for _ in 0..load.requests_per_producer() {
+    for _ in 0..load.requests_of(p) {
         if in_flight.len() >= load.in_flight.max(1) {
             let acks: Vec<jetstream::context::PublishAckFuture> = in_flight.pop_front().unwrap_or_default();
             for ack in acks {
@@ -50,13 +50,13 @@ pub async fn produce(server: &str, name: &str, load: &Load) -> BenchResult<Durat
     .await?;
     let started = Instant::now();
     let mut producers = tokio::task::JoinSet::new();
-    for _ in 0..load.producers {
+    for p in 0..load.producers {
         // Each producer its own connection, as sluice-bench's have. The client holds back
         // publishes beyond its ack limit, which must cover the whole window.
         let js = jetstream::context::ContextBuilder::new()
             .max_ack_inflight(load.batch * load.in_flight.max(1) + 1)
             .build(async_nats::connect(server).await?);
-        producers.spawn(producer(js, name.to_owned(), load.clone()));
+        producers.spawn(producer(js, name.to_owned(), load.clone(), p));
     }
     while let Some(done) = producers.join_next().await {
         done??;

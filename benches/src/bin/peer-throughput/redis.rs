@@ -9,15 +9,15 @@ use sluice_benches::resp::{Reply, command, connect, entries, read_reply};
 use crate::{BenchResult, Load};
 
 /// One producer's requests: `in_flight` of them written ahead of their replies.
-fn producer(server: &str, key: &str, load: &Load) -> BenchResult {
+fn producer(server: &str, key: &str, load: &Load, p: u32) -> BenchResult {
     let mut writer = connect(server)?;
     let mut replies = BufReader::new(writer.try_clone()?);
-    let value = load.value();
+    let value = crate::value(load);
     // The same request every time: each XADD gets a new id (`*`), so the client pays nothing per
     // request but the write.
     let request: Vec<u8> =
         (0..load.batch).flat_map(|_| command(&[b"XADD", key.as_bytes(), b"*", b"v", &value])).collect();
-    let (requests, batch, window) = (load.requests_per_producer(), load.batch, load.in_flight.max(1) as u64);
+    let (requests, batch, window) = (load.requests_of(p), load.batch, load.in_flight.max(1) as u64);
     let (answered, answers) = channel::<()>();
     let drain = std::thread::spawn(move || -> BenchResult {
         for _ in 0..requests {
@@ -44,9 +44,9 @@ pub fn produce(server: &str, key: &str, load: &Load) -> BenchResult<Duration> {
     connect(server)?.write_all(&command(&[b"DEL", key.as_bytes()]))?;
     let started = Instant::now();
     let producers: Vec<_> = (0..load.producers)
-        .map(|_| {
+        .map(|p| {
             let (server, key, load) = (server.to_owned(), key.to_owned(), load.clone());
-            std::thread::spawn(move || producer(&server, &key, &load))
+            std::thread::spawn(move || producer(&server, &key, &load, p))
         })
         .collect();
     for producer in producers {

@@ -92,21 +92,10 @@ struct ProduceArgs {
     topic: String,
     #[arg(long, default_value_t = 1)]
     partitions: u32,
-    /// Concurrent producers (each with its own connection).
-    #[arg(long, default_value_t = 1)]
-    producers: u32,
-    #[arg(long, default_value_t = 1024)]
-    record_size: usize,
-    /// Records per request.
-    #[arg(long, default_value_t = 1000)]
-    batch: usize,
-    #[arg(long, default_value_t = 1_000_000)]
-    total: u64,
+    #[command(flatten)]
+    shape: sluice_benches::ProduceShape,
     #[arg(long, value_enum, default_value = "stream")]
     mode: ProduceMode,
-    /// Requests in flight per producer.
-    #[arg(long, default_value_t = 8)]
-    in_flight: usize,
     /// fsync policy when the topic is created: always, never or interval.
     #[arg(long, default_value = "always")]
     fsync: String,
@@ -318,18 +307,8 @@ async fn produce_unary(channel: Channel, spec: ProduceSpec, done: Arc<AtomicU64>
 }
 
 async fn run_produce(server: &str, args: ProduceArgs) -> BenchResult {
-    let ProduceArgs {
-        topic,
-        partitions,
-        producers,
-        record_size,
-        batch: batch_size,
-        total,
-        mode,
-        in_flight,
-        fsync,
-        idempotent,
-    } = args;
+    let ProduceArgs { topic, partitions, shape, mode, fsync, idempotent } = args;
+    let sluice_benches::ProduceShape { producers, record_size, batch: batch_size, in_flight, .. } = shape;
     if idempotent && matches!(mode, ProduceMode::Stream) {
         return Err("--idempotent needs --mode unary".into());
     }
@@ -337,17 +316,15 @@ async fn run_produce(server: &str, args: ProduceArgs) -> BenchResult {
     let id_base = sluice_benches::now_nanos() & 0x0fff_ffff_ffff_0000;
     let admin_channel = connect(server).await?;
     ensure_topic(&admin_channel, &topic, partitions, &fsync).await?;
-    let requests_total = total.div_ceil(batch_size as u64);
     let records = batch(record_size, batch_size);
     let done = Arc::new(AtomicU64::new(0));
-    let shown = progress("produce", Arc::clone(&done), requests_total * batch_size as u64);
+    let shown = progress("produce", Arc::clone(&done), shape.records());
     let cpu = server_cpu();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..producers {
         let channel = connect(server).await?;
-        let requests =
-            requests_total / u64::from(producers) + u64::from(u64::from(p) < requests_total % u64::from(producers));
+        let requests = shape.requests_of(p);
         let spec = ProduceSpec {
             topic: topic.clone(),
             partition: p % partitions,
