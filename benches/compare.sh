@@ -13,7 +13,8 @@
 # Use an even number of rounds with two builds.
 #
 # BIN_DIR holds a `sluice-server`. The client is always this checkout's `sluice-bench`
-# ($SLUICE_BENCH, default target/release/sluice-bench), so every build meets the same load.
+# ($SLUICE_BENCH, default target/release/sluice-bench), so every build meets the same load; the
+# peers use this checkout's target/release/peer-latency-redis and peer-throughput.
 # Phases (default all): disk durable4 durable1 never consume partitions latency peers.
 #   disk        bare 1 MiB write+fdatasync loop on the data dir's disk (no broker): the ceiling
 #   durable4    4 producers, fsync always, 1,000 x 1 KiB per request, 8 requests in flight each
@@ -43,7 +44,7 @@ while getopts "r:p:n" opt; do
   esac
 done
 shift $((OPTIND - 1))
-[ $# -ge 1 ] || { sed -n 2,32p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,/^# Data dirs/p' "$0"; exit 2; }
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 sb=${SLUICE_BENCH:-$here/target/release/sluice-bench}
