@@ -23,9 +23,10 @@
 #   consume     1M records read back by Subscribe (full and lean decode) and by a 1-member group
 #   partitions  1, 8 and 32 partitions with one producer each, fsync always, 100 records per
 #               request, one in flight
-#   latency     publish-to-subscriber latency at 5,000 records/s, fsync never; with
-#               `redis-server` on PATH, Redis Streams measured alike after the builds
-#               (peer-latency-redis, build label "redis")
+#   latency     publish-to-subscriber latency at 5,000 records/s, fsync never; then, with
+#               `redis-server` / `nats-server` on PATH, Redis Streams (peer-latency-redis) and
+#               NATS JetStream (peer-throughput nats latency) measured alike, labels "redis"
+#               and "nats"
 #   peers       no Sluice: the `never` and `consume` loads against Redis Streams and NATS
 #               JetStream (peer-throughput), with `redis-server` / `nats-server` on PATH; each
 #               peer once per round, build label "redis" or "nats"
@@ -96,16 +97,28 @@ phase() {
   esac
 }
 
-# Redis Streams with its defaults (no AOF, no snapshots), the peer of fsync `never`.
-redis_latency() {
-  local round=$1
-  command -v redis-server >/dev/null || return 0
-  redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null 2>&1 &
-  local pid=$!
-  for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/6390) 2>/dev/null && break; sleep 0.05; done
-  "$here/target/release/peer-latency-redis" --server 127.0.0.1:6390 --rate 5000 --duration 5s 2>/dev/null \
-    | grep '^{' | sed "s/^{/{\"build\":\"redis\",\"round\":$round,/" || true
-  kill $pid; wait $pid 2>/dev/null || true
+# The latency phase's peers, each with its defaults and no sync before the ack (the peers of
+# fsync `never`): Redis Streams (no AOF, no snapshots) and NATS JetStream (file storage).
+peer_latency() {
+  local round=$1 pid data
+  if command -v redis-server >/dev/null; then
+    redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/6390) 2>/dev/null && break; sleep 0.05; done
+    "$here/target/release/peer-latency-redis" --server 127.0.0.1:6390 --rate 5000 --duration 5s 2>/dev/null \
+      | grep '^{' | sed "s/^{/{\"build\":\"redis\",\"round\":$round,/" || true
+    kill $pid; wait $pid 2>/dev/null || true
+  fi
+  if command -v nats-server >/dev/null; then
+    data=$(mktemp -d "$scratch/sluice-compare-nats.XXXX"); sync
+    nats-server -a 127.0.0.1 -p 4231 -js -sd "$data" >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/4231) 2>/dev/null && break; sleep 0.05; done
+    "$here/target/release/peer-throughput" nats latency --server 127.0.0.1:4231 --rate 5000 --duration 5s 2>/dev/null \
+      | grep '^{' | sed "s/^{/{\"build\":\"nats\",\"round\":$round,/" || true
+    kill $pid; wait $pid 2>/dev/null || true
+    rm -rf "$data"
+  fi
 }
 
 # Runs peer-throughput's produce (primed like the builds) and consume against peer $1 (redis or
@@ -151,6 +164,6 @@ for round in $(seq "$rounds"); do
     for build in "${order[@]}"; do
       phase "${build%%=*}" "${build#*=}" "$round" "$name"
     done
-    if [ "$name" = latency ]; then redis_latency "$round"; fi
+    if [ "$name" = latency ]; then peer_latency "$round"; fi
   done
 done

@@ -63,6 +63,8 @@ enum Phase {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
+    /// Publish-to-consumer latency (NATS only; Redis has `peer-latency-redis`).
+    Latency(sluice_benches::LatencyLoad),
 }
 
 /// What `produce` sends: the shape of `sluice-bench produce`.
@@ -138,6 +140,26 @@ fn main() -> BenchResult {
             let extra = format!(",\"batch\":{batch}");
             let run = Run { phase: "consume", system: cli.system, records: total, bytes, elapsed, extra };
             report(&run, &cpu, client_start_ms)
+        }
+        Phase::Latency(load) => {
+            let System::Nats = cli.system else { return Err("for Redis, run peer-latency-redis".into()) };
+            let steal_before = sluice_benches::steal_ms();
+            let histogram = nats::latency(&cli.server, &cli.stream, load)?;
+            let steal =
+                steal_before.zip(sluice_benches::steal_ms()).map(|(before, after)| after.saturating_sub(before));
+            let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+            writeln!(
+                std::io::stdout().lock(),
+                "{{\"bench\":\"peer-latency\",\"system\":\"nats\",\"rate\":{},\"records\":{},\"p50_us\":{:.0},\"p99_us\":{:.0},\"p999_us\":{:.0},\"max_us\":{:.0},\"steal_ms\":{}}}",
+                load.rate,
+                histogram.len(),
+                us(0.5),
+                us(0.99),
+                us(0.999),
+                histogram.max() as f64 / 1000.0,
+                steal.map_or("null".to_owned(), |ms| ms.to_string()),
+            )?;
+            Ok(())
         }
     }
 }

@@ -88,3 +88,72 @@ pub async fn consume(server: &str, name: &str, total: u64, batch: usize) -> Benc
     }
     Ok((started.elapsed(), bytes))
 }
+
+/// Publish-to-consumer latency, measured the way `sluice-bench latency` and `peer-latency-redis`
+/// measure theirs: a pacing thread sends evenly spaced publishes (one record each, its send time
+/// in the first 8 bytes) and never waits for their acks; an ordered push consumer on its own
+/// connection stamps each message on arrival. The first `--warmup` of messages are not measured.
+pub fn latency(
+    server: &str,
+    name: &str,
+    load: &sluice_benches::LatencyLoad,
+) -> BenchResult<hdrhistogram::Histogram<u64>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let (warm, total) = (load.warm_records(), load.total_records());
+    let (publisher, consumer) = runtime.block_on(async {
+        let js = jetstream::new(async_nats::connect(server).await?);
+        let _absent_is_fine = js.delete_stream(name).await;
+        js.create_stream(stream::Config {
+            name: name.to_owned(),
+            subjects: vec![subject(name)],
+            storage: stream::StorageType::File,
+            ..stream::Config::default()
+        })
+        .await?;
+        // An ordered push consumer on its own connection: the way NATS streams a subject to one
+        // reader with the least delay (the server pushes each message as it is stored).
+        let client = async_nats::connect(server).await?;
+        let inbox = client.new_inbox();
+        let consumer = jetstream::new(client)
+            .get_stream(name)
+            .await?
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: inbox,
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..consumer::push::OrderedConfig::default()
+            })
+            .await?;
+        BenchResult::Ok((js, consumer))
+    })?;
+    let receiving = runtime.spawn(async move {
+        let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+        let mut messages = consumer.messages().await?;
+        let mut received = 0;
+        while received < total {
+            let Some(message) = messages.next().await else { return Err("the consumer ended early".into()) };
+            let now = sluice_benches::now_nanos();
+            let message = message?;
+            let stamp = message.payload.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).ok_or("short message")?;
+            received += 1;
+            if received > warm {
+                histogram.record(now.saturating_sub(u64::from_le_bytes(stamp)).max(1))?;
+            }
+        }
+        BenchResult::Ok(histogram)
+    });
+    let value = load.value();
+    let subject = subject(name);
+    let started = Instant::now();
+    for sent in 0..total {
+        let due = started + load.period() * u32::try_from(sent).unwrap_or(u32::MAX);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let mut payload = Vec::with_capacity(8 + value.len());
+        payload.extend_from_slice(&sluice_benches::now_nanos().to_le_bytes());
+        payload.extend_from_slice(&value);
+        // The ack is not waited for: a slow server must not delay (and so hide) the sends.
+        drop(runtime.block_on(publisher.publish(subject.clone(), Bytes::from(payload)))?);
+    }
+    runtime.block_on(receiving)?
+}
