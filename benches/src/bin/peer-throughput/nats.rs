@@ -37,9 +37,10 @@ async fn producer(js: jetstream::Context, stream: String, load: Load, p: u32) ->
     Ok(())
 }
 
-pub async fn produce(server: &str, name: &str, load: &Load) -> BenchResult<Duration> {
+/// Connects and makes `name` a new, empty file-backed stream (an old one is deleted first).
+async fn fresh_stream(server: &str, name: &str) -> BenchResult<jetstream::Context> {
     let js = jetstream::new(async_nats::connect(server).await?);
-    // A new, empty stream each run; the delete fails only if there is none.
+    // The delete fails only if there is no such stream.
     let _absent_is_fine = js.delete_stream(name).await;
     js.create_stream(stream::Config {
         name: name.to_owned(),
@@ -48,6 +49,11 @@ pub async fn produce(server: &str, name: &str, load: &Load) -> BenchResult<Durat
         ..stream::Config::default()
     })
     .await?;
+    Ok(js)
+}
+
+pub async fn produce(server: &str, name: &str, load: &Load) -> BenchResult<Duration> {
+    fresh_stream(server, name).await?;
     let started = Instant::now();
     let mut producers = tokio::task::JoinSet::new();
     for p in 0..load.producers {
@@ -101,15 +107,7 @@ pub fn latency(
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let (warm, total) = (load.warm_records(), load.total_records());
     let (publisher, consumer) = runtime.block_on(async {
-        let js = jetstream::new(async_nats::connect(server).await?);
-        let _absent_is_fine = js.delete_stream(name).await;
-        js.create_stream(stream::Config {
-            name: name.to_owned(),
-            subjects: vec![subject(name)],
-            storage: stream::StorageType::File,
-            ..stream::Config::default()
-        })
-        .await?;
+        let js = fresh_stream(server, name).await?;
         // An ordered push consumer on its own connection: the way NATS streams a subject to one
         // reader with the least delay (the server pushes each message as it is stored).
         let client = async_nats::connect(server).await?;
