@@ -131,6 +131,50 @@ impl LatencyLoad {
     }
 }
 
+/// Steal (see [`steal_ms`]) since `before`, a reading taken at the start of a run.
+pub fn steal_since(before: Option<u64>) -> Option<u64> {
+    before.zip(steal_ms()).map(|(before, after)| after.saturating_sub(before))
+}
+
+/// What a latency run measured, reported alike by `sluice-bench latency` and the peers.
+pub struct LatencySummary<'a> {
+    pub histogram: &'a hdrhistogram::Histogram<u64>,
+    /// Steal across the run, where the kernel reports it.
+    pub steal_ms: Option<u64>,
+}
+
+impl LatencySummary<'_> {
+    fn us(&self, quantile: f64) -> f64 {
+        self.histogram.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    /// The JSON fields every latency line ends with, each with its leading comma.
+    pub fn json_fields(&self) -> String {
+        format!(
+            ",\"records\":{},\"p50_us\":{:.0},\"p99_us\":{:.0},\"p999_us\":{:.0},\"max_us\":{:.0},\"steal_ms\":{}",
+            self.histogram.len(),
+            self.us(0.5),
+            self.us(0.99),
+            self.us(0.999),
+            self.histogram.max() as f64 / 1000.0,
+            self.steal_ms.map_or("null".to_owned(), |ms| ms.to_string()),
+        )
+    }
+
+    /// The same for people: percentiles, records and steal.
+    pub fn text(&self) -> String {
+        format!(
+            "p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us ({} records){}",
+            self.us(0.5),
+            self.us(0.99),
+            self.us(0.999),
+            self.histogram.max() as f64 / 1000.0,
+            self.histogram.len(),
+            self.steal_ms.map_or(String::new(), |ms| format!("; the host took {ms} ms of CPU from the VM meanwhile")),
+        )
+    }
+}
+
 /// The shape of a produce load. Shared by `sluice-bench produce` and `peer-throughput`, so that
 /// both sides of a comparison send alike.
 #[derive(Debug, Clone, clap::Args)]
@@ -210,6 +254,23 @@ mod tests {
 
     fn shape(producers: u32, batch: usize, total: u64) -> ProduceShape {
         ProduceShape { producers, record_size: 10, batch, total, in_flight: 8 }
+    }
+
+    #[test]
+    fn a_latency_summary_reports_percentiles_in_microseconds_and_unknown_steal_as_null() {
+        let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        for ns in [100_000, 200_000, 300_000, 4_000_000] {
+            histogram.record(ns).unwrap();
+        }
+        let summary = LatencySummary { histogram: &histogram, steal_ms: None };
+        let fields = summary.json_fields();
+        assert!(fields.starts_with(",\"records\":4,\"p50_us\":200,"), "{fields}");
+        // 4 ms lands in a bucket of hdrhistogram's 3 significant digits, reported in whole us.
+        let max_us = (histogram.max() as f64 / 1000.0).round();
+        assert!((4000.0..4005.0).contains(&max_us));
+        assert!(fields.contains(&format!("\"max_us\":{max_us},")) && fields.ends_with("\"steal_ms\":null"), "{fields}");
+        let text = LatencySummary { histogram: &histogram, steal_ms: Some(7) }.text();
+        assert!(text.starts_with("p50 200 us") && text.ends_with("took 7 ms of CPU from the VM meanwhile"), "{text}");
     }
 
     #[test]

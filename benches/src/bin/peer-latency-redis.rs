@@ -95,29 +95,12 @@ fn main() -> BenchResult {
     let steal_before = sluice_benches::steal_ms();
     produce(&server, &key, total, load.period(), &load.value())?;
     let histogram = consumer.join().map_err(|_| "consumer panicked")??;
-    let steal = steal_before.zip(sluice_benches::steal_ms()).map(|(before, after)| after.saturating_sub(before));
+    let summary =
+        sluice_benches::LatencySummary { histogram: &histogram, steal_ms: sluice_benches::steal_since(steal_before) };
     connect(&server)?.write_all(&command(&[b"DEL", key.as_bytes()]))?;
-    let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-    let max_us = histogram.max() as f64 / 1000.0;
     // Written, not printed: a closed pipe (`| head -1`) is an error to return, not a panic.
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{{\"bench\":\"peer-latency-redis\",\"rate\":{rate},\"records\":{},\"p50_us\":{:.0},\"p99_us\":{:.0},\"p999_us\":{:.0},\"max_us\":{max_us:.0},\"steal_ms\":{}}}",
-        histogram.len(),
-        us(0.5),
-        us(0.99),
-        us(0.999),
-        steal.map_or("null".to_owned(), |ms| ms.to_string()),
-    )?;
-    writeln!(
-        out,
-        "Redis Streams publish-to-consumer latency at {rate} records/s: p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {max_us:.0} us ({} records){}",
-        us(0.5),
-        us(0.99),
-        us(0.999),
-        histogram.len(),
-        steal.map_or(String::new(), |ms| format!("; the host took {ms} ms of CPU from the VM meanwhile")),
-    )?;
+    writeln!(out, "{{\"bench\":\"peer-latency-redis\",\"rate\":{rate}{}}}", summary.json_fields())?;
+    writeln!(out, "Redis Streams publish-to-consumer latency at {rate} records/s: {}", summary.text())?;
     Ok(())
 }

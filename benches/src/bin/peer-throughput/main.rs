@@ -144,21 +144,19 @@ fn main() -> BenchResult {
         Phase::Latency(load) => {
             let System::Nats = cli.system else { return Err("for Redis, run peer-latency-redis".into()) };
             let steal_before = sluice_benches::steal_ms();
-            let histogram = nats::latency(&cli.server, &cli.stream, load)?;
-            let steal =
-                steal_before.zip(sluice_benches::steal_ms()).map(|(before, after)| after.saturating_sub(before));
-            let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+            let histogram = nats::latency(&runtime, &cli.server, &cli.stream, load)?;
+            let summary = sluice_benches::LatencySummary {
+                histogram: &histogram,
+                steal_ms: sluice_benches::steal_since(steal_before),
+            };
+            let mut out = std::io::stdout().lock();
             writeln!(
-                std::io::stdout().lock(),
-                "{{\"bench\":\"peer-latency\",\"system\":\"nats\",\"rate\":{},\"records\":{},\"p50_us\":{:.0},\"p99_us\":{:.0},\"p999_us\":{:.0},\"max_us\":{:.0},\"steal_ms\":{}}}",
+                out,
+                "{{\"bench\":\"peer-latency\",\"system\":\"nats\",\"rate\":{}{}}}",
                 load.rate,
-                histogram.len(),
-                us(0.5),
-                us(0.99),
-                us(0.999),
-                histogram.max() as f64 / 1000.0,
-                steal.map_or("null".to_owned(), |ms| ms.to_string()),
+                summary.json_fields()
             )?;
+            writeln!(out, "NATS JetStream publish-to-consumer latency at {} records/s: {}", load.rate, summary.text())?;
             Ok(())
         }
     }

@@ -100,11 +100,11 @@ pub async fn consume(server: &str, name: &str, total: u64, batch: usize) -> Benc
 /// in the first 8 bytes) and never waits for their acks; an ordered push consumer on its own
 /// connection stamps each message on arrival. The first `--warmup` of messages are not measured.
 pub fn latency(
+    runtime: &tokio::runtime::Runtime,
     server: &str,
     name: &str,
     load: &sluice_benches::LatencyLoad,
 ) -> BenchResult<hdrhistogram::Histogram<u64>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let (warm, total) = (load.warm_records(), load.total_records());
     let (publisher, consumer) = runtime.block_on(async {
         let js = fresh_stream(server, name).await?;

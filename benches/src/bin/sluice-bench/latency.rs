@@ -169,24 +169,16 @@ pub async fn run(server: &str, spec: LatencySpec) -> BenchResult {
         std::fs::write(path, text)?;
     }
     let secs = started.elapsed().as_secs_f64();
-    let steal = steal_before.zip(sluice_benches::steal_ms()).map(|(before, after)| after.saturating_sub(before));
-    let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-    let (warmup_s, max_us) = (Duration::from(warmup).as_secs_f64(), histogram.max() as f64 / 1000.0);
+    let summary =
+        sluice_benches::LatencySummary { histogram: &histogram, steal_ms: sluice_benches::steal_since(steal_before) };
+    let warmup_s = Duration::from(warmup).as_secs_f64();
     println!(
-        "{{\"bench\":\"latency\",\"fsync\":\"{fsync}\",\"rate\":{rate},\"warmup_s\":{warmup_s},\"records\":{},\"seconds\":{secs:.2},\"p50_us\":{:.0},\"p99_us\":{:.0},\"p999_us\":{:.0},\"max_us\":{max_us:.0},\"steal_ms\":{}}}",
-        histogram.len(),
-        us(0.5),
-        us(0.99),
-        us(0.999),
-        steal.map_or("null".to_owned(), |ms| ms.to_string()),
+        "{{\"bench\":\"latency\",\"fsync\":\"{fsync}\",\"rate\":{rate},\"warmup_s\":{warmup_s},\"seconds\":{secs:.2}{}}}",
+        summary.json_fields()
     );
     println!(
-        "publish-to-subscriber latency at {rate} records/s (fsync {fsync}, after {warmup_s} s of warm-up): p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {max_us:.0} us ({} records){}",
-        us(0.5),
-        us(0.99),
-        us(0.999),
-        histogram.len(),
-        steal.map_or(String::new(), |ms| format!("; the host took {ms} ms of CPU from the VM meanwhile")),
+        "publish-to-subscriber latency at {rate} records/s (fsync {fsync}, after {warmup_s} s of warm-up): {}",
+        summary.text()
     );
     Ok(())
 }
