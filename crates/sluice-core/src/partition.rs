@@ -277,7 +277,7 @@ impl PartitionHandle {
         let (space, window) = (options.space.clone(), options.idempotence_window);
         let (log, producers, covered, replayed) = blocking(move || {
             let started = Instant::now();
-            let env = sluice_storage::LogEnv { space, ..sluice_storage::LogEnv::default() };
+            let env = sluice_storage::LogEnv { space, partition: id, ..sluice_storage::LogEnv::default() };
             let log = PartitionLog::open_with(&dir, config, env)?;
             let (producers, covered, replayed) = load_producers(&log, &snapshot_path, window)?;
             tracing::debug!(dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, producers = producers.len(), replayed, "partition opened");

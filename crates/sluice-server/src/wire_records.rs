@@ -8,7 +8,17 @@
 //! values, zero offsets and zero partitions left out. A record of batch format 2 is stored as its
 //! fields 1 to 4 already (`sluice_storage::record_v2`) and is copied whole; one of format 1 is
 //! encoded field by field.
+//!
+//! Format 3 stores each record as its whole `repeated Record records = 1` entry, offset and
+//! partition included (`sluice_storage::record_v3`). A Fetch or Subscribe response takes the
+//! records it needs from such a batch as one run of stored bytes, without a step per record
+//! beyond finding where the run starts and ends. Those entries decode to the same records, but
+//! their bytes differ from prost's (padded varints, partition before offset, a zero partition
+//! written).
 
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
 use prost::bytes::BufMut;
 use prost::encoding::encoded_len_varint;
 use sluice_core::Fetched;
@@ -44,8 +54,23 @@ pub struct StoredRecords {
     /// Each selected record's `Record` length, in order: measured (walking its headers) when
     /// the response is built, so sending it does not measure again.
     record_lens: Vec<usize>,
+    /// For each batch, the bytes of its selected records when they are sent as stored (format
+    /// 3 entries of field 1); `None` where the records are written one by one.
+    runs: Vec<Option<Range<usize>>>,
     len: usize,
 }
+
+/// What a response takes from its batches, in order: a run of stored entries (bytes of a
+/// batch), or one record.
+enum Piece<'a, 'b> {
+    Run(&'a Batch, Range<usize>),
+    Record(&'b Entry<'a>, Option<u32>),
+}
+
+/// Runs of stored entries at least this long are sent as slices of their read buffer by
+/// [`StoredRecords::chunks`]; shorter pieces are copied together. Each slice becomes an HTTP/2
+/// frame, written with a syscall of its own, which costs more than copying a short run.
+pub const SLICE_AT_LEAST: usize = 64 * 1024;
 
 fn key(field: u8, wire_type: u8) -> u8 {
     // Every field written here has a number below 16: its key is one byte.
@@ -231,6 +256,45 @@ fn put_v1_fields(out: &mut Out<'_>, record: &RecordView<'_>) {
     out.varint(record.timestamp as u64);
 }
 
+/// `first`, if it lies in `batch` or after it.
+fn first_in(batch: &Batch, first: &Option<RecordStart>) -> Option<RecordStart> {
+    first.filter(|f| batch.base_offset() <= f.offset)
+}
+
+/// The bytes of `batch` holding its records in `from..until`, if it stores them as whole
+/// entries (format 3); `None` for older formats.
+fn run_of(batch: &Batch, start: Option<RecordStart>, from: u64, until: u64) -> Result<Option<Range<usize>>, String> {
+    let Some(stored) = batch.stored_from(start) else { return Ok(None) };
+    if from <= batch.base_offset() && batch.next_offset() <= until {
+        let mut stored = batch.stored_from(None).into_iter().flatten();
+        // The whole batch: its body is its records' entries, back to back. The log checked each
+        // when it stamped them, and the checksum says these are those bytes; the first one's
+        // offset is checked against the header here.
+        let first = stored.next().transpose()?;
+        return Ok(match first.and_then(|record| record.entry.map(|entry| (record, entry))) {
+            Some((record, _)) if record.offset == batch.base_offset() => {
+                Some(sluice_storage::codec::BATCH_HEADER_BYTES..batch.as_bytes().len())
+            }
+            _ => None,
+        });
+    }
+    let base = batch.as_bytes().as_ptr() as usize;
+    let mut run: Option<Range<usize>> = None;
+    for record in stored {
+        let record = record?;
+        if record.offset >= until {
+            break;
+        }
+        let Some(entry) = record.entry else { return Ok(None) };
+        if record.offset >= from {
+            let at = entry.as_ptr() as usize - base;
+            let end = at + entry.len();
+            run = Some(run.map_or(at..end, |r| r.start..end));
+        }
+    }
+    Ok(Some(run.unwrap_or(0..0)))
+}
+
 /// Length of one entry's value: a `Record`, or a `GroupRecord` holding one.
 fn entry_len(record_len: usize, attempt: Option<u32>) -> usize {
     match attempt {
@@ -253,36 +317,58 @@ impl StoredRecords {
     }
 
     fn new(batches: Vec<Batch>, selection: Selection, partition: u32, field: u8) -> Result<Self, Status> {
-        let mut records = StoredRecords { batches, selection, partition, field, record_lens: Vec::new(), len: 0 };
+        let undecodable = |reason: String| {
+            tracing::error!(partition, %reason, "undecodable record in a checksummed batch");
+            Status::internal("stored record could not be decoded; see the broker log")
+        };
+        let runs = match &selection {
+            Selection::Range { from, until, first } if field == 1 => batches
+                .iter()
+                .map(|batch| run_of(batch, first_in(batch, first), *from, *until))
+                .collect::<Result<_, _>>()
+                .map_err(undecodable)?,
+            _ => vec![None; batches.len()],
+        };
+        let mut records =
+            StoredRecords { batches, selection, partition, field, record_lens: Vec::new(), runs, len: 0 };
         let (mut len, mut record_lens) = (0, Vec::new());
         records
-            .visit(|record, attempt| {
-                let record_len = record_len(record, partition)?;
-                let entry = entry_len(record_len, attempt);
-                len += 1 + encoded_len_varint(entry as u64) + entry;
-                record_lens.push(record_len);
+            .visit(|piece| {
+                match piece {
+                    Piece::Run(_, run) => len += run.len(),
+                    Piece::Record(record, attempt) => {
+                        let record_len = record_len(record, partition)?;
+                        let entry = entry_len(record_len, attempt);
+                        len += 1 + encoded_len_varint(entry as u64) + entry;
+                        record_lens.push(record_len);
+                    }
+                }
                 Ok(())
             })
-            .map_err(|reason| {
-                tracing::error!(partition, %reason, "undecodable record in a checksummed batch");
-                Status::internal("stored record could not be decoded; see the broker log")
-            })?;
+            .map_err(undecodable)?;
         records.len = len;
         records.record_lens = record_lens;
         Ok(records)
     }
 
-    /// Calls `f` with each selected record, in offset order, and its delivery attempt if the
-    /// selection is a delivery.
-    fn visit(&self, mut f: impl FnMut(&Entry<'_>, Option<u32>) -> Result<(), String>) -> Result<(), String> {
-        let start = |batch: &Batch, first: &Option<RecordStart>| first.filter(|f| batch.base_offset() <= f.offset);
+    /// Calls `f` with each selected record (or run of them), in offset order, and each record's
+    /// delivery attempt if the selection is a delivery.
+    fn visit(&self, mut f: impl FnMut(Piece<'_, '_>) -> Result<(), String>) -> Result<(), String> {
+        let start = first_in;
         match &self.selection {
             Selection::Range { from, until, first } => {
-                for batch in self.batches.iter().filter(|b| b.next_offset() > *from) {
+                for (batch, run) in self.batches.iter().zip(&self.runs).filter(|(b, _)| b.next_offset() > *from) {
+                    if let Some(run) = run {
+                        f(Piece::Run(batch, run.clone()))?;
+                        if batch.next_offset() >= *until {
+                            return Ok(());
+                        }
+                        continue;
+                    }
                     let more = walk(batch, start(batch, first), |record| {
                         let offset = record.offset();
                         if offset >= *from && offset < *until {
-                            f(&record, None)?;
+                            f(Piece::Record(&record, None))?;
                         }
                         Ok(offset < *until)
                     })?;
@@ -298,7 +384,7 @@ impl StoredRecords {
                         let Some(&&(offset, attempt)) = wanted.peek() else { return Ok(false) };
                         if record.offset() == offset {
                             wanted.next();
-                            f(&record, Some(attempt))?;
+                            f(Piece::Record(&record, Some(attempt)))?;
                         }
                         Ok(true)
                     })?;
@@ -318,26 +404,61 @@ impl EncodedFields for StoredRecords {
     }
 
     fn write(&self, buf: &mut dyn BufMut) {
-        let partition = self.partition;
         let mut out = Out::new(buf);
         let mut lens = self.record_lens.iter().copied();
         // Every record was decoded when the response was built, from the same immutable
         // batches: this pass meets no error, visits the records measured then, in the same
         // order, and writes exactly `len` bytes.
-        let _checked_when_built = self.visit(|record, attempt| {
-            let len = lens.next().ok_or("more records than when the response was built")?;
-            out.byte(key(self.field, LEN));
-            match attempt {
-                None => put_record(&mut out, record, partition, len),
-                Some(attempt) => {
-                    out.varint(entry_len(len, Some(attempt)) as u64);
-                    out.byte(key(1, LEN));
-                    put_record(&mut out, record, partition, len);
-                    out.varint_field(2, u64::from(attempt));
-                }
+        let _checked_when_built = self.visit(|piece| self.put_piece(&mut out, piece, &mut lens));
+    }
+}
+
+impl StoredRecords {
+    fn put_piece(
+        &self,
+        out: &mut Out<'_>,
+        piece: Piece<'_, '_>,
+        lens: &mut impl Iterator<Item = usize>,
+    ) -> Result<(), String> {
+        let (record, attempt) = match piece {
+            Piece::Run(batch, run) => {
+                out.slice(&batch.as_bytes()[run]);
+                return Ok(());
             }
-            Ok(())
+            Piece::Record(record, attempt) => (record, attempt),
+        };
+        let len = lens.next().ok_or("more records than when the response was built")?;
+        out.byte(key(self.field, LEN));
+        match attempt {
+            None => put_record(out, record, self.partition, len),
+            Some(attempt) => {
+                out.varint(entry_len(len, Some(attempt)) as u64);
+                out.byte(key(1, LEN));
+                put_record(out, record, self.partition, len);
+                out.varint_field(2, u64::from(attempt));
+            }
+        }
+        Ok(())
+    }
+
+    /// The bytes [`EncodedFields::write`] writes, as chunks to send back to back: runs of at
+    /// least [`SLICE_AT_LEAST`] stored bytes as slices of their batches (not copied), the rest
+    /// copied into `buf`, which is split off into `out` wherever a slice follows.
+    pub fn chunks(&self, buf: &mut BytesMut, out: &mut Vec<Bytes>) {
+        let mut lens = self.record_lens.iter().copied();
+        let _checked_when_built = self.visit(|piece| match piece {
+            Piece::Run(batch, run) if run.len() >= SLICE_AT_LEAST => {
+                if !buf.is_empty() {
+                    out.push(buf.split().freeze());
+                }
+                out.push(batch.as_bytes().slice(run));
+                Ok(())
+            }
+            piece => self.put_piece(&mut Out::new(buf), piece, &mut lens),
         });
+        if !buf.is_empty() {
+            out.push(buf.split().freeze());
+        }
     }
 }
 
@@ -395,12 +516,16 @@ mod tests {
 
     type Spec = (i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
 
-    /// Batches of `per_batch` records from `base` on, in format 1 or in the current one.
-    fn batches(records: &[Spec], per_batch: usize, base: u64, v1: bool) -> Vec<Batch> {
+    /// Batches of `per_batch` records from `base` on, in format `version`, of `partition`.
+    fn batches(records: &[Spec], per_batch: usize, base: u64, version: u8, partition: u32) -> Vec<Batch> {
         let mut out = Vec::new();
         let mut offset = base;
         for chunk in records.chunks(per_batch) {
-            let mut builder = if v1 { BatchBuilder::format_v1() } else { BatchBuilder::default() };
+            let mut builder = match version {
+                1 => BatchBuilder::format_v1(),
+                2 => BatchBuilder::format_v2(),
+                _ => BatchBuilder::default(),
+            };
             for (timestamp, key, value, headers) in chunk {
                 let headers: Vec<HeaderRef<'_>> =
                     headers.iter().map(|(name, value)| HeaderRef { name, value }).collect();
@@ -408,7 +533,7 @@ mod tests {
                     .push(&RecordRef { timestamp: *timestamp, key: key.as_deref(), value, headers: &headers })
                     .unwrap();
             }
-            let bytes = builder.finish().unwrap().into_stored_bytes(offset);
+            let bytes = builder.finish().unwrap().into_stored_bytes(offset, partition).unwrap();
             offset += chunk.len() as u64;
             out.push(Batch::from_verified_bytes(Bytes::from(bytes)).unwrap());
         }
@@ -448,11 +573,11 @@ mod tests {
 
     proptest! {
         #[test]
-        fn a_read_is_encoded_exactly_as_prost_encodes_its_records(
+        fn a_read_carries_its_records_byte_for_byte_as_prost_before_format_3(
             records in spec(), per_batch in 1usize..8, base in prop_oneof![Just(0u64), 1u64..1 << 40],
-            partition in prop_oneof![Just(0u32), any::<u32>()], cut in any::<(u16, u16)>(), v1 in any::<bool>(),
+            partition in prop_oneof![Just(0u32), any::<u32>()], cut in any::<(u16, u16)>(), version in 1..=3u8,
         ) {
-            let batches = batches(&records, per_batch, base, v1);
+            let batches = batches(&records, per_batch, base, version, partition);
             let n = records.len() as u64;
             let from = base + u64::from(cut.0) % n;
             let until = if cut.1 % 3 == 0 { u64::MAX } else { from + u64::from(cut.1) % (base + n - from) + 1 };
@@ -469,16 +594,19 @@ mod tests {
             };
             let bytes = encoded.encode_to_vec();
             prop_assert_eq!(bytes.len(), encoded.encoded_len());
-            prop_assert_eq!(&bytes, &expected.encode_to_vec());
+            // Format 3 entries are sent as stored: the same records, other bytes than prost's.
+            if version < 3 {
+                prop_assert_eq!(&bytes, &expected.encode_to_vec());
+            }
             prop_assert_eq!(pb::SubscribeResponse::decode(&bytes[..]).unwrap(), expected);
         }
 
         #[test]
         fn a_delivery_is_encoded_exactly_as_prost_encodes_its_group_records(
             records in spec(), per_batch in 1usize..8, picks in proptest::collection::vec(any::<(bool, u32)>(), 40),
-            v1 in any::<bool>(),
+            version in 1..=3u8,
         ) {
-            let batches = batches(&records, per_batch, 100, v1);
+            let batches = batches(&records, per_batch, 100, version, 3);
             let listed: Vec<(u64, u32)> = (0..records.len() as u64)
                 .filter(|i| picks[*i as usize].0)
                 .map(|i| (100 + i, picks[i as usize].1 % 5))

@@ -8,8 +8,8 @@
 //! |----|------|------------------|--------------------------------------------------------------|
 //! | 0  | 8    | base_offset u64  | offset of the first record; written at append time, so it is not covered by the CRC but checked against the offset the log expects |
 //! | 8  | 4    | length u32       | bytes after this field (total batch size - 12)               |
-//! | 12 | 4    | crc u32          | CRC-32 (IEEE) of bytes 16..end                                |
-//! | 16 | 1    | version u8       | record layout: 1 (below) or 2 ([`crate::record_v2`]); new batches are written in [`BATCH_FORMAT_VERSION`] |
+//! | 12 | 4    | crc u32          | CRC-32 (IEEE) of bytes 16..end (in format 3 computed when the batch is appended, after its records' offsets are stamped) |
+//! | 16 | 1    | version u8       | record layout: 1 (below), 2 ([`crate::record_v2`]) or 3 ([`crate::record_v3`]); new batches are written in [`BATCH_FORMAT_VERSION`] |
 //! | 17 | 1    | attributes u8    | 0 (reserved for compression)                                  |
 //! | 18 | 2    | reserved         | 0                                                             |
 //! | 20 | 4    | record_count u32 | at least 1; offsets are dense: base_offset .. base_offset+count |
@@ -19,7 +19,8 @@
 //! | 48 | 8    | producer_sequence u64 | that producer's sequence number of the first record     |
 //! | 56 | ...  | records          | `record_count` records, back to back                          |
 //!
-//! **Record**, format version 1 (version 2, which new batches use, is in [`crate::record_v2`]):
+//! **Record**, format version 1 (version 2 is in [`crate::record_v2`], version 3, which new
+//! batches use, in [`crate::record_v3`]):
 //!
 //! | size | field                                                  |
 //! |------|--------------------------------------------------------|
@@ -38,8 +39,8 @@
 use bytes::{Buf, Bytes};
 
 use crate::error::{Error, Result};
-use crate::layout::{BATCH_FORMAT_V1, BATCH_FORMAT_VERSION};
-use crate::record_v2;
+use crate::layout::{BATCH_FORMAT_V1, BATCH_FORMAT_V2, BATCH_FORMAT_VERSION};
+use crate::{record_v2, record_v3};
 
 /// Size of the batch header.
 pub const BATCH_HEADER_BYTES: usize = 56;
@@ -75,7 +76,7 @@ pub struct RecordRef<'a> {
 impl RecordRef<'_> {
     /// Encoded size of this record inside a batch of the current format.
     pub fn encoded_len(&self) -> usize {
-        record_v2::encoded_len(self)
+        record_v3::encoded_len(self)
     }
 
     fn v1_encoded_len(&self) -> usize {
@@ -148,16 +149,26 @@ impl EncodedBatch {
         Some(Batch { header, bytes: Bytes::from(self.bytes) })
     }
 
-    /// The bytes the log stores for this batch at `base_offset` (for tests and tools that build
-    /// stored batches without a log).
-    pub fn into_stored_bytes(mut self, base_offset: u64) -> Vec<u8> {
-        self.bytes_with_base_offset(base_offset);
-        self.bytes
+    /// The bytes the log stores for this batch at `base_offset` of `partition` (for tests and
+    /// tools that build stored batches without a log).
+    pub fn into_stored_bytes(mut self, base_offset: u64, partition: u32) -> Result<Vec<u8>> {
+        self.stamp(base_offset, partition)?;
+        Ok(self.bytes)
     }
 
-    pub(crate) fn bytes_with_base_offset(&mut self, base_offset: u64) -> &[u8] {
+    /// Seals the batch for `base_offset` of `partition` and returns the bytes to write: the base
+    /// offset goes into the header and, in format 3, each record's offset and partition into its
+    /// slots, and then the checksum is computed over them. Fails if the offsets do not fit.
+    pub fn stamp(&mut self, base_offset: u64, partition: u32) -> Result<&[u8]> {
         self.bytes[0..8].copy_from_slice(&base_offset.to_le_bytes());
-        &self.bytes
+        if self.bytes[16] == record_v3::VERSION {
+            let count = self.record_count();
+            record_v3::stamp(&mut self.bytes[BATCH_HEADER_BYTES..], count, base_offset, partition)
+                .map_err(Error::InvalidArgument)?;
+            let crc = crc32fast::hash(&self.bytes[CRC_START..]);
+            self.bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        }
+        Ok(&self.bytes)
     }
 }
 
@@ -171,6 +182,12 @@ impl BatchBuilder {
     /// and tools that make the segments of an older broker.
     pub fn format_v1() -> Self {
         BatchBuilder { version: BATCH_FORMAT_V1, ..Default::default() }
+    }
+
+    /// A builder of batches in format version 2, which the broker no longer writes: for tests
+    /// and tools that make the segments of an older broker.
+    pub fn format_v2() -> Self {
+        BatchBuilder { version: BATCH_FORMAT_V2, ..Default::default() }
     }
 
     /// Number of records pushed so far.
@@ -202,9 +219,14 @@ impl BatchBuilder {
         }
         self.max_timestamp = self.max_timestamp.max(record.timestamp);
         self.count += 1;
-        if self.version != BATCH_FORMAT_V1 {
-            self.buf.reserve(record.encoded_len());
+        if self.version == BATCH_FORMAT_V2 {
+            self.buf.reserve(record_v2::encoded_len(record));
             record_v2::put(&mut self.buf, record);
+            return Ok(());
+        }
+        if self.version != BATCH_FORMAT_V1 {
+            self.buf.reserve(record_v3::encoded_len(record));
+            record_v3::put(&mut self.buf, record);
             return Ok(());
         }
         let len = record.v1_encoded_len();
@@ -230,7 +252,8 @@ impl BatchBuilder {
         Ok(())
     }
 
-    /// Seals the batch: writes the header and checksum. Fails if no record was pushed.
+    /// Seals the batch: writes the header and checksum (in format 3 the checksum waits for
+    /// [`EncodedBatch::stamp`]). Fails if no record was pushed.
     pub fn finish(&mut self) -> Result<EncodedBatch> {
         if self.count == 0 {
             return Err(Error::InvalidArgument("a batch needs at least one record".into()));
@@ -248,8 +271,10 @@ impl BatchBuilder {
         let (producer_id, sequence) = self.producer.take().unwrap_or((0, 0));
         bytes[40..48].copy_from_slice(&producer_id.to_le_bytes());
         bytes[48..56].copy_from_slice(&sequence.to_le_bytes());
-        let crc = crc32fast::hash(&bytes[CRC_START..]);
-        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        if self.version != record_v3::VERSION {
+            let crc = crc32fast::hash(&bytes[CRC_START..]);
+            bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        }
         self.count = 0;
         Ok(EncodedBatch { bytes })
     }
@@ -444,7 +469,7 @@ impl Batch {
                 rest.split_first_chunk::<4>()
                     .and_then(|(prefix, tail)| tail.get(u32::from_le_bytes(*prefix) as usize..).map(|tail| rest = tail))
             } else {
-                record_v2::split_record(&mut rest).map(drop)
+                record_v3::split_fields(&mut rest, self.header.version).map(drop)
             };
             if skipped.is_none() {
                 return Some(Err("record runs past the batch".into()));
@@ -550,7 +575,7 @@ impl RecordIter {
     fn decode_v2(&mut self) -> Result<Record, String> {
         let position = u32::try_from(self.position).map_err(|_| "batch too large".to_owned())?;
         let mut rest = &self.rest[..];
-        let body = record_v2::split_record(&mut rest).ok_or("record runs past the end of its batch")?;
+        let body = record_v3::split_checked(&mut rest, self.version, self.next_offset)?;
         let fields = record_v2::decode(body)?;
         let record = Record {
             offset: self.next_offset,
@@ -667,13 +692,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn stored(mut batch: EncodedBatch, base: u64) -> Batch {
-        let bytes = Bytes::copy_from_slice(batch.bytes_with_base_offset(base));
+        let bytes = Bytes::copy_from_slice(batch.stamp(base, 0).unwrap());
         Batch::from_verified_bytes(bytes).unwrap()
     }
 
     #[test]
     fn record_at_finds_each_record_without_decoding_the_ones_before() {
-        for mut builder in [BatchBuilder::default(), BatchBuilder::format_v1()] {
+        for mut builder in [BatchBuilder::default(), BatchBuilder::format_v1(), BatchBuilder::format_v2()] {
             let values: Vec<Vec<u8>> = (0..5).map(|i| vec![b'v'; i * 3]).collect();
             let headers = [HeaderRef { name: "h", value: b"x" }];
             for (i, value) in values.iter().enumerate() {

@@ -26,11 +26,14 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 /// Number of digits in a segment file name.
 pub const SEGMENT_NAME_DIGITS: usize = 20;
 
-/// Current batch format version, stored in every batch header: records in the layout of their
-/// protobuf encoding ([`crate::record_v2`]).
-pub const BATCH_FORMAT_VERSION: u8 = 2;
+/// Current batch format version, stored in every batch header: records stored as the entries
+/// of a read response, offsets included ([`crate::record_v3`]).
+pub const BATCH_FORMAT_VERSION: u8 = 3;
 /// The first batch format, with fixed-width record fields; still read, no longer written.
 pub const BATCH_FORMAT_V1: u8 = 1;
+/// The second batch format, records as their protobuf fields 1 to 4 ([`crate::record_v2`]);
+/// still read, no longer written.
+pub const BATCH_FORMAT_V2: u8 = 2;
 
 fn segment_file(dir: &Path, base_offset: u64, extension: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{extension}"))

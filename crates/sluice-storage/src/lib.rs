@@ -23,6 +23,7 @@
 //! - [`layout`]: file names, extensions, format version.
 //! - [`codec`]: batch and record encoding, checksums.
 //! - [`record_v2`]: the record layout of format version 2 (protobuf fields).
+//! - [`record_v3`]: the record layout of format version 3 (response entries, offsets stamped).
 //! - [`record_view`]: records borrowed from a batch.
 //! - [`index`]: sparse offset and time indexes (memory-mapped once sealed).
 //! - `segment`: reading one segment (a snapshot readers hold without locks).
@@ -51,6 +52,7 @@ mod open;
 mod page_cache;
 mod read_buffers;
 pub mod record_v2;
+pub mod record_v3;
 pub mod record_view;
 pub mod recovery;
 pub mod retention;

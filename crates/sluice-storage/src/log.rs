@@ -29,11 +29,14 @@ pub struct LogEnv {
     /// The free-space reserve appends must leave (shared by the partitions of one disk);
     /// `None`: appends run until the disk itself is full.
     pub space: Option<Arc<crate::space::FreeSpace>>,
+    /// The partition this log holds, stamped into every record it writes (format 3 records
+    /// carry their partition, as a read response does).
+    pub partition: u32,
 }
 
 impl Default for LogEnv {
     fn default() -> Self {
-        LogEnv { io: Arc::new(OsDisk), clock: Arc::new(SystemClock), space: None }
+        LogEnv { io: Arc::new(OsDisk), clock: Arc::new(SystemClock), space: None, partition: 0 }
     }
 }
 
@@ -139,6 +142,7 @@ impl PartitionLog {
             dirty: false,
             io: env.io,
             space: env.space,
+            partition: env.partition,
             clock: Arc::clone(&env.clock),
             counters: Arc::clone(&counters),
             published: Arc::clone(&published),

@@ -34,7 +34,7 @@ pub(crate) fn varint_len(value: u64) -> usize {
 }
 
 #[inline]
-fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         buf.push((value as u8) | 0x80);
         value >>= 7;
@@ -68,7 +68,7 @@ fn header_len(header: &HeaderRef<'_>) -> usize {
     optional_field_len(header.name.len()) + optional_field_len(header.value.len())
 }
 
-fn fields_len(record: &RecordRef<'_>) -> usize {
+pub(crate) fn fields_len(record: &RecordRef<'_>) -> usize {
     record.key.map_or(0, |k| field_len(k.len()))
         + optional_field_len(record.value.len())
         + record.headers.iter().map(|h| field_len(header_len(h))).sum::<usize>()
@@ -91,6 +91,11 @@ fn put_field(buf: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
 /// Appends `record` to `buf`.
 pub(crate) fn put(buf: &mut Vec<u8>, record: &RecordRef<'_>) {
     put_varint(buf, fields_len(record) as u64);
+    put_fields(buf, record);
+}
+
+/// Appends fields 1 to 4 of `record` (no length prefix): [`fields_len`] bytes.
+pub(crate) fn put_fields(buf: &mut Vec<u8>, record: &RecordRef<'_>) {
     if let Some(key) = record.key {
         put_field(buf, KEY_TAG, key);
     }

@@ -4,7 +4,7 @@
 
 use crate::codec::{BATCH_HEADER_BYTES, Batch};
 use crate::layout::BATCH_FORMAT_V1;
-use crate::record_v2;
+use crate::{record_v2, record_v3};
 
 const NO_KEY: u32 = u32::MAX;
 
@@ -85,15 +85,16 @@ pub struct RecordViews<'a> {
     remaining: u32,
     /// Position of the next record in its batch.
     position: usize,
-    v1: bool,
+    /// The batch's format version.
+    version: u8,
 }
 
 impl<'a> RecordViews<'a> {
     #[inline]
-    fn decode_v2(&mut self) -> Result<RecordView<'a>, &'static str> {
+    fn decode_v2(&mut self) -> Result<RecordView<'a>, String> {
         let position = u32::try_from(self.position).map_err(|_| "batch too large")?;
         let before = self.rest.len();
-        let body = record_v2::split_record(&mut self.rest).ok_or("record runs past the end of its batch")?;
+        let body = record_v3::split_checked(&mut self.rest, self.version, self.next_offset)?;
         self.position += before - self.rest.len();
         let fields = record_v2::decode(body)?;
         let offset = self.next_offset;
@@ -111,8 +112,12 @@ impl<'a> RecordViews<'a> {
     }
 
     #[inline]
-    fn decode_one(&mut self) -> Result<RecordView<'a>, &'static str> {
-        if self.v1 { self.decode_v1().ok_or("record runs past the end of its batch") } else { self.decode_v2() }
+    fn decode_one(&mut self) -> Result<RecordView<'a>, String> {
+        if self.version == BATCH_FORMAT_V1 {
+            self.decode_v1().ok_or_else(|| "record runs past the end of its batch".into())
+        } else {
+            self.decode_v2()
+        }
     }
 
     #[inline]
@@ -188,7 +193,8 @@ impl<'a> Iterator for HeaderViews<'a> {
     }
 }
 
-/// A record of a format-2 batch as stored, nothing decoded: for copying it to the wire.
+/// A record of a format-2 or format-3 batch as stored, nothing decoded: for copying it to the
+/// wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredRecord<'a> {
     /// The record's offset in its partition.
@@ -196,14 +202,20 @@ pub struct StoredRecord<'a> {
     /// Fields 1 to 4 (key, value, headers, timestamp_ms) of a `sluice.v1.Record`, exactly as
     /// prost encodes them (see [`crate::record_v2`]).
     pub fields: &'a [u8],
+    /// In format 3, the whole stored record: a `repeated Record records = 1` entry with this
+    /// offset and the partition, ready to send (see [`crate::record_v3`]). Consecutive records
+    /// of a batch are consecutive slices.
+    pub entry: Option<&'a [u8]>,
 }
 
-/// Iterator over the records of a format-2 batch as stored (see [`Batch::stored_from`]).
+/// Iterator over the records of a format-2 or format-3 batch as stored (see
+/// [`Batch::stored_from`]).
 #[derive(Debug)]
 pub struct StoredRecords<'a> {
     rest: &'a [u8],
     next_offset: u64,
     remaining: u32,
+    version: u8,
 }
 
 impl<'a> Iterator for StoredRecords<'a> {
@@ -217,20 +229,28 @@ impl<'a> Iterator for StoredRecords<'a> {
         self.remaining -= 1;
         let offset = self.next_offset;
         self.next_offset += 1;
-        match record_v2::split_record(&mut self.rest) {
-            Some(fields) => Some(Ok(StoredRecord { offset, fields })),
+        let record = if self.version == record_v3::VERSION {
+            record_v3::split_entry(&mut self.rest).and_then(|entry| {
+                (entry.offset == offset).then_some(StoredRecord { offset, fields: entry.fields, entry: Some(entry.whole) })
+            })
+        } else {
+            record_v2::split_record(&mut self.rest).map(|fields| StoredRecord { offset, fields, entry: None })
+        };
+        match record {
+            Some(record) => Some(Ok(record)),
             None => {
                 self.remaining = 0;
-                Some(Err(format!("record at offset {offset} runs past the end of its batch")))
+                Some(Err(format!("record at offset {offset} runs past the end of its batch, is malformed or holds another offset")))
             }
         }
     }
 }
 
 impl Batch {
-    /// The records of a format-2 batch as stored, from `start` on (as in [`Batch::views_from`])
-    /// or from the first; `None` for a format-1 batch. Only lengths are read: a walk that copies
-    /// records whole need not decode their fields.
+    /// The records of a format-2 or format-3 batch as stored, from `start` on (as in
+    /// [`Batch::views_from`]) or from the first; `None` for a format-1 batch. Only lengths (and
+    /// in format 3 the offset slots) are read: a walk that copies records whole need not decode
+    /// their fields.
     pub fn stored_from(&self, start: Option<RecordStart>) -> Option<StoredRecords<'_>> {
         if self.header().version == BATCH_FORMAT_V1 {
             return None;
@@ -239,7 +259,12 @@ impl Batch {
             Some(start) => self.views_from(start),
             None => self.views(),
         };
-        Some(StoredRecords { rest: views.rest, next_offset: views.next_offset, remaining: views.remaining })
+        Some(StoredRecords {
+            rest: views.rest,
+            next_offset: views.next_offset,
+            remaining: views.remaining,
+            version: views.version,
+        })
     }
 
     /// The records, borrowed from the batch's buffer. They are the records
@@ -250,7 +275,7 @@ impl Batch {
             next_offset: self.base_offset(),
             remaining: self.header().record_count,
             position: BATCH_HEADER_BYTES,
-            v1: self.header().version == BATCH_FORMAT_V1,
+            version: self.header().version,
         }
     }
 
@@ -268,7 +293,7 @@ impl Batch {
                 next_offset: start.offset,
                 remaining: count - index as u32,
                 position: start.position as usize,
-                v1: self.header().version == BATCH_FORMAT_V1,
+                version: self.header().version,
             },
             _ => self.views(),
         }
@@ -296,7 +321,15 @@ mod tests {
             builder.push(&record).unwrap();
         }
         let mut encoded = builder.finish().unwrap();
-        Batch::from_verified_bytes(Bytes::copy_from_slice(encoded.bytes_with_base_offset(41))).unwrap()
+        Batch::from_verified_bytes(Bytes::copy_from_slice(encoded.stamp(41, 7).unwrap())).unwrap()
+    }
+
+    fn builder_of(version: u8) -> BatchBuilder {
+        match version {
+            1 => BatchBuilder::format_v1(),
+            2 => BatchBuilder::format_v2(),
+            _ => BatchBuilder::default(),
+        }
     }
 
     /// Fields 1 to 4 of `spec` as format 2 stores them (its length prefix left out).
@@ -317,11 +350,10 @@ mod tests {
                  proptest::collection::vec(any::<u8>(), 0..50),
                  proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..10)), 0..3)),
                 1..20),
-            v1 in any::<bool>(),
+            version in 1..=3u8,
         ) {
-            let builder = if v1 { BatchBuilder::format_v1() } else { BatchBuilder::default() };
-            let batch = batch_in(builder, &records);
-            prop_assert_eq!(batch.header().version, if v1 { 1 } else { 2 });
+            let batch = batch_in(builder_of(version), &records);
+            prop_assert_eq!(batch.header().version, version);
             let owned: Vec<_> = batch.records().map(Result::unwrap).collect();
             let views: Vec<_> = batch.views().map(Result::unwrap).collect();
             prop_assert_eq!(owned.len(), views.len());
@@ -347,12 +379,30 @@ mod tests {
                 let stored: Option<Vec<_>> = batch
                     .stored_from(Some(view.start()))
                     .map(|s| s.map(|r| r.map(|r| (r.offset, r.fields.to_vec()))).collect::<Result<_, _>>().unwrap());
-                let expected = (!v1).then(|| {
+                let expected = (version > 1).then(|| {
                     records[k..].iter().zip(&views[k..]).map(|(spec, v)| (v.offset, encoded_fields(spec))).collect()
                 });
                 prop_assert_eq!(stored, expected);
             }
+            // In format 3 the stored records are the batch's body, slice after slice.
+            if version == 3 {
+                let entries: Vec<&[u8]> = batch.stored_from(None).unwrap().map(|r| r.unwrap().entry.unwrap()).collect();
+                prop_assert_eq!(entries.concat(), batch.as_bytes()[BATCH_HEADER_BYTES..].to_vec());
+            }
         }
+    }
+
+    #[test]
+    fn format_3_records_whose_offsets_disagree_with_their_header_are_refused() {
+        let batch = batch_of(&[(1, None, b"a".to_vec(), vec![]), (2, None, b"b".to_vec(), vec![])]);
+        // The header's base offset is outside the checksum: one that moved still passes it.
+        let mut moved = batch.as_bytes().to_vec();
+        moved[0..8].copy_from_slice(&50u64.to_le_bytes());
+        let moved = Batch::from_verified_bytes(Bytes::from(moved)).unwrap();
+        assert!(moved.views().next().unwrap().is_err());
+        assert!(moved.records().next().unwrap().is_err());
+        assert!(moved.stored_from(None).unwrap().next().unwrap().is_err());
+        assert!(batch.views().all(|r| r.is_ok()));
     }
 
     #[test]
@@ -385,12 +435,12 @@ mod tests {
             &0u32.to_le_bytes(),
         ]
         .concat();
-        let mut views = RecordViews { rest: &record, next_offset: 0, remaining: 1, position: 0, v1: true };
+        let mut views = RecordViews { rest: &record, next_offset: 0, remaining: 1, position: 0, version: 1 };
         let view = views.next().unwrap().unwrap();
         assert!(view.headers().next().unwrap().is_err());
         // The same in format 2: a header whose name is 0xff.
         let record = [10, 0x12, 1, b'v', 0x1A, 3, 0x0A, 1, 0xff, 0x20, 7];
-        let mut views = RecordViews { rest: &record, next_offset: 0, remaining: 1, position: 0, v1: false };
+        let mut views = RecordViews { rest: &record, next_offset: 0, remaining: 1, position: 0, version: 2 };
         let view = views.next().unwrap().unwrap();
         assert!(view.headers().next().unwrap().is_err());
     }
@@ -398,13 +448,13 @@ mod tests {
     #[test]
     fn a_record_cut_short_is_an_error() {
         let record = (1, Some(b"key".to_vec()), b"value".to_vec(), vec![("h".to_owned(), b"x".to_vec())]);
-        for v1 in [true, false] {
-            let builder = if v1 { BatchBuilder::format_v1() } else { BatchBuilder::default() };
+        for version in 1..=3 {
+            let builder = builder_of(version);
             let batch = batch_in(builder, std::slice::from_ref(&record));
             let body = &batch.as_bytes()[BATCH_HEADER_BYTES..];
             for cut in 0..body.len() {
-                let mut views = RecordViews { rest: &body[..cut], next_offset: 0, remaining: 1, position: 0, v1 };
-                assert!(views.next().unwrap().is_err(), "cut at {cut}, v1 {v1}");
+                let mut views = RecordViews { rest: &body[..cut], next_offset: 41, remaining: 1, position: 0, version };
+                assert!(views.next().unwrap().is_err(), "cut at {cut}, version {version}");
             }
         }
     }

@@ -260,10 +260,14 @@ impl SegmentView {
     pub fn read_record(&self, offset: u64, position: u32) -> Result<crate::codec::Record> {
         let (start, header) = self.batch_holding(offset)?;
         let at = start + u64::from(position);
-        // Format 1 prefixes a record with 4 bytes, format 2 with a varint of at most 5.
-        let mut prefix = [0u8; 5];
-        let prefix_len =
-            if header.version == crate::layout::BATCH_FORMAT_V1 { 4 } else { 5.min(self.len.saturating_sub(at)) };
+        // Format 1 prefixes a record with 4 bytes, format 2 with a varint of at most 5, format 3
+        // with a key byte and such a varint.
+        let mut prefix = [0u8; 6];
+        let prefix_len = match header.version {
+            crate::layout::BATCH_FORMAT_V1 => 4,
+            crate::layout::BATCH_FORMAT_V2 => 5.min(self.len.saturating_sub(at)),
+            _ => 6.min(self.len.saturating_sub(at)),
+        };
         if at + prefix_len > self.len || prefix_len == 0 {
             return Err(self.corrupt(at, "record position runs past the segment"));
         }
@@ -273,6 +277,9 @@ impl SegmentView {
             (4, u64::from(u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]])))
         } else {
             let mut rest: &[u8] = prefix;
+            if header.version != crate::layout::BATCH_FORMAT_V2 {
+                rest = rest.get(1..).unwrap_or_default();
+            }
             let len = crate::record_v2::read_varint(&mut rest)
                 .ok_or_else(|| self.corrupt(at, "record length is not a varint"))?;
             ((prefix.len() - rest.len()) as u64, len)

@@ -95,6 +95,8 @@ pub(crate) struct Writer {
     pub io: Arc<dyn DiskIo>,
     pub clock: Arc<dyn Clock>,
     pub space: Option<Arc<crate::space::FreeSpace>>,
+    /// Stamped into every record written.
+    pub partition: u32,
     pub counters: Arc<Counters>,
     pub published: Arc<RwLock<Arc<LogView>>>,
     /// Each idempotent producer's next sequence, from the batches written (or refused) since
@@ -244,7 +246,8 @@ impl Writer {
         let relative = u32::try_from(base_offset - active.base_offset)
             .map_err(|_overflow| Error::InvalidArgument("segment offset range exhausted".into()))?;
         let at = u32::try_from(position).map_err(|_overflow| Error::InvalidArgument("segment exceeds 4 GiB".into()))?;
-        if let Err(source) = self.io.write_at(&active.file, batch.bytes_with_base_offset(base_offset), position) {
+        let bytes = batch.stamp(base_offset, self.partition)?;
+        if let Err(source) = self.io.write_at(&active.file, bytes, position) {
             // Cut any partial write so a reopen need not; recovery would cut it anyway.
             let _best_effort = active.file.set_len(position);
             let error = Error::io("writing segment", active.path.to_path_buf(), source);

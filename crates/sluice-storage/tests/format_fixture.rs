@@ -1,8 +1,8 @@
 //! The on-disk format stays readable: a partition written in each batch format version is
-//! checked in (`tests/fixtures/v1`, `tests/fixtures/v2`; files renamed `.bin` so they are not
-//! mistaken for broker data) and must open and read back exactly. Write a fixture deliberately,
-//! once, when its format version is new, and never rewrite an old one:
-//! `cargo test -p sluice-storage --test format_fixture -- --ignored write_v2_fixture`.
+//! checked in (`tests/fixtures/v1` to `v3`; files renamed `.bin` so they are not mistaken for
+//! broker data) and must open and read back exactly. Write a fixture deliberately, once, when its
+//! format version is new, and never rewrite an old one:
+//! `cargo test -p sluice-storage --test format_fixture -- --ignored write_v3_fixture`.
 
 mod common;
 
@@ -17,7 +17,11 @@ fn fixture_dir(version: u8) -> PathBuf {
 }
 
 fn builder(version: u8) -> BatchBuilder {
-    if version == 1 { BatchBuilder::format_v1() } else { BatchBuilder::default() }
+    match version {
+        1 => BatchBuilder::format_v1(),
+        2 => BatchBuilder::format_v2(),
+        _ => BatchBuilder::default(),
+    }
 }
 
 fn config() -> LogConfig {
@@ -42,8 +46,8 @@ fn expected() -> Vec<Rec> {
 
 #[test]
 #[ignore = "writes the checked-in fixture; run only for a new format version"]
-fn write_v2_fixture() -> TestResult {
-    write_fixture(2)
+fn write_v3_fixture() -> TestResult {
+    write_fixture(3)
 }
 
 /// Writes the fixture of format `version`: 30 batches holding [`expected`].
@@ -109,6 +113,11 @@ fn a_version_2_partition_opens_and_reads_back_exactly() -> TestResult {
     opens_and_reads_back_exactly(2)
 }
 
+#[test]
+fn a_version_3_partition_opens_and_reads_back_exactly() -> TestResult {
+    opens_and_reads_back_exactly(3)
+}
+
 fn opens_and_reads_back_exactly(version: u8) -> TestResult {
     let dir = tempfile::tempdir()?;
     copy_fixture(version, dir.path())?;
@@ -146,15 +155,24 @@ fn a_version_1_partition_opened_after_a_crash_recovers_the_same_records() -> Tes
 }
 
 #[test]
-fn a_version_1_partition_takes_version_2_batches_and_reads_both_back() -> TestResult {
+fn a_version_1_partition_takes_new_batches_and_reads_both_back() -> TestResult {
+    takes_new_batches_and_reads_both_back(1)
+}
+
+#[test]
+fn a_version_2_partition_takes_new_batches_and_reads_both_back() -> TestResult {
+    takes_new_batches_and_reads_both_back(2)
+}
+
+fn takes_new_batches_and_reads_both_back(version: u8) -> TestResult {
     let dir = tempfile::tempdir()?;
-    copy_fixture(1, dir.path())?;
+    copy_fixture(version, dir.path())?;
     let log = PartitionLog::open(dir.path(), config())?;
     let mut all = expected();
     let added = Rec {
         timestamp: 1_800_000_000_000,
         key: Some(b"after the upgrade".to_vec()),
-        value: b"v2".to_vec(),
+        value: b"new".to_vec(),
         headers: vec![("event-type".into(), b"new".to_vec()), ("empty".into(), Vec::new())],
     };
     let headers: Vec<HeaderRef<'_>> = added.headers.iter().map(|(n, v)| HeaderRef { name: n, value: v }).collect();
@@ -167,8 +185,8 @@ fn a_version_1_partition_takes_version_2_batches_and_reads_both_back() -> TestRe
     })?;
     log.append(batch.finish()?)?;
     all.push(added);
-    let mut expected_versions = vec![1; 30];
-    expected_versions.push(2);
+    let mut expected_versions = vec![version; 30];
+    expected_versions.push(sluice_storage::layout::BATCH_FORMAT_VERSION);
     assert_eq!(versions(&log)?, expected_versions);
     let got: Vec<Rec> = read_all(&log, 0, 300)?.into_iter().map(|(_, r)| r).collect();
     assert_eq!(got, all);
@@ -176,7 +194,7 @@ fn a_version_1_partition_takes_version_2_batches_and_reads_both_back() -> TestRe
     let log = PartitionLog::open(dir.path(), config())?;
     let got: Vec<Rec> = read_all(&log, 0, 300)?.into_iter().map(|(_, r)| r).collect();
     assert_eq!(got, all, "and again after a reopen");
-    assert_eq!(log.read_record(60, 56)?.value, &b"v2"[..], "a record read alone from a v2 batch");
-    assert_eq!(log.read_record(0, 56)?.value, &b"value 0.0"[..], "and one from a v1 batch");
+    assert_eq!(log.read_record(60, 56)?.value, &b"new"[..], "a record read alone from a new batch");
+    assert_eq!(log.read_record(0, 56)?.value, &b"value 0.0"[..], "and one from an old batch");
     Ok(())
 }
