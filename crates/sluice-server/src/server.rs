@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::grpc::subscribe_body::ConsumerWithSubscribe;
 use sluice_core::Broker;
 use sluice_proto::v1::admin_server::AdminServer;
 use sluice_proto::wire::servers::consumer_server::ConsumerServer;
@@ -187,9 +188,13 @@ impl Server {
                 access.interceptor(),
             ))
             .add_service(InterceptedService::new(
-                ConsumerServer::new(consumer)
-                    .max_decoding_message_size(max_message)
-                    .max_encoding_message_size(max_message),
+                ConsumerWithSubscribe::new(
+                    ConsumerServer::new(consumer.clone())
+                        .max_decoding_message_size(max_message)
+                        .max_encoding_message_size(max_message),
+                    consumer,
+                    max_message,
+                ),
                 access.interceptor(),
             ));
         let incoming = accept_loop(grpc, Arc::clone(&metrics), stop_grpc.clone(), tls.as_ref().map(|t| t.grpc.clone()));

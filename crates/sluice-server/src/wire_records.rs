@@ -25,7 +25,8 @@ use sluice_core::Fetched;
 use sluice_core::group::GroupDelivery;
 use sluice_proto::v1 as pb;
 use sluice_proto::wire::EncodedFields;
-use sluice_storage::{Batch, RecordStart, RecordView, StoredRecord};
+use sluice_storage::record_view::StoredRecord;
+use sluice_storage::{Batch, RecordStart, RecordView};
 use tonic::Status;
 
 /// Protobuf wire type of length-delimited fields.
@@ -58,6 +59,8 @@ pub struct StoredRecords {
     /// 3 entries of field 1); `None` where the records are written one by one.
     runs: Vec<Option<Range<usize>>>,
     len: usize,
+    /// Bytes of runs [`StoredRecords::chunks`] sends as slices.
+    sliced: usize,
 }
 
 /// What a response takes from its batches, in order: a run of stored entries (bytes of a
@@ -181,6 +184,12 @@ impl Entry<'_> {
 /// Length of a `Record` message (without its own key and length).
 fn record_len(record: &Entry<'_>, partition: u32) -> Result<usize, String> {
     let fields = match record {
+        // Format 3: the stored entry is key byte, length, `Record`.
+        Entry::Stored(StoredRecord { entry: Some(entry), .. }) => {
+            let mut rest = entry.get(1..).unwrap_or_default();
+            let len = prost::encoding::decode_varint(&mut rest).map_err(|_| "stored entry has no length")?;
+            return Ok(len as usize);
+        }
         Entry::Stored(record) => record.fields.len(),
         Entry::Decoded(record) => v1_fields_len(record)?,
     };
@@ -202,6 +211,11 @@ fn v1_fields_len(record: &RecordView<'_>) -> Result<usize, String> {
 }
 
 fn put_record(out: &mut Out<'_>, record: &Entry<'_>, partition: u32, len: usize) {
+    if let Entry::Stored(StoredRecord { entry: Some(entry), .. }) = record {
+        // Format 3 stores the length and the whole `Record`, offset and partition included.
+        out.slice(&entry[1..]);
+        return;
+    }
     out.varint(len as u64);
     // Batch format 2 stores fields 1 to 4 as prost writes them; prost writes 5 and 6 last.
     match record {
@@ -330,12 +344,17 @@ impl StoredRecords {
             _ => vec![None; batches.len()],
         };
         let mut records =
-            StoredRecords { batches, selection, partition, field, record_lens: Vec::new(), runs, len: 0 };
-        let (mut len, mut record_lens) = (0, Vec::new());
+            StoredRecords { batches, selection, partition, field, record_lens: Vec::new(), runs, len: 0, sliced: 0 };
+        let (mut len, mut sliced, mut record_lens) = (0, 0, Vec::new());
         records
             .visit(|piece| {
                 match piece {
-                    Piece::Run(_, run) => len += run.len(),
+                    Piece::Run(_, run) => {
+                        len += run.len();
+                        if run.len() >= SLICE_AT_LEAST {
+                            sliced += run.len();
+                        }
+                    }
                     Piece::Record(record, attempt) => {
                         let record_len = record_len(record, partition)?;
                         let entry = entry_len(record_len, attempt);
@@ -347,6 +366,7 @@ impl StoredRecords {
             })
             .map_err(undecodable)?;
         records.len = len;
+        records.sliced = sliced;
         records.record_lens = record_lens;
         Ok(records)
     }
@@ -439,6 +459,11 @@ impl StoredRecords {
             }
         }
         Ok(())
+    }
+
+    /// Bytes [`StoredRecords::chunks`] copies (the rest it sends as slices).
+    pub fn copied_len(&self) -> usize {
+        self.len - self.sliced
     }
 
     /// The bytes [`EncodedFields::write`] writes, as chunks to send back to back: runs of at

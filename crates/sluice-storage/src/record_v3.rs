@@ -80,8 +80,6 @@ pub(crate) struct Entry<'a> {
     pub fields: &'a [u8],
     /// The offset in its slot.
     pub offset: u64,
-    /// The partition in its slot.
-    pub partition: u32,
 }
 
 /// Splits one stored record off the front of `rest`.
@@ -99,10 +97,9 @@ pub(crate) fn split_entry<'a>(rest: &mut &'a [u8]) -> Option<Entry<'a>> {
     if suffix[0] != PARTITION_TAG || suffix[1 + PARTITION_WIDTH] != OFFSET_TAG {
         return None;
     }
-    let partition = u32::try_from(read_padded(&suffix[1..=PARTITION_WIDTH])).ok()?;
     let offset = read_padded(&suffix[2 + PARTITION_WIDTH..]);
     *rest = tail;
-    Some(Entry { whole: &start[..start.len() - tail.len()], fields, offset, partition })
+    Some(Entry { whole: &start[..start.len() - tail.len()], fields, offset })
 }
 
 /// Splits one record of a batch in format `version` (2 or 3) off the front of `rest`; returns
@@ -229,7 +226,7 @@ mod tests {
                 let names: Vec<_> = record.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
                 prop_assert_eq!(&names, headers);
                 let entry = split_entry(&mut rest).unwrap();
-                prop_assert_eq!((entry.offset, entry.partition), (base + i as u64, partition));
+                prop_assert_eq!(entry.offset, base + i as u64);
             }
             prop_assert!(rest.is_empty());
         }

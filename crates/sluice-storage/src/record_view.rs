@@ -231,7 +231,11 @@ impl<'a> Iterator for StoredRecords<'a> {
         self.next_offset += 1;
         let record = if self.version == record_v3::VERSION {
             record_v3::split_entry(&mut self.rest).and_then(|entry| {
-                (entry.offset == offset).then_some(StoredRecord { offset, fields: entry.fields, entry: Some(entry.whole) })
+                (entry.offset == offset).then_some(StoredRecord {
+                    offset,
+                    fields: entry.fields,
+                    entry: Some(entry.whole),
+                })
             })
         } else {
             record_v2::split_record(&mut self.rest).map(|fields| StoredRecord { offset, fields, entry: None })
@@ -240,7 +244,9 @@ impl<'a> Iterator for StoredRecords<'a> {
             Some(record) => Some(Ok(record)),
             None => {
                 self.remaining = 0;
-                Some(Err(format!("record at offset {offset} runs past the end of its batch, is malformed or holds another offset")))
+                Some(Err(format!(
+                    "record at offset {offset} runs past the end of its batch, is malformed or holds another offset"
+                )))
             }
         }
     }

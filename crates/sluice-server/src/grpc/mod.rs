@@ -5,6 +5,7 @@ pub mod consumer;
 pub mod group;
 pub mod producer;
 pub mod security;
+pub mod subscribe_body;
 
 use std::future::Future;
 use std::sync::Arc;

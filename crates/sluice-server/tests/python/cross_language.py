@@ -67,8 +67,10 @@ def main() -> None:
     seen = {}
     for partition in range(3):
         fetched = consumer.Fetch(consumer_pb2.FetchRequest(topic="py-orders", partition=partition, offset=0))
-        for record in fetched.records:
+        for offset, record in enumerate(fetched.records):
             seen[record.value] = record
+            if record.partition != partition or record.offset != offset:
+                sys.exit(f"record at {partition}/{offset} says {record.partition}/{record.offset}")
             if record.headers[0].name != "event-type" or record.headers[0].value != b"order.placed":
                 sys.exit(f"header lost: {record}")
     for original in records:
@@ -78,12 +80,43 @@ def main() -> None:
         if got.key != original.key or got.timestamp_ms != original.timestamp_ms:
             sys.exit(f"record {original.value!r} changed: {got}")
 
+    # A batch large enough that Subscribe sends its records as stored bytes, after a small one.
+    small = [records_pb2.Record(value=b"small")]
+    producer.Produce(producer_pb2.ProduceRequest(topic="py-orders", partition=2, records=small))
+    large = [records_pb2.Record(key=b"k", value=bytes([i % 251]) * 1000) for i in range(200)]
+    appended = producer.Produce(producer_pb2.ProduceRequest(topic="py-orders", partition=2, records=large))
+    first = appended.appends[0].base_offset
+    end = first + len(large)
+    for start in (first, first + 57):
+        position = consumer_pb2.StartPosition(offset=start)
+        request = consumer_pb2.SubscribeRequest(topic="py-orders", partition=2, start=position)
+        subscription = consumer.Subscribe(request)
+        got = []
+        for message in subscription:
+            got.extend(message.records)
+            if got and got[-1].offset >= end - 1:
+                break
+        subscription.cancel()
+        expected = large[start - first:]
+        if [r.offset for r in got] != list(range(start, end)):
+            sys.exit(f"Subscribe from {start} gave offsets {[r.offset for r in got][:5]}...")
+        for record, original in zip(got, expected):
+            if record.value != original.value or record.key != b"k" or record.partition != 2:
+                sys.exit(f"Subscribe changed record {record.offset}")
+
     try:
         consumer.Fetch(consumer_pb2.FetchRequest(topic="no-such-topic", partition=0, offset=0))
         sys.exit("fetching an unknown topic did not fail")
     except grpc.RpcError as error:
         if error.code() != grpc.StatusCode.NOT_FOUND:
             sys.exit(f"unknown topic gave {error.code()}, expected NOT_FOUND")
+    try:
+        request = consumer_pb2.SubscribeRequest(topic="no-such-topic", partition=0)
+        next(iter(consumer.Subscribe(request)))
+        sys.exit("subscribing to an unknown topic did not fail")
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.NOT_FOUND:
+            sys.exit(f"subscribing to an unknown topic gave {error.code()}, expected NOT_FOUND")
     print("python cross-language check: ok")
 
 

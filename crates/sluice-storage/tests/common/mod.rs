@@ -181,7 +181,12 @@ impl DiskIo for TestDisk {
 }
 
 pub fn env(disk: &Arc<TestDisk>, clock: &Arc<ManualClock>) -> LogEnv {
-    LogEnv { io: Arc::clone(disk) as Arc<dyn DiskIo>, clock: Arc::clone(clock) as Arc<dyn Clock>, space: None, partition: 0 }
+    LogEnv {
+        io: Arc::clone(disk) as Arc<dyn DiskIo>,
+        clock: Arc::clone(clock) as Arc<dyn Clock>,
+        space: None,
+        partition: 0,
+    }
 }
 
 /// Polls `condition` until it holds or a generous deadline passes.
