@@ -198,7 +198,7 @@ impl Default for BrokerConfig {
             fsync_check_interval: Duration::from_millis(50),
             max_fetch_wait: Duration::from_secs(30),
             max_fetch_bytes: 16 << 20,
-            tail_cache_bytes: 1 << 20,
+            tail_cache_bytes: 2 << 20,
             producer_snapshot_interval: Duration::from_secs(60),
             idempotence_window: crate::producers::DEFAULT_WINDOW,
             min_free_bytes: 64 << 20,

@@ -85,7 +85,7 @@ pub struct PartitionOptions {
 impl Default for PartitionOptions {
     fn default() -> Self {
         PartitionOptions {
-            tail_cache_bytes: 1 << 20,
+            tail_cache_bytes: 2 << 20,
             idempotence_window: crate::producers::DEFAULT_WINDOW,
             space: None,
         }

@@ -360,7 +360,7 @@ impl Default for LimitsSection {
             max_partitions: 4096,
             max_fetch_wait: "30s".into(),
             max_fetch_bytes: "16MiB".into(),
-            tail_cache_bytes: "1MiB".into(),
+            tail_cache_bytes: "2MiB".into(),
             idempotence_window: sluice_core::producers::DEFAULT_WINDOW as u32,
             min_free_bytes: "64MiB".into(),
         }

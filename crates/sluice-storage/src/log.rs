@@ -272,8 +272,9 @@ impl PartitionLog {
 
     /// [`PartitionLog::read`] of at most `max_bytes`, if the page cache holds all of it: the read
     /// does not wait for the disk, so it may run where blocking is not allowed. `None` when the
-    /// data is not cached, the first batch is larger than `max_bytes`, or anything else goes
-    /// wrong; [`PartitionLog::read`] then gives the answer (including any error).
+    /// data is not cached, the first batch is larger than `max_bytes` and than 2 MiB, or
+    /// anything else goes wrong; [`PartitionLog::read`] then gives the answer (including any
+    /// error).
     ///
     /// Sealed segments' indexes are memory-mapped; looking one up may still fault a page in.
     pub fn read_cached(&self, offset: u64, max_bytes: usize) -> Option<ReadResult> {

@@ -67,7 +67,9 @@ fn put_padded(slot: &mut [u8], mut value: u64) {
     slot[last] = value as u8 & 0x7F;
 }
 
-fn read_padded(slot: &[u8]) -> u64 {
+/// The offset in a padded slot.
+#[inline]
+fn read_offset_slot(slot: &[u8; OFFSET_WIDTH]) -> u64 {
     slot.iter().rev().fold(0, |value, &byte| (value << 7) | u64::from(byte & 0x7F))
 }
 
@@ -97,7 +99,7 @@ pub(crate) fn split_entry<'a>(rest: &mut &'a [u8]) -> Option<Entry<'a>> {
     if suffix[0] != PARTITION_TAG || suffix[1 + PARTITION_WIDTH] != OFFSET_TAG {
         return None;
     }
-    let offset = read_padded(&suffix[2 + PARTITION_WIDTH..]);
+    let offset = read_offset_slot(suffix[2 + PARTITION_WIDTH..].try_into().ok()?);
     *rest = tail;
     Some(Entry { whole: &start[..start.len() - tail.len()], fields, offset })
 }
@@ -167,6 +169,15 @@ mod tests {
         stamp(&mut buf, 1, 300, 2).unwrap();
         assert_eq!(&buf[buf.len() - 16..buf.len() - 10], [0x30, 0x82, 0x80, 0x80, 0x80, 0x00]);
         assert_eq!(&buf[buf.len() - 10..], [0x28, 0xAC, 0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00]);
+    }
+
+    proptest! {
+        #[test]
+        fn an_offset_reads_back_from_its_slot(offset in prop_oneof![0..1u64 << 14, 0..=MAX_OFFSET]) {
+            let mut slot = [0u8; OFFSET_WIDTH];
+            put_padded(&mut slot, offset);
+            prop_assert_eq!(read_offset_slot(&slot), offset);
+        }
     }
 
     #[test]

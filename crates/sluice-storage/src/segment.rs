@@ -28,6 +28,12 @@ pub(crate) enum SegmentIndex {
     Active(Arc<RwLock<IndexEntries>>),
 }
 
+/// The largest first batch a page-cache-only read returns when it is larger than the read's
+/// `max_bytes`. A full produce request of 1 MiB of records makes a batch a little larger than
+/// that (each record has its framing), and a read of such a batch should not need the blocking
+/// pool just for that.
+pub(crate) const CACHED_FIRST_BATCH_MAX_BYTES: u64 = 2 << 20;
+
 impl SegmentIndex {
     fn lookup_offset(&self, relative_offset: u32) -> IndexHit {
         match self {
@@ -294,8 +300,9 @@ impl SegmentView {
 
     /// Whole batches starting with the one holding `offset`, up to `max_bytes` (but always the
     /// first batch, however large), each checksum-verified. With [`Wait::CacheOnly`], the same
-    /// batches from the page cache, never more than `max_bytes` even for a larger first batch;
-    /// any error then only means: read it the ordinary way.
+    /// batches from the page cache, never more than `max_bytes`, or a larger first batch alone
+    /// up to [`CACHED_FIRST_BATCH_MAX_BYTES`]; any error then only means: read it the ordinary
+    /// way.
     pub fn read(&self, offset: u64, max_bytes: usize, wait: Wait) -> Result<Vec<Batch>> {
         let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
         let hit = self.index.lookup_offset(relative);
@@ -303,7 +310,7 @@ impl SegmentView {
             return Ok(Vec::new());
         };
         let want = (max_bytes.min(MAX_READ_BYTES) as u64).max(first.total_len()).min(self.len - start);
-        if wait == Wait::CacheOnly && want > max_bytes as u64 {
+        if wait == Wait::CacheOnly && want > (max_bytes as u64).max(CACHED_FIRST_BATCH_MAX_BYTES) {
             return Err(self.not_cached());
         }
         let buf = self.read_bytes(usize::try_from(want).unwrap_or(usize::MAX), start, wait)?;

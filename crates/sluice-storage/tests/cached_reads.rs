@@ -1,6 +1,6 @@
 //! `PartitionLog::read_cached`: a read that copies only from the page cache gives exactly what
-//! `read` gives, or nothing (data not cached, a first batch over the limit, damage), never
-//! something else.
+//! `read` gives, or nothing (data not cached, a first batch over 2 MiB and over the limit,
+//! damage), never something else.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::*;
 use rustix::io::{Errno, ReadWriteFlags};
-use sluice_storage::{FsyncPolicy, PartitionLog, ReadResult, layout};
+use sluice_storage::{FsyncPolicy, LogConfig, PartitionLog, ReadResult, layout};
 
 const BATCHES: u64 = 60;
 
@@ -57,10 +57,10 @@ fn a_cached_read_returns_what_a_read_returns() -> TestResult {
             let read = log.read(offset, max_bytes)?;
             match log.read_cached(offset, max_bytes) {
                 Some(cached) => same(&cached, &read),
-                // Just written, so in the page cache: only a first batch over the limit is left
-                // to the ordinary read (or a filesystem that cannot read cache-only).
+                // Just written, so in the page cache: only a filesystem that cannot read
+                // cache-only leaves these small batches to the ordinary read.
                 None => assert!(
-                    !supported || read.batches.first().is_some_and(|b| b.as_bytes().len() > max_bytes),
+                    !supported,
                     "offset {offset}, max_bytes {max_bytes}: cached data was not read from the cache"
                 ),
             }
@@ -70,12 +70,23 @@ fn a_cached_read_returns_what_a_read_returns() -> TestResult {
 }
 
 #[test]
-fn a_first_batch_larger_than_the_limit_is_left_to_the_ordinary_read() -> TestResult {
+fn a_first_batch_over_the_limit_is_read_from_the_cache_up_to_2_mib() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let log = filled(dir.path());
-    let read = log.read(0, 10)?;
+    let log = PartitionLog::open(dir.path(), LogConfig { fsync: FsyncPolicy::Always, ..LogConfig::default() })?;
+    let supported = cached(&layout::log_path(dir.path(), 0)).is_ok();
+    let value = |len: usize| Rec::new(1, vec![7u8; len]);
+    // A batch of just over 1 MiB (what a full produce request makes), then one of 3 MiB.
+    log.append(encode(&[value(1 << 20)]))?;
+    log.append(encode(&[value(1 << 20), value(1 << 20), value(1 << 20)]))?;
+    let read = log.read(0, 1 << 20)?;
     assert_eq!(read.batches.len(), 1, "an ordinary read returns the first batch whatever the limit");
-    assert!(log.read_cached(0, 10).is_none());
+    assert!(read.batches[0].as_bytes().len() > 1 << 20);
+    match log.read_cached(0, 1 << 20) {
+        Some(cached) => same(&cached, &read),
+        None => assert!(!supported, "a first batch of just over the limit was left to the ordinary read"),
+    }
+    assert_eq!(log.read(1, 10)?.batches.len(), 1);
+    assert!(log.read_cached(1, 10).is_none(), "a first batch over 2 MiB is left to the ordinary read");
     Ok(())
 }
 
